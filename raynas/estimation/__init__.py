@@ -1,0 +1,1 @@
+"""Performance estimation: how a candidate architecture is scored (full or partial training)."""

@@ -1,0 +1,186 @@
+"""Full training as a performance estimate: the Tune trainable and the final retraining.
+
+Both use one epoch loop, so an architecture trains the same way during the search and after it.
+Data are small in-memory tensors, so batches are sliced from them directly (a ``DataLoader``
+would only add worker and collation overhead here).
+"""
+
+from __future__ import annotations
+
+import math
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from raynas.data import Dataset
+from raynas.errors import SpaceError
+from raynas.models import build_model
+from raynas.objectives import count_flops, count_params
+from raynas.space import Space, arch_hash
+
+OPTIMIZERS = ("adam", "adamw", "sgd")
+TRAIN_DEFAULTS = {"lr": 1e-3, "weight_decay": 0.0, "batch_size": 64, "optimizer": "adam"}
+EVAL_BATCH = 1024
+
+
+@dataclass(frozen=True)
+class TrialSettings:
+    """What every trial of a search shares (the architecture comes from the config)."""
+
+    max_epochs: int
+    seed: int = 0
+    cpus: float = 1.0
+    gpus: float = 0.0
+
+
+def check_train_space(space: Space, origin: str) -> None:
+    """The ``train`` group, if any, must hold hyperparameters the training loop understands."""
+    for field in space.fields("train"):
+        if field not in TRAIN_DEFAULTS:
+            raise SpaceError(f"{origin}: space.train.{field}: unknown training hyperparameter; "
+                             f"known: {', '.join(TRAIN_DEFAULTS)}")
+    optimizers = space.values("train.optimizer") or []
+    for name in optimizers:
+        if name not in OPTIMIZERS:
+            raise SpaceError(f"{origin}: space.train.optimizer: unknown optimizer {name!r}; "
+                             f"known: {', '.join(OPTIMIZERS)}")
+    for v in space.values("train.batch_size") or []:
+        if not isinstance(v, int) or isinstance(v, bool) or v < 1:
+            raise SpaceError(f"{origin}: space.train.batch_size: must be positive integers")
+
+
+def hyperparameters(arch: dict[str, Any]) -> dict[str, Any]:
+    return {**TRAIN_DEFAULTS, **arch.get("train", {})}
+
+
+def device_for(gpus: float) -> torch.device:
+    return torch.device("cuda" if gpus > 0 and torch.cuda.is_available() else "cpu")
+
+
+def seed_everything(seed: int, arch: dict[str, Any]) -> torch.Generator:
+    """Seed torch from the search seed and the architecture, so a trial is reproducible."""
+    value = (seed * 1_000_003 + int(arch_hash(arch), 16)) % 2**63
+    torch.manual_seed(value)
+    return torch.Generator().manual_seed(value)
+
+
+class Run:
+    """A model with its optimizer and LR schedule, trained epoch by epoch."""
+
+    def __init__(self, space: Space, arch: dict[str, Any], input_shape: tuple[int, ...],
+                 num_classes: int, epochs: int, device: torch.device, seed: int) -> None:
+        self.generator = seed_everything(seed, arch)
+        self.hp = hyperparameters(arch)
+        self.device = device
+        self.model = build_model(space, arch, input_shape, num_classes).to(device)
+        kwargs = {"lr": self.hp["lr"], "weight_decay": self.hp["weight_decay"]}
+        if self.hp["optimizer"] == "sgd":
+            self.opt = torch.optim.SGD(self.model.parameters(), momentum=0.9, nesterov=True,
+                                       **kwargs)
+        else:
+            cls = torch.optim.AdamW if self.hp["optimizer"] == "adamw" else torch.optim.Adam
+            self.opt = cls(self.model.parameters(), **kwargs)
+        self.sched = torch.optim.lr_scheduler.CosineAnnealingLR(self.opt, T_max=max(1, epochs))
+        self.loss = nn.CrossEntropyLoss()
+        self.epoch = 0
+
+    def epochs(self, x: torch.Tensor, y: torch.Tensor, until: int) -> Iterator[float]:
+        """Train up to epoch ``until``, yielding each epoch's mean training loss."""
+        batch = int(self.hp["batch_size"])
+        while self.epoch < until:
+            self.model.train()
+            order = torch.randperm(len(x), generator=self.generator).to(self.device)
+            total, seen = 0.0, 0
+            for start in range(0, len(x), batch):
+                idx = order[start : start + batch]
+                if len(idx) < 2 and seen:  # BatchNorm cannot train on a single sample
+                    continue
+                self.opt.zero_grad(set_to_none=True)
+                loss = self.loss(self.model(x[idx]), y[idx])
+                loss.backward()
+                self.opt.step()
+                total += loss.item() * len(idx)
+                seen += len(idx)
+            self.sched.step()
+            self.epoch += 1
+            mean = total / seen
+            if not math.isfinite(mean):
+                raise FloatingPointError(f"non-finite training loss ({mean}) at epoch {self.epoch}")
+            yield mean
+
+    @torch.no_grad()
+    def evaluate(self, x: torch.Tensor, y: torch.Tensor) -> tuple[float, float]:
+        """(mean loss, accuracy) on a split."""
+        self.model.eval()
+        loss, correct = 0.0, 0
+        for start in range(0, len(x), EVAL_BATCH):
+            out = self.model(x[start : start + EVAL_BATCH])
+            target = y[start : start + EVAL_BATCH]
+            loss += self.loss(out, target).item() * len(target)
+            correct += (out.argmax(1) == target).sum().item()
+        return loss / len(x), correct / len(x)
+
+    def state(self) -> dict[str, Any]:
+        return {"model": self.model.state_dict(), "opt": self.opt.state_dict(),
+                "sched": self.sched.state_dict(), "epoch": self.epoch,
+                "rng": self.generator.get_state()}
+
+    def load(self, state: dict[str, Any]) -> None:
+        self.model.load_state_dict(state["model"])
+        self.opt.load_state_dict(state["opt"])
+        self.sched.load_state_dict(state["sched"])
+        self.generator.set_state(state["rng"])
+        self.epoch = state["epoch"]
+
+
+def tensors(device: torch.device, *arrays: np.ndarray) -> list[torch.Tensor]:
+    return [torch.as_tensor(np.array(a), device=device) for a in arrays]
+
+
+def train_trial(config: dict[str, Any], *, space: Space, data: Dataset,
+                settings: TrialSettings) -> None:
+    """The Tune function trainable: decode, build, train; report and checkpoint every epoch."""
+    from ray import tune
+
+    torch.set_num_threads(max(1, int(settings.cpus)))
+    arch = space.decode(config)
+    device = device_for(settings.gpus)
+    run = Run(space, arch, data.input_shape, data.num_classes, settings.max_epochs, device,
+              settings.seed)
+    fixed = {"params": count_params(run.model), "flops": count_flops(run.model, data.input_shape),
+             "arch_hash": arch_hash(arch)}
+    checkpoint = tune.get_checkpoint()
+    if checkpoint:
+        with checkpoint.as_directory() as folder:
+            run.load(torch.load(Path(folder) / "state.pt", map_location=device,
+                                weights_only=False))
+    x_train, y_train, x_val, y_val = tensors(device, data.x_train, data.y_train, data.x_val,
+                                             data.y_val)
+    for train_loss in run.epochs(x_train, y_train, settings.max_epochs):
+        val_loss, val_accuracy = run.evaluate(x_val, y_val)
+        metrics = {"val_accuracy": val_accuracy, "val_loss": val_loss, "train_loss": train_loss,
+                   "epoch": run.epoch, **fixed}
+        with tempfile.TemporaryDirectory() as folder:
+            torch.save(run.state(), Path(folder) / "state.pt")
+            tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(folder))
+
+
+def retrain(space: Space, arch: dict[str, Any], data: Dataset, epochs: int, seed: int,
+            gpus: float = 0.0, on_epoch=None) -> tuple[nn.Module, float, float]:
+    """Train ``arch`` on train+val, evaluate once on test: (model, test loss, test accuracy)."""
+    device = device_for(gpus)
+    run = Run(space, arch, data.input_shape, data.num_classes, epochs, device, seed)
+    x, y, x_test, y_test = tensors(
+        device, np.concatenate([data.x_train, data.x_val]),
+        np.concatenate([data.y_train, data.y_val]), data.x_test, data.y_test)
+    for loss in run.epochs(x, y, epochs):
+        if on_epoch:
+            on_epoch(run.epoch, loss)
+    test_loss, test_accuracy = run.evaluate(x_test, y_test)
+    return run.model.cpu().eval(), test_loss, test_accuracy

@@ -1,0 +1,216 @@
+"""One search end to end: validate -> Tune (strategy + scheduler + trainable) -> best
+architecture -> retrain on train+val -> test accuracy -> MLflow model and registry."""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import raynas
+from raynas.data import Dataset, load_dataset
+from raynas.errors import ConfigError, RaynasError
+from raynas.estimation.train import TrialSettings, retrain, train_trial
+from raynas.space import Space, arch_hash, load_space
+from raynas.space import space_yaml as to_yaml
+from raynas.strategies import StrategyContext, check_names, make_plan, make_scheduler
+from raynas.tracking import (
+    MLflowTracker,
+    SearchRecord,
+    connect,
+    git_sha,
+    log_final_model,
+    tracking_uri,
+    ui_command,
+)
+
+METRIC, MODE = "val_accuracy", "max"
+GRID_LIMIT = 100_000
+
+
+@dataclass
+class SearchConfig:
+    """Every setting of a search; the CLI flags map one to one onto these fields."""
+
+    space: str = "macro_cnn"
+    dataset: str = "digits"
+    strategy: str = "tpe"
+    scheduler: str = "asha"
+    num_trials: int | None = None
+    max_epochs: int = 8
+    concurrency: int = 2
+    cpus_per_trial: float = 1.0
+    gpus_per_trial: float = 0.0
+    seed: int = 0
+    experiment: str | None = None
+    tracking_uri: str | None = None
+    address: str | None = None
+    storage: str | None = None
+    retrain_epochs: int = 15
+
+
+@dataclass
+class SearchResult:
+    experiment: str
+    parent_run_id: str
+    num_trials: int
+    num_failed: int
+    best: dict[str, Any]
+    model_uri: str
+    tracking_uri: str
+    wall_time_s: float
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        return {k: v for k, v in asdict(self).items() if k != "extra"}
+
+
+def _stderr(message: str) -> None:
+    print(f"[raynas] {message}", file=sys.stderr, flush=True)
+
+
+def validate(config: SearchConfig) -> tuple[Space, Dataset]:
+    """Check everything that can be checked before Ray starts or MLflow is written."""
+    for name in ("max_epochs", "concurrency", "retrain_epochs"):
+        if getattr(config, name) < 1:
+            raise ConfigError(f"--{name.replace('_', '-')}: must be >= 1")
+    if config.num_trials is not None and config.num_trials < 1:
+        raise ConfigError("--num-trials: must be >= 1")
+    if config.cpus_per_trial <= 0:
+        raise ConfigError("--cpus-per-trial: must be > 0")
+    if config.gpus_per_trial < 0 or (config.gpus_per_trial > 1
+                                     and not float(config.gpus_per_trial).is_integer()):
+        raise ConfigError("--gpus-per-trial: a fraction in (0, 1] or a whole number of GPUs")
+    check_names(config.strategy, config.scheduler)
+    space = load_space(config.space)
+    if config.strategy == "grid" and space.size() > GRID_LIMIT:
+        raise ConfigError(f"--strategy grid: space {space.name!r} has "
+                          f"{space.size():.3g} architectures (limit {GRID_LIMIT}); use a "
+                          "sampling strategy such as tpe or random")
+    return space, load_dataset(config.dataset, seed=config.seed)
+
+
+def _init_ray(address: str | None, progress: Callable[[str], None]) -> bool:
+    """Start or join Ray unless the caller already did; True if we started it."""
+    import ray
+
+    if ray.is_initialized():
+        return False
+    os.environ.setdefault("RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO", "0")
+    try:
+        ray.init(address=address, include_dashboard=False, logging_level=logging.WARNING,
+                 log_to_driver=False, configure_logging=True)
+    except (ConnectionError, ValueError, RuntimeError) as exc:
+        where = address or "a local instance"
+        raise ConfigError(f"--address: cannot connect to Ray at {where} ({exc})") from None
+    resources = ray.cluster_resources()
+    progress(f"Ray: {resources.get('CPU', 0):g} CPUs, {resources.get('GPU', 0):g} GPUs")
+    return True
+
+
+def search(config: SearchConfig, progress: Callable[[str], None] = _stderr) -> SearchResult:
+    """Run a search as configured; see the module docstring for the steps."""
+    import ray
+
+    started = time.time()
+    space, data = validate(config)
+    uri = tracking_uri(config.tracking_uri)
+    client = connect(uri)
+    experiment = config.experiment or space.name
+    progress(f"space {space.name} ({space.size():.3g} architectures), {data.summary()}")
+
+    we_started_ray = _init_ray(config.address, progress)
+    try:
+        if config.gpus_per_trial > 0 and ray.cluster_resources().get("GPU", 0) == 0:
+            raise ConfigError(f"--gpus-per-trial {config.gpus_per_trial:g}: the Ray cluster has "
+                              "no GPUs")
+        ctx = StrategyContext(space, METRIC, MODE, config.seed, config.num_trials,
+                              config.concurrency)
+        plan = make_plan(config.strategy, ctx)
+        yaml_text = to_yaml(space)
+        record = SearchRecord(client, experiment, tags={
+            "raynas.name": f"search-{time.strftime('%Y%m%d-%H%M%S')}",
+            "raynas.role": "search", "raynas.space": space.name,
+            "raynas.strategy": config.strategy, "raynas.scheduler": config.scheduler,
+            "raynas.dataset": config.dataset, "raynas.seed": str(config.seed),
+            "raynas.version": raynas.__version__, "raynas.git_sha": git_sha() or "unknown",
+        }, params={k: v for k, v in asdict(config).items() if v is not None}, space_yaml=yaml_text)
+        try:
+            result = _run(config, space, data, plan, record, progress, yaml_text, experiment,
+                          uri, started)
+        except BaseException:
+            record.finish("FAILED")
+            raise
+        record.finish()
+        return result
+    finally:
+        if we_started_ray:
+            ray.shutdown()
+
+
+def _run(config, space, data, plan, record, progress, yaml_text, experiment, uri, started):
+    from ray import tune
+
+    settings = TrialSettings(config.max_epochs, config.seed, config.cpus_per_trial,
+                             config.gpus_per_trial)
+    trainable = tune.with_resources(
+        tune.with_parameters(train_trial, space=space, data=data, settings=settings),
+        {"cpu": config.cpus_per_trial, "gpu": config.gpus_per_trial})
+    tracker = MLflowTracker(record, space, config.max_epochs, progress)
+    progress(f"searching: {config.strategy} + {config.scheduler}, {plan.num_trials} trials, "
+             f"<= {config.max_epochs} epochs each, {config.concurrency} at a time; "
+             f"MLflow run {record.run_id}")
+    tuner = tune.Tuner(
+        trainable,
+        param_space=plan.param_space,
+        tune_config=tune.TuneConfig(
+            metric=METRIC, mode=MODE, search_alg=plan.searcher,
+            scheduler=make_scheduler(config.scheduler, config.max_epochs),
+            num_samples=plan.num_trials, reuse_actors=True),
+        run_config=tune.RunConfig(
+            name=f"{experiment}-{record.run_id[:8]}", storage_path=config.storage,
+            callbacks=[tracker], verbose=0,
+            checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
+            failure_config=tune.FailureConfig(max_failures=0)),
+    )
+    grid = tuner.fit()
+    failed = [r for r in grid if r.error]
+    finished = [r for r in grid if not r.error and METRIC in (r.metrics or {})]
+    if not finished:
+        first = str(failed[0].error).strip().splitlines()[-1] if failed else "no results"
+        raise RaynasError(f"all {len(grid)} trials failed; first error: {first}")
+    best = max(finished, key=lambda r: r.metrics[METRIC])
+    arch = space.decode(best.config)
+    val_accuracy = best.metrics[METRIC]
+    progress(f"best: trial {best.metrics['trial_id']} val_accuracy={val_accuracy:.4f} "
+             f"({len(finished)} finished, {len(failed)} failed); retraining on train+val for "
+             f"{config.retrain_epochs} epochs")
+    record.client.set_tag(record.run_id, "raynas.best_trial_id", best.metrics["trial_id"])
+
+    tags = {"raynas.role": "final", "raynas.arch_hash": arch_hash(arch),
+            "raynas.trial_id": best.metrics["trial_id"]}
+    final_run_id = record.child("final", tags)
+    model, test_loss, test_accuracy = retrain(
+        space, arch, data, config.retrain_epochs, config.seed, config.gpus_per_trial,
+        on_epoch=lambda epoch, loss: record.log_metrics(final_run_id, {"train_loss": loss}, epoch))
+    metrics = {"test_accuracy": test_accuracy, "test_loss": test_loss,
+               "search_val_accuracy": val_accuracy}
+    model_uri = log_final_model(record, final_run_id, experiment, model, arch, yaml_text,
+                                data.x_test[:5], metrics)
+    record.log_metrics(record.run_id, {"best_val_accuracy": val_accuracy,
+                                       "test_accuracy": test_accuracy,
+                                       "num_trials": len(grid), "num_failed": len(failed)}, 0)
+    record.client.log_dict(record.run_id, arch, "best_architecture.json")
+    return SearchResult(
+        experiment=experiment, parent_run_id=record.run_id, num_trials=len(grid),
+        num_failed=len(failed),
+        best={"arch": arch, "trial_id": best.metrics["trial_id"], "val_accuracy": val_accuracy,
+              "test_accuracy": test_accuracy, "arch_hash": arch_hash(arch)},
+        model_uri=model_uri, tracking_uri=uri, wall_time_s=round(time.time() - started, 1),
+        extra={"ui": ui_command(uri), "final_run_id": final_run_id,
+               "params": best.metrics.get("params"), "flops": best.metrics.get("flops")},
+    )

@@ -1,0 +1,124 @@
+"""The macro (chain) network: a stem, a searched list of layers, global pooling, a classifier.
+
+Each layer is ``{op, channels, stride, connection}``. Connections:
+
+- ``series``   — ``y = op(x)``;
+- ``skip``     — ``y = op(x) + shortcut(x)`` (residual; 1x1 projection on a shape change);
+- ``dense``    — ``y = op(concat(all earlier outputs))`` (DenseNet-style; earlier outputs are
+  average-pooled to the current resolution before concatenation);
+- ``parallel`` — ``y = op(x) + op'(x)``: two branches of the same op with separate weights.
+
+Any valid architecture builds: a stride never shrinks a feature map below one element (it
+becomes 1 there), and shortcuts project channels/resolution when they differ.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+from torch import nn
+
+from raynas.errors import SpaceError, did_you_mean
+from raynas.ops import DIMS, OPS, projection
+from raynas.space.nodes import Group, Repeat
+from raynas.space.space import Space
+
+CONNECTIONS = ("series", "skip", "dense", "parallel")
+LAYER_FIELDS = ("op", "channels", "stride", "connection")
+DEFAULT_STEM_CHANNELS = 16
+
+
+class Layer(nn.Module):
+    def __init__(self, spec: dict[str, Any], c_in: int, c_history: list[int], stride: int,
+                 dims: int) -> None:
+        super().__init__()
+        self.connection = spec["connection"]
+        c_out = spec["channels"]
+        op_in = sum(c_history) if self.connection == "dense" else c_in
+        self.op = OPS[spec["op"]](op_in, c_out, stride, dims)
+        self.pool = DIMS[dims].adaptive_avg_pool
+        if self.connection == "skip":
+            self.side = projection(c_in, c_out, stride, dims)
+        elif self.connection == "parallel":
+            self.side = OPS[spec["op"]](c_in, c_out, stride, dims)
+
+    def forward(self, history: list[torch.Tensor]) -> torch.Tensor:
+        x = history[-1]
+        if self.connection == "dense":
+            size = x.shape[2:]
+            resized = [h if h.shape[2:] == size else self.pool(size)(h) for h in history]
+            return self.op(torch.cat(resized, dim=1))
+        y = self.op(x)
+        return y + self.side(x) if self.connection in ("skip", "parallel") else y
+
+
+class MacroNet(nn.Module):
+    """A chain of searched layers for inputs shaped (C, L) or (C, H, W)."""
+
+    def __init__(self, arch: dict[str, Any], input_shape: tuple[int, ...], num_classes: int):
+        super().__init__()
+        dims = len(input_shape) - 1
+        if dims not in DIMS:
+            raise SpaceError(f"macro model: inputs must be (C, L) or (C, H, W), got {input_shape}")
+        stem = arch.get("stem_channels", DEFAULT_STEM_CHANNELS)
+        self.stem = DIMS[dims].conv_norm_act(input_shape[0], stem, 3, 1)
+        size = min(input_shape[1:])
+        channels = [stem]
+        layers = []
+        for spec in arch["layers"]:
+            stride = spec["stride"] if size > 1 else 1
+            layers.append(Layer(spec, channels[-1], channels, stride, dims))
+            size = math.ceil(size / stride)
+            channels.append(spec["channels"])
+        self.layers = nn.ModuleList(layers)
+        self.head = nn.Sequential(
+            DIMS[dims].adaptive_avg_pool(1), nn.Flatten(), nn.Linear(channels[-1], num_classes)
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        history = [self.stem(x)]
+        for layer in self.layers:
+            history.append(layer(history))
+        return self.head(history[-1])
+
+
+def check(space: Space, origin: str) -> None:
+    """Every value the space can produce for a layer must be buildable."""
+
+    def finite(field: str) -> list[Any]:
+        options = space.values(field)
+        if options is None:
+            raise SpaceError(f"{origin}: space.{field}: must be a constant, a choice or an int "
+                             "range")
+        return options
+
+    def fail(field: str, message: str) -> SpaceError:
+        return SpaceError(f"{origin}: space.{field}: {message}")
+
+    layers = space.domain("layers")
+    if not isinstance(layers, Repeat) or not isinstance(layers.block, Group):
+        raise fail("layers", "the macro model needs 'layers: {repeat: [min, max], block: {...}}'")
+    for field in LAYER_FIELDS:
+        if space.domain(f"layers.{field}") is None:
+            raise fail(f"layers.block.{field}",
+                       "missing (a layer needs op, channels, stride and connection)")
+    for op in finite("layers.op"):
+        if op not in OPS:
+            raise fail("layers.block.op", f"unknown op {op!r}{did_you_mean(op, OPS)}; "
+                       f"known ops: {', '.join(OPS)}")
+    for conn in finite("layers.connection"):
+        if conn not in CONNECTIONS:
+            raise fail("layers.block.connection", f"unknown connection {conn!r}"
+                       f"{did_you_mean(conn, CONNECTIONS)}; known: {', '.join(CONNECTIONS)}")
+    for field in ("layers.channels", "layers.stride", "stem_channels"):
+        if space.domain(field) is None:
+            continue
+        for v in finite(field):
+            if not isinstance(v, int) or isinstance(v, bool) or v < 1:
+                raise fail(field, f"must be positive integers, got {v!r}")
+
+
+def build(arch: dict[str, Any], input_shape: tuple[int, ...], num_classes: int) -> nn.Module:
+    return MacroNet(arch, input_shape, num_classes)
