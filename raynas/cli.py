@@ -46,7 +46,7 @@ def build_parser() -> Parser:
     s.add_argument("--strategy", default=defaults.strategy, help="default: %(default)s")
     s.add_argument("--scheduler", default=defaults.scheduler, help="default: %(default)s")
     s.add_argument("--num-trials", type=int, default=None,
-                   help="trials to run (default: 20; grid: the whole grid)")
+                   help="trials to run (default: 16; grid: the whole grid)")
     s.add_argument("--max-epochs", type=int, default=defaults.max_epochs,
                    help="epochs per trial at most (default: %(default)s)")
     s.add_argument("--concurrency", type=int, default=defaults.concurrency,

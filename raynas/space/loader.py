@@ -73,6 +73,10 @@ def parse_node(spec: Any, where: str, origin: str) -> Node:
     if spec is None:
         raise fail("empty value (give a constant, a choice, a range, a repeat or a group)")
     if isinstance(spec, list):
+        name = where.rsplit(".", 1)[-1]
+        hint = did_you_mean(name, KINDS)
+        if hint:  # e.g. {choise: [...]} parsed as a group holding a list
+            raise fail(f"unknown key {name!r}{hint}")
         raise fail("a bare list is ambiguous: write {choice: [...]} to search over it")
     if not isinstance(spec, dict):
         raise fail(f"unsupported value {spec!r}")

@@ -133,24 +133,19 @@ def size(node: Node) -> float:
     return sum(block**c for c in range(node.min, node.max + 1))
 
 
-def enumerate_values(node: Node, where: str) -> Iterator[Value]:
-    """Every value of ``node`` in a fixed order; ``where`` names a float that makes it infinite."""
+def enumerate_values(node: Node) -> Iterator[Value]:
+    """Every value of a finite ``node`` in a fixed order (check ``size`` first: it can be huge)."""
     if isinstance(node, PARAMS):
-        options = node.options()
-        if options is None:
-            from raynas.errors import SpaceError
-
-            raise SpaceError(f"{where}: a continuous range cannot be enumerated (use a choice)")
-        yield from options
+        yield from node.options()
     elif isinstance(node, Const):
         yield node.value
     elif isinstance(node, Group):
         names = [name for name, _ in node.fields]
-        children = [list(enumerate_values(c, f"{where}.{n}")) for n, c in node.fields]
+        children = [list(enumerate_values(child)) for _, child in node.fields]
         for combo in itertools.product(*children):
             yield dict(zip(names, combo, strict=True))
     else:
-        blocks = list(enumerate_values(node.block, f"{where}.block"))
+        blocks = list(enumerate_values(node.block))
         for count in range(node.min, node.max + 1):
             for combo in itertools.product(blocks, repeat=count):
                 yield list(combo)

@@ -124,9 +124,16 @@ class Space:
     def sample(self, rng: random.Random) -> Arch:
         return self._wrap(sample_value(self.root, rng))
 
-    def grid(self) -> list[Arch]:
-        """Every architecture, in a fixed order; a SpaceError if the space is infinite."""
-        return [self._wrap(v) for v in enumerate_values(self.root, self.name)]
+    def grid(self, limit: int = 100_000) -> list[Arch]:
+        """Every architecture, in a fixed order; a SpaceError if there are more than ``limit``."""
+        continuous = [d.key for d in self._decisions if d.param.options() is None]
+        if continuous:
+            raise SpaceError(f"{self.name}: {continuous[0]}: a continuous range cannot be "
+                             "enumerated (a grid needs choices or int ranges)")
+        if self.size() > limit:
+            raise SpaceError(f"{self.name}: {self.size():.3g} architectures, more than the "
+                             f"{limit} a grid may enumerate")
+        return [self._wrap(v) for v in enumerate_values(self.root)]
 
     def validate(self, arch: Arch) -> Arch:
         """Return ``arch`` if it belongs to this space, else raise SpaceError naming the field."""
