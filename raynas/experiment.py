@@ -17,7 +17,14 @@ from raynas.errors import ConfigError, RaynasError
 from raynas.estimation.train import TrialSettings, retrain, train_trial
 from raynas.space import Space, arch_hash, load_space
 from raynas.space import space_yaml as to_yaml
-from raynas.strategies import StrategyContext, check_names, make_plan, make_scheduler
+from raynas.strategies import (
+    StrategyContext,
+    check_names,
+    default_objectives,
+    make_plan,
+    make_scheduler,
+)
+from raynas.strategies.pareto import Objective, log_pareto, parse_objectives
 from raynas.tracking import (
     MLflowTracker,
     SearchRecord,
@@ -29,6 +36,10 @@ from raynas.tracking import (
 )
 
 METRIC, MODE = "val_accuracy", "max"
+# Checkpointing every epoch is deliberate (fault tolerance); Tune's warning about it is noise.
+os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
+# Trials without GPUs must not hide the GPUs from a driver that has them (Ray 2.60 warns).
+os.environ.setdefault("RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO", "0")
 
 
 @dataclass
@@ -50,6 +61,7 @@ class SearchConfig:
     address: str | None = None
     storage: str | None = None
     retrain_epochs: int = 10
+    objective: list[str] | None = None  # METRIC:max|min, repeated; the first one is primary
 
 
 @dataclass
@@ -88,9 +100,14 @@ def validate(config: SearchConfig) -> tuple[Space, Dataset]:
     if config.gpus_per_trial < 0 or (config.gpus_per_trial > 1
                                      and not float(config.gpus_per_trial).is_integer()):
         raise ConfigError("--gpus-per-trial: a fraction in (0, 1] or a whole number of GPUs")
-    check_names(config.strategy, config.scheduler)
+    check_names(config.strategy, config.scheduler, len(objectives_of(config)))
     space = load_space(config.space)
     return space, load_dataset(config.dataset, seed=config.seed)
+
+
+def objectives_of(config: SearchConfig) -> list[Objective]:
+    """``--objective`` as (metric, mode) pairs, else the strategy's default objectives."""
+    return parse_objectives(config.objective, default_objectives(config.strategy))
 
 
 def _init_ray(address: str | None, progress: Callable[[str], None]) -> bool:
@@ -99,9 +116,6 @@ def _init_ray(address: str | None, progress: Callable[[str], None]) -> bool:
 
     if ray.is_initialized():
         return False
-    os.environ.setdefault("RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO", "0")
-    # Checkpointing every epoch is deliberate (fault tolerance); Tune's warning about it is noise.
-    os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
     try:
         ray.init(address=address, include_dashboard=False, logging_level=logging.WARNING,
                  log_to_driver=False, configure_logging=True)
@@ -129,8 +143,12 @@ def search(config: SearchConfig, progress: Callable[[str], None] = _stderr) -> S
         if config.gpus_per_trial > 0 and ray.cluster_resources().get("GPU", 0) == 0:
             raise ConfigError(f"--gpus-per-trial {config.gpus_per_trial:g}: the Ray cluster has "
                               "no GPUs")
-        ctx = StrategyContext(space, METRIC, MODE, config.seed, config.num_trials,
-                              config.concurrency)
+        objectives = objectives_of(config)
+        metrics, modes = [m for m, _ in objectives], [mode for _, mode in objectives]
+        ctx = StrategyContext(space, metrics if len(metrics) > 1 else metrics[0],
+                              modes if len(modes) > 1 else modes[0], config.seed,
+                              config.num_trials, config.concurrency, config.max_epochs,
+                              config.scheduler)
         plan = make_plan(config.strategy, ctx)
         yaml_text = to_yaml(space)
         record = SearchRecord(client, experiment, tags={
@@ -139,6 +157,8 @@ def search(config: SearchConfig, progress: Callable[[str], None] = _stderr) -> S
             "raynas.strategy": config.strategy, "raynas.scheduler": config.scheduler,
             "raynas.dataset": config.dataset, "raynas.seed": str(config.seed),
             "raynas.version": raynas.__version__, "raynas.git_sha": git_sha() or "unknown",
+            "raynas.objectives": ",".join(f"{m}:{mode}" for m, mode in objectives),
+            **{f"raynas.{k}": v for k, v in plan.notes.items()},
         }, params={k: v for k, v in asdict(config).items() if v is not None}, space_yaml=yaml_text)
         try:
             result = _run(config, space, data, plan, record, progress, yaml_text, experiment,
@@ -154,6 +174,7 @@ def search(config: SearchConfig, progress: Callable[[str], None] = _stderr) -> S
 
 
 def _run(config, space, data, plan, record, progress, yaml_text, experiment, uri, started):
+    import ray
     from ray import tune
 
     settings = TrialSettings(config.max_epochs, config.seed, config.cpus_per_trial,
@@ -162,6 +183,10 @@ def _run(config, space, data, plan, record, progress, yaml_text, experiment, uri
         tune.with_parameters(train_trial, space=space, data=data, settings=settings),
         {"cpu": config.cpus_per_trial, "gpu": config.gpus_per_trial})
     tracker = MLflowTracker(record, space, config.max_epochs, progress)
+    if plan.dedup is not None:
+        plan.dedup.on_reuse = tracker.on_duplicate
+    objectives = objectives_of(config)
+    metric, mode = objectives[0]
     progress(f"searching: {config.strategy} + {config.scheduler}, {plan.num_trials} trials, "
              f"<= {config.max_epochs} epochs each, {config.concurrency} at a time; "
              f"MLflow run {record.run_id}")
@@ -169,8 +194,9 @@ def _run(config, space, data, plan, record, progress, yaml_text, experiment, uri
         trainable,
         param_space=plan.param_space,
         tune_config=tune.TuneConfig(
-            metric=METRIC, mode=MODE, search_alg=plan.searcher,
-            scheduler=make_scheduler(config.scheduler, config.max_epochs),
+            metric=metric, mode=mode, search_alg=plan.searcher,
+            scheduler=plan.scheduler or make_scheduler(config.scheduler, config.max_epochs,
+                                                       space),
             num_samples=plan.num_trials, reuse_actors=True),
         run_config=tune.RunConfig(
             name=f"{experiment}-{record.run_id[:8]}", storage_path=config.storage,
@@ -180,11 +206,14 @@ def _run(config, space, data, plan, record, progress, yaml_text, experiment, uri
     )
     grid = tuner.fit()
     failed = [r for r in grid if r.error]
-    finished = [r for r in grid if not r.error and METRIC in (r.metrics or {})]
+    finished = [r for r in grid if not r.error and metric in (r.metrics or {})]
     if not finished:
         first = str(failed[0].error).strip().splitlines()[-1] if failed else "no results"
         raise RaynasError(f"all {len(grid)} trials failed; first error: {first}")
-    best = max(finished, key=lambda r: r.metrics[METRIC])
+    best = (max if mode == "max" else min)(finished, key=lambda r: r.metrics[metric])
+    if len(objectives) > 1:
+        front = log_pareto(record, [r.metrics for r in finished], objectives)
+        progress(f"Pareto front: {len(front)} of {len(finished)} trials (pareto.json, pareto.png)")
     arch = space.decode(best.config)
     val_accuracy = best.metrics[METRIC]
     progress(f"best: trial {best.metrics['trial_id']} val_accuracy={val_accuracy:.4f} "
@@ -195,12 +224,15 @@ def _run(config, space, data, plan, record, progress, yaml_text, experiment, uri
     tags = {"raynas.role": "final", "raynas.arch_hash": arch_hash(arch),
             "raynas.trial_id": best.metrics["trial_id"]}
     final_run_id = record.child("final", tags)
-    model, test_loss, test_accuracy = retrain(
-        space, arch, data, config.retrain_epochs, config.seed, config.gpus_per_trial,
-        on_epoch=lambda epoch, loss: record.log_metrics(final_run_id, {"train_loss": loss}, epoch))
-    metrics = {"test_accuracy": test_accuracy, "test_loss": test_loss,
+    task = ray.remote(retrain).options(num_cpus=config.cpus_per_trial,
+                                       num_gpus=config.gpus_per_trial)
+    final = ray.get(task.remote(space, arch, data, config.retrain_epochs, settings))
+    for epoch, loss in enumerate(final.train_loss, start=1):
+        record.log_metrics(final_run_id, {"train_loss": loss}, epoch)
+    test_accuracy = final.test_accuracy
+    metrics = {"test_accuracy": test_accuracy, "test_loss": final.test_loss,
                "search_val_accuracy": val_accuracy}
-    model_uri = log_final_model(record, final_run_id, experiment, model, arch, yaml_text,
+    model_uri = log_final_model(record, final_run_id, experiment, final.model, arch, yaml_text,
                                 data.x_test[:5], metrics)
     record.log_metrics(record.run_id, {"best_val_accuracy": val_accuracy,
                                        "test_accuracy": test_accuracy,
@@ -213,5 +245,6 @@ def _run(config, space, data, plan, record, progress, yaml_text, experiment, uri
               "test_accuracy": test_accuracy, "arch_hash": arch_hash(arch)},
         model_uri=model_uri, tracking_uri=uri, wall_time_s=round(time.time() - started, 1),
         extra={"ui": ui_command(uri), "final_run_id": final_run_id,
+               "duplicates": len(plan.dedup.reused) if plan.dedup is not None else 0,
                "params": best.metrics.get("params"), "flops": best.metrics.get("flops")},
     )

@@ -67,6 +67,18 @@ def _chunks(items: list, size: int = MAX_BATCH):
         yield items[start : start + size]
 
 
+def trial_error(trial) -> str:
+    """The last line of a failed trial's traceback (``ExceptionType: message``).
+
+    Read from the trial's local error file: ``Trial.get_error`` reads the storage copy, which
+    is only synced after the callbacks have run.
+    """
+    path = trial.error_file
+    text = Path(path).read_text() if path and Path(path).exists() else ""
+    lines = [line for line in text.splitlines() if line.strip()]
+    return lines[-1].strip() if lines else "unknown error"
+
+
 class SearchRecord:
     """The parent run of one search, and the child runs under it."""
 
@@ -111,6 +123,22 @@ class MLflowTracker(Callback):
         self.runs: dict[str, str] = {}
         self.done = 0
         self.best: float | None = None
+        self.reuses: dict[str, int] = {}  # trial id -> times its result was reused
+
+    def on_duplicate(self, trial_id: str, digest: str, result: dict) -> None:
+        """The strategy proposed an architecture trial ``trial_id`` trained already; its result
+        was reused instead of training again. Counted here, written once at the end."""
+        self.reuses[trial_id] = self.reuses.get(trial_id, 0) + 1
+
+    def on_experiment_end(self, trials: list, **info) -> None:
+        for trial_id, count in self.reuses.items():
+            if trial_id in self.runs:
+                self.record.client.set_tag(self.runs[trial_id], "raynas.reused", str(count))
+        total = sum(self.reuses.values())
+        self.record.log_metrics(self.record.run_id, {"num_duplicates": total}, 0)
+        if total:
+            self.progress(f"{total} re-proposed architectures answered from earlier results "
+                          f"(not trained again; tag raynas.reused on those trials)")
 
     def on_trial_start(self, iteration: int, trials: list, trial, **info) -> None:
         if trial.trial_id in self.runs:  # a restarted trial keeps its run
@@ -146,8 +174,7 @@ class MLflowTracker(Callback):
         run_id = self.runs.get(trial.trial_id)
         if run_id is None:
             return
-        error = trial.get_error()
-        message = str(error).strip().splitlines()[-1] if error else "unknown error"
+        message = trial_error(trial)
         self.record.client.log_batch(run_id, tags=[RunTag("raynas.error", message[:5000])])
         self.record.client.set_terminated(run_id, "FAILED")
         self._finished(trial, f"FAILED: {message}", trials)

@@ -171,16 +171,27 @@ def train_trial(config: dict[str, Any], *, space: Space, data: Dataset,
             tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(folder))
 
 
-def retrain(space: Space, arch: dict[str, Any], data: Dataset, epochs: int, seed: int,
-            gpus: float = 0.0, on_epoch=None) -> tuple[nn.Module, float, float]:
-    """Train ``arch`` on train+val, evaluate once on test: (model, test loss, test accuracy)."""
-    device = device_for(gpus)
-    run = Run(space, arch, data.input_shape, data.num_classes, epochs, device, seed)
+@dataclass
+class Retrained:
+    model: nn.Module
+    train_loss: list[float]  # per epoch
+    test_loss: float
+    test_accuracy: float
+
+
+def retrain(space: Space, arch: dict[str, Any], data: Dataset, epochs: int,
+            settings: TrialSettings) -> Retrained:
+    """Train ``arch`` on train+val, evaluate once on the held-out test split.
+
+    Runs as a Ray task with the trial's resources (see ``experiment``), so it lands on a worker
+    (and its GPU) rather than the driver, with as many threads as it has CPUs.
+    """
+    torch.set_num_threads(max(1, int(settings.cpus)))
+    device = device_for(settings.gpus)
+    run = Run(space, arch, data.input_shape, data.num_classes, epochs, device, settings.seed)
     x, y, x_test, y_test = tensors(
         device, np.concatenate([data.x_train, data.x_val]),
         np.concatenate([data.y_train, data.y_val]), data.x_test, data.y_test)
-    for loss in run.epochs(x, y, epochs):
-        if on_epoch:
-            on_epoch(run.epoch, loss)
+    losses = list(run.epochs(x, y, epochs))
     test_loss, test_accuracy = run.evaluate(x_test, y_test)
-    return run.model.cpu().eval(), test_loss, test_accuracy
+    return Retrained(run.model.cpu().eval(), losses, test_loss, test_accuracy)

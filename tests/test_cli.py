@@ -1,0 +1,72 @@
+"""The `raynas` command as a user runs it: one-line errors with exit code 2, `spaces`, and the
+`--json` contract of `search`."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+GOOD_LAYER = ("    block:\n      op: {choice: [conv_3x3]}\n      channels: 16\n      stride: 1\n"
+              "      connection: series\n")
+
+
+def raynas(*args: str, cwd: Path, timeout: float = 600) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "raynas.cli", *args], cwd=cwd,
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def write(path: Path, text: str) -> str:
+    path.write_text(text)
+    return str(path)
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["--space", "{bad}.yaml"], r"malformed YAML"),
+    (["--space", "unknown_op.yaml"], r"space\.layers\.block\.op: unknown op 'conv_3x33' "
+                                     r"\(did you mean 'conv_3x3'\?\)"),
+    (["--space", "empty_choice.yaml"], r"space\.layers\.block\.op: choice: empty list of values"),
+    (["--dataset", "npz:/no/such/file.npz"], r"npz:/no/such/file.npz: file not found"),
+    (["--strategy", "tpee"], r"unknown strategy 'tpee' \(did you mean 'tpe'\?\)"),
+    (["--scheduler", "ashaa"], r"unknown scheduler 'ashaa' \(did you mean 'asha'\?\)"),
+    (["--num-trials", "many"], r"argument --num-trials: invalid int value: 'many'"),
+    (["--space", "no_such_space"], r"unknown search space 'no_such_space'"),
+    (["--tracking-uri", "http://127.0.0.1:9"], r"MLflow server http://127.0.0.1:9 is not "
+                                               r"reachable"),
+])
+def test_bad_input_is_one_line_exit_2_and_writes_nothing(tmp_path, args, message):
+    import re
+
+    write(tmp_path / "{bad}.yaml", "name: bad\nspace:\n  layers: {repeat: [1, 2]\n")
+    write(tmp_path / "unknown_op.yaml", "space:\n  layers:\n    repeat: [1, 2]\n"
+          + GOOD_LAYER.replace("[conv_3x3]", "[conv_3x3, conv_3x33]"))
+    write(tmp_path / "empty_choice.yaml", "space:\n  layers:\n    repeat: [1, 2]\n"
+          + GOOD_LAYER.replace("[conv_3x3]", "[]"))
+    proc = raynas("search", *args, cwd=tmp_path, timeout=120)
+    assert proc.returncode == 2, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("raynas: error: "), proc.stderr
+    assert re.search(message, lines[0]), lines[0]
+    assert not (tmp_path / "mlflow.db").exists()  # nothing half-written
+
+
+def test_spaces_lists_builtin_spaces_with_sizes(tmp_path):
+    proc = raynas("spaces", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert "macro_cnn" in proc.stdout and "infinite" in proc.stdout
+    assert any(line.startswith("small_cnn") and "72" in line for line in proc.stdout.splitlines())
+
+
+def test_search_json_is_the_last_line_of_stdout(tmp_path):
+    proc = raynas("search", "--space", "small_cnn", "--num-trials", "2", "--max-epochs", "1",
+                  "--retrain-epochs", "1", "--experiment", "cli", "--json", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    summary = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert summary["experiment"] == "cli" and summary["num_trials"] == 2
+    assert set(summary["best"]) >= {"arch", "trial_id", "val_accuracy", "test_accuracy"}
+    assert summary["model_uri"] == "models:/cli/1"
+    assert (tmp_path / "mlflow.db").exists()
+    assert "trial" in proc.stderr  # progress was visible while it ran

@@ -1,0 +1,97 @@
+"""End-to-end searches on a real local Ray, real training on digits, a real MLflow store."""
+
+from __future__ import annotations
+
+import json
+
+import mlflow
+import numpy as np
+import pytest
+import torch
+from mlflow.tracking import MlflowClient
+
+from raynas.data import load_dataset
+from raynas.experiment import SearchConfig, search
+
+
+def child_runs(client: MlflowClient, result, role: str):
+    exp = client.get_experiment_by_name(result.experiment)
+    return client.search_runs(
+        [exp.experiment_id],
+        f"tags.mlflow.parentRunId = '{result.parent_run_id}' and tags.`raynas.role` = '{role}'",
+        max_results=1000)
+
+
+def test_default_search_finds_an_accurate_architecture_and_mlflow_holds_it_all(
+        ray_local, tracking):
+    config = SearchConfig(num_trials=6, max_epochs=4, retrain_epochs=10, seed=0)
+    result = search(config)
+
+    # the found architecture beats chance (10 %) by far on the held-out test split
+    assert result.best["test_accuracy"] >= 0.95
+    assert result.num_trials == 6 and result.num_failed == 0
+
+    client = MlflowClient(tracking)
+    parent = client.get_run(result.parent_run_id)
+    assert parent.info.status == "FINISHED"
+    assert parent.data.tags["raynas.strategy"] == "tpe"
+    assert parent.data.tags["raynas.scheduler"] == "asha"
+    assert parent.data.tags["raynas.space"] == "macro_cnn"
+    artifacts = {a.path for a in client.list_artifacts(result.parent_run_id)}
+    assert {"space.yaml", "best_architecture.json"} <= artifacts
+
+    trials = child_runs(client, result, "trial")
+    assert len(trials) == 6
+    statuses = set()
+    for run in trials:
+        history = client.get_metric_history(run.info.run_id, "val_accuracy")
+        epochs = [m.step for m in history]
+        assert epochs == list(range(1, len(epochs) + 1))  # one point per epoch, step = epoch
+        assert run.data.params["arch.layers.count"]
+        assert "raynas.arch_hash" in run.data.tags
+        expected = "FINISHED" if len(epochs) == config.max_epochs else "KILLED"
+        assert run.info.status == expected
+        statuses.add(run.info.status)
+        arch = json.loads(mlflow.artifacts.load_text(
+            f"runs:/{run.info.run_id}/architecture.json"))
+        assert arch["space"] == "macro_cnn"
+    assert "KILLED" in statuses  # ASHA stopped some trials early
+
+    # the final model: registered, loadable, and it reproduces its test accuracy
+    final, = child_runs(client, result, "final")
+    assert final.data.tags["raynas.model_uri"] == result.model_uri
+    name, version = result.model_uri.split("/")[1:]
+    assert client.get_model_version(name, version).status == "READY"
+    model = mlflow.pytorch.load_model(result.model_uri)
+    data = load_dataset("digits", seed=0)
+    with torch.no_grad():
+        predicted = model(torch.as_tensor(data.x_test)).argmax(1).numpy()
+    assert np.mean(predicted == data.y_test) == pytest.approx(result.best["test_accuracy"])
+
+
+def test_failing_trial_is_recorded_and_the_search_goes_on(ray_local, tracking, tmp_path):
+    space = tmp_path / "explodes.yaml"
+    space.write_text(
+        "name: explodes\nspace:\n  layers:\n    repeat: [1, 1]\n    block:\n"
+        "      op: conv_3x3\n      channels: 16\n      stride: 1\n      connection: series\n"
+        "  train:\n    lr: {choice: [0.01, 1.0e+30]}\n    optimizer: sgd\n")
+    result = search(SearchConfig(space=str(space), strategy="grid", scheduler="fifo",
+                                 max_epochs=2, retrain_epochs=1))
+    assert (result.num_trials, result.num_failed) == (2, 1)
+    assert result.best["arch"]["train"]["lr"] == 0.01
+    client = MlflowClient(tracking)
+    failed = [r for r in child_runs(client, result, "trial") if r.info.status == "FAILED"]
+    assert len(failed) == 1
+    assert "non-finite training loss" in failed[0].data.tags["raynas.error"]
+
+
+def test_grid_and_random_strategies_cover_distinct_architectures(ray_local, tracking):
+    for strategy in ("grid", "random"):
+        result = search(SearchConfig(space="small_cnn", strategy=strategy, scheduler="fifo",
+                                     num_trials=4, max_epochs=1, retrain_epochs=1,
+                                     experiment=f"e-{strategy}"))
+        runs = child_runs(MlflowClient(tracking), result, "trial")
+        hashes = {r.data.tags["raynas.arch_hash"] for r in runs}
+        assert len(runs) == 4
+        if strategy == "grid":
+            assert len(hashes) == 4  # a grid never repeats an architecture
