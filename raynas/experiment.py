@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import os
+import socket
 import sys
 import time
 from collections.abc import Callable
@@ -101,6 +102,8 @@ def validate(config: SearchConfig) -> tuple[Space, Dataset]:
                                      and not float(config.gpus_per_trial).is_integer()):
         raise ConfigError("--gpus-per-trial: a fraction in (0, 1] or a whole number of GPUs")
     check_names(config.strategy, config.scheduler, len(objectives_of(config)))
+    if config.address and config.address != "auto":
+        _probe(config.address)
     space = load_space(config.space)
     return space, load_dataset(config.dataset, seed=config.seed)
 
@@ -108,6 +111,19 @@ def validate(config: SearchConfig) -> tuple[Space, Dataset]:
 def objectives_of(config: SearchConfig) -> list[Objective]:
     """``--objective`` as (metric, mode) pairs, else the strategy's default objectives."""
     return parse_objectives(config.objective, default_objectives(config.strategy))
+
+
+def _probe(address: str) -> None:
+    """Fail fast on an unreachable cluster: ``ray.init`` would retry for minutes."""
+    host, _, port = address.removeprefix("ray://").rpartition(":")
+    if not host or not port.isdigit():
+        raise ConfigError(f"--address: expected HOST:PORT, ray://HOST:PORT or auto, got "
+                          f"{address!r}")
+    try:
+        socket.create_connection((host, int(port)), timeout=5).close()
+    except OSError as exc:
+        raise ConfigError(f"--address: cannot reach a Ray cluster at {address} "
+                          f"({exc.strerror or type(exc).__name__})") from None
 
 
 def _init_ray(address: str | None, progress: Callable[[str], None]) -> bool:

@@ -34,6 +34,7 @@ def write(path: Path, text: str) -> str:
     (["--scheduler", "ashaa"], r"unknown scheduler 'ashaa' \(did you mean 'asha'\?\)"),
     (["--num-trials", "many"], r"argument --num-trials: invalid int value: 'many'"),
     (["--space", "no_such_space"], r"unknown search space 'no_such_space'"),
+    (["--address", "127.0.0.1:1"], r"cannot reach a Ray cluster at 127.0.0.1:1"),
     (["--tracking-uri", "http://127.0.0.1:9"], r"MLflow server http://127.0.0.1:9 is not "
                                                r"reachable"),
 ])
