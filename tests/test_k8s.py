@@ -301,6 +301,10 @@ def test_typo_deep_in_a_pod_template_is_rejected(rayjob):
     )
 
 
+WORKER_LIMITS = ["rayClusterSpec", "workerGroupSpecs", 0, "template", "spec", "containers", 0,
+                 "resources", "limits"]
+
+
 @pytest.mark.parametrize(
     ("path", "value", "expected"),
     [
@@ -308,34 +312,12 @@ def test_typo_deep_in_a_pod_template_is_rejected(rayjob):
         (["shutdownAfterJobFinishes"], "yes", "spec.shutdownAfterJobFinishes: 'yes' is not of"),
         (["backoffLimit"], 2**40, "spec.backoffLimit: 1099511627776 is greater than the maximum"),
         (
-            [
-                "rayClusterSpec",
-                "workerGroupSpecs",
-                0,
-                "template",
-                "spec",
-                "containers",
-                0,
-                "resources",
-                "limits",
-                "cpu",
-            ],
+            [*WORKER_LIMITS, "cpu"],
             0.5,
             "containers[0].resources.limits.cpu: 0.5 is not of type 'integer', 'string'",
         ),
         (
-            [
-                "rayClusterSpec",
-                "workerGroupSpecs",
-                0,
-                "template",
-                "spec",
-                "containers",
-                0,
-                "resources",
-                "limits",
-                "memory",
-            ],
+            [*WORKER_LIMITS, "memory"],
             "4 GB",
             "containers[0].resources.limits.memory: '4 GB' is not a Kubernetes quantity",
         ),
