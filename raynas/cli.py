@@ -45,6 +45,10 @@ def build_parser() -> Parser:
                         "(default: %(default)s)")
     s.add_argument("--strategy", default=defaults.strategy, help="default: %(default)s")
     s.add_argument("--scheduler", default=defaults.scheduler, help="default: %(default)s")
+    s.add_argument("--objective", action="append", default=None, metavar="METRIC:max|min",
+                   help="what to optimise, repeatable for a multi-objective strategy (nsga2), "
+                        "e.g. --objective val_accuracy:max --objective params:min "
+                        "(default: val_accuracy:max; nsga2 adds params:min)")
     s.add_argument("--num-trials", type=int, default=None,
                    help="trials to run (default: 16; grid: the whole grid)")
     s.add_argument("--max-epochs", type=int, default=defaults.max_epochs,
@@ -67,6 +71,24 @@ def build_parser() -> Parser:
                    help="print a JSON summary as the last line of stdout")
 
     commands.add_parser("spaces", help="list the built-in search spaces and their sizes")
+
+    b = commands.add_parser("bench", help="benchmarks")
+    which = b.add_subparsers(dest="bench", parser_class=Parser, required=True)
+    st = which.add_parser("strategies", help="every strategy against random search")
+    st.add_argument("--strategies", default="evolution,rl,tpe,gp,bohb,nsga2",
+                    help="comma-separated (random is always the baseline; "
+                         "default: %(default)s)")
+    st.add_argument("--seeds", type=int, default=3)
+    st.add_argument("--trials", type=int, default=12, help="trial budget per search")
+    st.add_argument("--max-epochs", type=int, default=2)
+    st.add_argument("--concurrency", type=int, default=2)
+    st.add_argument("--space", default="macro_cnn")
+    st.add_argument("--dataset", default="digits")
+    st.add_argument("--synthetic-budget", type=int, default=300)
+    st.add_argument("--synthetic-seeds", type=int, default=10)
+    st.add_argument("--synthetic-only", action="store_true", help="skip the real trainings")
+    st.add_argument("--output", default="bench_strategies.txt",
+                    help="table file (raw curves in FILE.json; default: %(default)s)")
     return parser
 
 
@@ -100,6 +122,26 @@ def cmd_spaces(args: argparse.Namespace) -> None:
               f"{space.description}")
 
 
+def cmd_bench(args: argparse.Namespace) -> None:
+    from pathlib import Path
+
+    from raynas.bench import strategies
+    from raynas.errors import ConfigError
+    from raynas.strategies import STRATEGIES, check_names
+
+    names = [s.strip() for s in args.strategies.split(",") if s.strip()]
+    for name in names:
+        check_names(name, "fifo")
+    if min(args.seeds, args.trials, args.max_epochs, args.concurrency, args.synthetic_budget,
+           args.synthetic_seeds) < 1:
+        raise ConfigError("raynas bench strategies: every count must be >= 1")
+    strategies.run([n for n in names if n in STRATEGIES], args.seeds, args.trials,
+                   args.max_epochs, args.concurrency, args.space, args.dataset,
+                   args.synthetic_budget, args.synthetic_seeds, Path(args.output),
+                   real=not args.synthetic_only)
+    print(f"written: {args.output} (raw curves: {args.output}.json)")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -107,7 +149,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help()
         return EXIT_USAGE
     try:
-        {"search": cmd_search, "spaces": cmd_spaces}[args.command](args)
+        {"search": cmd_search, "spaces": cmd_spaces, "bench": cmd_bench}[args.command](args)
     except RaynasError as exc:
         print(f"raynas: error: {exc}", file=sys.stderr)
         return EXIT_USAGE

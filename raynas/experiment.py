@@ -217,7 +217,9 @@ def _run(config, space, data, plan, record, progress, yaml_text, experiment, uri
         run_config=tune.RunConfig(
             name=f"{experiment}-{record.run_id[:8]}", storage_path=config.storage,
             callbacks=[tracker], verbose=0,
-            checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
+            # PBT restores a trial from another trial's checkpoint: keep them all for it.
+            checkpoint_config=tune.CheckpointConfig(
+                num_to_keep=None if config.scheduler == "pbt" else 1),
             failure_config=tune.FailureConfig(max_failures=0)),
     )
     grid = tuner.fit()

@@ -137,6 +137,21 @@ class Run:
         self.sched.load_state_dict(state["sched"])
         self.generator.set_state(state["rng"])
         self.epoch = state["epoch"]
+        self._apply_hyperparameters()
+
+    def _apply_hyperparameters(self) -> None:
+        """Make this run's lr and weight decay the ones in force after loading a checkpoint.
+
+        A plain resume changes nothing; a PBT exploit loads another trial's state under
+        mutated hyperparameters, which the saved optimizer/scheduler state would otherwise undo.
+        """
+        lr = self.hp["lr"]
+        self.sched.base_lrs = [lr] * len(self.opt.param_groups)
+        progress = math.cos(math.pi * self.sched.last_epoch / self.sched.T_max)
+        for group in self.opt.param_groups:
+            group["initial_lr"] = lr
+            group["weight_decay"] = self.hp["weight_decay"]
+            group["lr"] = self.sched.eta_min + (lr - self.sched.eta_min) * (1 + progress) / 2
 
 
 def tensors(device: torch.device, *arrays: np.ndarray) -> list[torch.Tensor]:

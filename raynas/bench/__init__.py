@@ -1,0 +1,1 @@
+"""Benchmarks (``raynas bench …``): each compares against a baseline run in the same process."""

@@ -1,0 +1,120 @@
+"""Never train the same architecture twice within a search.
+
+Tune has no such wrapper (its ``Repeater`` does the opposite). Different flat configs can decode
+to the same architecture (values of inactive decisions differ) and converged strategies re-propose
+what they have seen, so every strategy goes through ``Dedup``.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Any
+
+from ray.tune.search import Searcher
+
+from raynas.space import Space, arch_hash
+
+logger = logging.getLogger(__name__)
+
+Reuse = Callable[[str, str, dict[str, Any]], None]
+
+
+def _metrics(metric: str | list[str] | None) -> list[str]:
+    if metric is None:
+        return []
+    return [metric] if isinstance(metric, str) else list(metric)
+
+
+class Dedup(Searcher):
+    """Wraps a searcher; a suggestion whose architecture hash has a result already is answered
+    from that result (the wrapped searcher is told at once and asked again), and one whose
+    architecture is still training waits for that trial's result. Only new architectures
+    become Tune trials. Every reuse is kept in ``reused`` and passed to ``on_reuse(original
+    trial id, arch hash, result)`` so the tracker can record it.
+
+    Follows Tune's wrapper protocol (a ``searcher`` attribute, ``get_state``/``set_state`` for
+    its own state), so Tune checkpoints it together with the wrapped searcher.
+    """
+
+    def __init__(self, searcher: Searcher, space: Space, max_retries: int = 1000) -> None:
+        super().__init__(metric=searcher.metric, mode=searcher.mode)
+        self.searcher = searcher
+        self.space = space
+        self.max_retries = max_retries
+        self.results: dict[str, tuple[str, dict[str, Any]]] = {}  # hash -> (trial id, result)
+        self.running: dict[str, tuple[str, str]] = {}  # Tune trial id -> (inner id, hash)
+        self.waiting: dict[str, list[str]] = {}  # hash -> inner ids waiting for its result
+        self.reused: list[dict[str, Any]] = []
+        self.on_reuse: Reuse | None = None
+
+    def set_search_properties(self, metric, mode, config: dict, **spec: Any) -> bool:
+        ok = self.searcher.set_search_properties(metric, mode, config, **spec)
+        self._metric = self.searcher.metric or metric
+        self._mode = self.searcher.mode or mode
+        return ok
+
+    def set_max_concurrency(self, max_concurrent: int) -> bool:
+        return self.searcher.set_max_concurrency(max_concurrent)
+
+    def suggest(self, trial_id: str) -> dict[str, Any] | str | None:
+        if len(self.results) + len(self.running) >= self.space.size():
+            return Searcher.FINISHED  # every architecture has been (or is being) trained
+        busy = {h for _, h in self.running.values()}
+        for attempt in range(self.max_retries):
+            inner_id = trial_id if attempt == 0 else f"{trial_id}~{attempt}"
+            config = self.searcher.suggest(inner_id)
+            if config is None or config == Searcher.FINISHED:
+                return config
+            digest = arch_hash(self.space.decode(config))
+            if digest in self.results:
+                self._reuse(inner_id, digest)
+            elif digest in busy:
+                self.waiting.setdefault(digest, []).append(inner_id)
+            else:
+                self.running[trial_id] = (inner_id, digest)
+                return config
+        logger.warning("the strategy proposed only already-evaluated architectures %d times "
+                       "in a row; ending the search", self.max_retries)
+        return Searcher.FINISHED
+
+    def on_trial_result(self, trial_id: str, result: dict) -> None:
+        if trial_id in self.running:
+            self.searcher.on_trial_result(self.running[trial_id][0], result)
+
+    def on_trial_complete(self, trial_id: str, result: dict | None = None,
+                          error: bool = False) -> None:
+        if trial_id not in self.running:
+            return
+        inner_id, digest = self.running.pop(trial_id)
+        self.searcher.on_trial_complete(inner_id, result=result, error=error)
+        metrics = _metrics(self.metric)
+        if not error and result and all(m in result for m in metrics):
+            self.results[digest] = (trial_id, {k: v for k, v in result.items()
+                                               if isinstance(v, int | float | str)})
+        for waiter in self.waiting.pop(digest, []):
+            if digest in self.results:
+                self._reuse(waiter, digest)
+            else:  # the original failed: the duplicate has no result either
+                self.searcher.on_trial_complete(waiter, error=True)
+
+    def _reuse(self, inner_id: str, digest: str) -> None:
+        original, result = self.results[digest]
+        self.searcher.on_trial_complete(inner_id, result=dict(result))
+        self.reused.append({"arch_hash": digest, "trial_id": original})
+        if self.on_reuse:
+            self.on_reuse(original, digest, result)
+
+    # BOHB's scheduler pauses and resumes trials through the searcher.
+    def on_pause(self, trial_id: str) -> None:
+        self.searcher.on_pause(self.running[trial_id][0])
+
+    def on_unpause(self, trial_id: str) -> None:
+        self.searcher.on_unpause(self.running[trial_id][0])
+
+    def get_state(self) -> dict[str, Any]:
+        return {k: v for k, v in self.__dict__.items()
+                if k not in ("searcher", "space", "on_reuse")}
+
+    def set_state(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
