@@ -106,7 +106,7 @@ def cmd_search(args: argparse.Namespace) -> None:
     print(f"trials: {result.num_trials} ({result.num_failed} failed), "
           f"wall time {result.wall_time_s:.0f} s")
     print(f"model: {result.model_uri}  (MLflow run {result.parent_run_id})")
-    print(f"browse the results: {result.extra['ui']}")
+    print(f"browse the results: {result.ui}")
     if args.json:
         print(json.dumps(result.to_json(), sort_keys=True), flush=True)
 

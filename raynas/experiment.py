@@ -9,7 +9,7 @@ import socket
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import raynas
@@ -75,10 +75,10 @@ class SearchResult:
     model_uri: str
     tracking_uri: str
     wall_time_s: float
-    extra: dict[str, Any] = field(default_factory=dict)
+    ui: str  # the command that opens the MLflow UI on these results
 
     def to_json(self) -> dict[str, Any]:
-        return {k: v for k, v in asdict(self).items() if k != "extra"}
+        return {k: v for k, v in asdict(self).items() if k != "ui"}
 
 
 _START = time.monotonic()
@@ -177,8 +177,8 @@ def search(config: SearchConfig, progress: Callable[[str], None] = _stderr) -> S
             **{f"raynas.{k}": v for k, v in plan.notes.items()},
         }, params={k: v for k, v in asdict(config).items() if v is not None}, space_yaml=yaml_text)
         try:
-            result = _run(config, space, data, plan, record, progress, yaml_text, experiment,
-                          uri, started)
+            result = _run(config, space, data, plan, objectives, record, progress, yaml_text,
+                          experiment, uri, started)
         except BaseException:
             record.finish("FAILED")
             raise
@@ -189,7 +189,8 @@ def search(config: SearchConfig, progress: Callable[[str], None] = _stderr) -> S
             ray.shutdown()
 
 
-def _run(config, space, data, plan, record, progress, yaml_text, experiment, uri, started):
+def _run(config, space, data, plan, objectives, record, progress, yaml_text, experiment, uri,
+         started):
     import ray
     from ray import tune
 
@@ -201,7 +202,6 @@ def _run(config, space, data, plan, record, progress, yaml_text, experiment, uri
     tracker = MLflowTracker(record, space, config.max_epochs, progress)
     if plan.dedup is not None:
         plan.dedup.on_reuse = tracker.on_duplicate
-    objectives = objectives_of(config)
     metric, mode = objectives[0]
     progress(f"searching: {config.strategy} + {config.scheduler}, {plan.num_trials} trials, "
              f"<= {config.max_epochs} epochs each, {config.concurrency} at a time; "
@@ -262,7 +262,5 @@ def _run(config, space, data, plan, record, progress, yaml_text, experiment, uri
         best={"arch": arch, "trial_id": best.metrics["trial_id"], "val_accuracy": val_accuracy,
               "test_accuracy": test_accuracy, "arch_hash": arch_hash(arch)},
         model_uri=model_uri, tracking_uri=uri, wall_time_s=round(time.time() - started, 1),
-        extra={"ui": ui_command(uri), "final_run_id": final_run_id,
-               "duplicates": len(plan.dedup.reused) if plan.dedup is not None else 0,
-               "params": best.metrics.get("params"), "flops": best.metrics.get("flops")},
+        ui=ui_command(uri),
     )
