@@ -9,10 +9,14 @@ __all__ = ["SearchConfig", "__version__", "load_dataset", "load_space", "search"
 
 def __getattr__(name: str):
     # Lazy: `import raynas` stays fast (the CLI's error paths never import Ray or torch).
-    if name in ("search", "SearchConfig"):
-        from raynas import experiment as module
+    if name == "search":
+        from raynas.experiment import search
 
-        return getattr(module, name)
+        return search
+    if name == "SearchConfig":
+        from raynas.config import SearchConfig
+
+        return SearchConfig
     if name == "load_space":
         from raynas.space import load_space
 

@@ -31,7 +31,7 @@ def _fraction(text: str) -> float:
 
 
 def build_parser() -> Parser:
-    from raynas.experiment import SearchConfig
+    from raynas.config import SearchConfig
 
     defaults = SearchConfig()
     parser = Parser(prog="raynas", description="Neural Architecture Search on Ray Tune + MLflow")
@@ -93,7 +93,8 @@ def build_parser() -> Parser:
 
 
 def cmd_search(args: argparse.Namespace) -> None:
-    from raynas.experiment import SearchConfig, search
+    from raynas.config import SearchConfig
+    from raynas.experiment import search
 
     names = {f.name for f in fields(SearchConfig)}
     config = SearchConfig(**{k: v for k, v in vars(args).items() if k in names})

@@ -13,6 +13,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 import raynas
+from raynas.config import SearchConfig
 from raynas.data import Dataset, load_dataset
 from raynas.errors import ConfigError, RaynasError
 from raynas.estimation.train import TrialSettings, retrain, train_trial
@@ -41,28 +42,6 @@ METRIC, MODE = "val_accuracy", "max"
 os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
 # Trials without GPUs must not hide the GPUs from a driver that has them (Ray 2.60 warns).
 os.environ.setdefault("RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO", "0")
-
-
-@dataclass
-class SearchConfig:
-    """Every setting of a search; the CLI flags map one to one onto these fields."""
-
-    space: str = "macro_cnn"
-    dataset: str = "digits"
-    strategy: str = "tpe"
-    scheduler: str = "asha"
-    num_trials: int | None = None
-    max_epochs: int = 6
-    concurrency: int = 2
-    cpus_per_trial: float = 1.0
-    gpus_per_trial: float = 0.0
-    seed: int = 0
-    experiment: str | None = None
-    tracking_uri: str | None = None
-    address: str | None = None
-    storage: str | None = None
-    retrain_epochs: int = 10
-    objective: list[str] | None = None  # METRIC:max|min, repeated; the first one is primary
 
 
 @dataclass

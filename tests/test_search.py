@@ -10,8 +10,9 @@ import pytest
 import torch
 from mlflow.tracking import MlflowClient
 
+from raynas.config import SearchConfig
 from raynas.data import load_dataset
-from raynas.experiment import SearchConfig, search
+from raynas.experiment import search
 
 
 def child_runs(client: MlflowClient, result, role: str):
