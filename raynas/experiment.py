@@ -32,6 +32,7 @@ from raynas.tracking import (
     SearchRecord,
     connect,
     git_sha,
+    last_line,
     log_final_model,
     tracking_uri,
     ui_command,
@@ -205,7 +206,7 @@ def _run(config, space, data, plan, objectives, record, progress, yaml_text, exp
     failed = [r for r in grid if r.error]
     finished = [r for r in grid if not r.error and metric in (r.metrics or {})]
     if not finished:
-        first = str(failed[0].error).strip().splitlines()[-1] if failed else "no results"
+        first = last_line(str(failed[0].error)) if failed else "no results"
         raise RaynasError(f"all {len(grid)} trials failed; first error: {first}")
     best = (max if mode == "max" else min)(finished, key=lambda r: r.metrics[metric])
     if len(objectives) > 1:

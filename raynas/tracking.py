@@ -67,16 +67,17 @@ def _chunks(items: list, size: int = MAX_BATCH):
         yield items[start : start + size]
 
 
-def trial_error(trial) -> str:
-    """The last line of a failed trial's traceback (``ExceptionType: message``).
+def last_line(traceback: str) -> str:
+    """The last non-empty line of a traceback: ``ExceptionType: message``."""
+    lines = [line.strip() for line in traceback.splitlines() if line.strip()]
+    return lines[-1] if lines else "unknown error"
 
-    Read from the trial's local error file: ``Trial.get_error`` reads the storage copy, which
-    is only synced after the callbacks have run.
-    """
+
+def trial_error(trial) -> str:
+    """A failed trial's error, from its local error file: ``Trial.get_error`` reads the storage
+    copy, which is only synced after the callbacks have run."""
     path = trial.error_file
-    text = Path(path).read_text() if path and Path(path).exists() else ""
-    lines = [line for line in text.splitlines() if line.strip()]
-    return lines[-1].strip() if lines else "unknown error"
+    return last_line(Path(path).read_text() if path and Path(path).exists() else "")
 
 
 class SearchRecord:
@@ -168,7 +169,7 @@ class MLflowTracker(Callback):
         accuracy = result.get("val_accuracy")
         if accuracy is not None and (self.best is None or accuracy > self.best):
             self.best = accuracy
-        self._finished(trial, "stopped early" if stopped_early else "finished", trials)
+        self._finished(trial, "stopped early" if stopped_early else "finished")
 
     def on_trial_error(self, iteration: int, trials: list, trial, **info) -> None:
         run_id = self.runs.get(trial.trial_id)
@@ -177,9 +178,9 @@ class MLflowTracker(Callback):
         message = trial_error(trial)
         self.record.client.log_batch(run_id, tags=[RunTag("raynas.error", message[:5000])])
         self.record.client.set_terminated(run_id, "FAILED")
-        self._finished(trial, f"FAILED: {message}", trials)
+        self._finished(trial, f"FAILED: {message}")
 
-    def _finished(self, trial, what: str, trials: list) -> None:
+    def _finished(self, trial, what: str) -> None:
         self.done += 1
         best = f"{self.best:.4f}" if self.best is not None else "-"
         self.progress(f"trial {trial.trial_id} {what} [{self.done} done, best "
