@@ -53,6 +53,10 @@ def build_parser() -> Parser:
                    help="trials to run (default: 16; grid: the whole grid)")
     s.add_argument("--max-epochs", type=int, default=defaults.max_epochs,
                    help="epochs per trial at most (default: %(default)s)")
+    s.add_argument("--fidelity", default=defaults.fidelity, metavar="epochs|data[:MIN]",
+                   help="what the schedulers' budget counts: epochs, or training-data fractions "
+                        "MIN..1 in steps of x3, each trained for --max-epochs (data = 1/9, 1/3, 1;"
+                        " default: %(default)s)")
     s.add_argument("--concurrency", type=int, default=defaults.concurrency,
                    help="trials at a time (default: %(default)s)")
     s.add_argument("--cpus-per-trial", type=_fraction, default=defaults.cpus_per_trial)
@@ -63,7 +67,8 @@ def build_parser() -> Parser:
     s.add_argument("--tracking-uri", default=None,
                    help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI or ./mlflow.db)")
     s.add_argument("--address", default=None, help="existing Ray cluster (ray://… or auto)")
-    s.add_argument("--storage", default=None, help="Tune results directory or URI")
+    s.add_argument("--storage", default=None,
+                   help="Tune results directory or URI (default: $RAYNAS_STORAGE, else Tune's)")
     s.add_argument("--retrain-epochs", type=int, default=defaults.retrain_epochs,
                    help="epochs to retrain the best architecture on train+val "
                         "(default: %(default)s)")

@@ -16,6 +16,7 @@ class SearchConfig:
     scheduler: str = "asha"
     num_trials: int | None = None
     max_epochs: int = 6
+    fidelity: str = "epochs"  # epochs | data | data:MIN_FRACTION (see estimation.fidelity)
     concurrency: int = 2
     cpus_per_trial: float = 1.0
     gpus_per_trial: float = 0.0

@@ -16,15 +16,17 @@ import raynas
 from raynas.config import SearchConfig
 from raynas.data import Dataset, load_dataset
 from raynas.errors import ConfigError, RaynasError
+from raynas.estimation.fidelity import Fidelity, parse_fidelity
 from raynas.estimation.train import TrialSettings, retrain, train_trial
 from raynas.space import Space, arch_hash, load_space
 from raynas.space import space_yaml as to_yaml
 from raynas.strategies import (
     StrategyContext,
+    bracket_warning,
     check_names,
     default_objectives,
     make_plan,
-    make_scheduler,
+    scheduler_for,
 )
 from raynas.strategies.pareto import Objective, log_pareto, parse_objectives
 from raynas.tracking import (
@@ -82,6 +84,9 @@ def validate(config: SearchConfig) -> tuple[Space, Dataset]:
                                      and not float(config.gpus_per_trial).is_integer()):
         raise ConfigError("--gpus-per-trial: a fraction in (0, 1] or a whole number of GPUs")
     check_names(config.strategy, config.scheduler, len(objectives_of(config)))
+    if fidelity_of(config).data_rungs and config.scheduler == "pbt":
+        raise ConfigError("--scheduler pbt: needs --fidelity epochs (it mutates hyperparameters "
+                          "of trials that keep training)")
     if config.address and config.address != "auto":
         _probe(config.address)
     space = load_space(config.space)
@@ -91,6 +96,10 @@ def validate(config: SearchConfig) -> tuple[Space, Dataset]:
 def objectives_of(config: SearchConfig) -> list[Objective]:
     """``--objective`` as (metric, mode) pairs, else the strategy's default objectives."""
     return parse_objectives(config.objective, default_objectives(config.strategy))
+
+
+def fidelity_of(config: SearchConfig) -> Fidelity:
+    return parse_fidelity(config.fidelity, config.max_epochs)
 
 
 def _probe(address: str) -> None:
@@ -143,8 +152,8 @@ def search(config: SearchConfig, progress: Callable[[str], None] = _stderr) -> S
         metrics, modes = [m for m, _ in objectives], [mode for _, mode in objectives]
         ctx = StrategyContext(space, metrics if len(metrics) > 1 else metrics[0],
                               modes if len(modes) > 1 else modes[0], config.seed,
-                              config.num_trials, config.concurrency, config.max_epochs,
-                              config.scheduler)
+                              config.num_trials, config.concurrency,
+                              fidelity_of(config).max_budget, config.scheduler)
         plan = make_plan(config.strategy, ctx)
         yaml_text = to_yaml(space)
         record = SearchRecord(client, experiment, tags={
@@ -157,8 +166,8 @@ def search(config: SearchConfig, progress: Callable[[str], None] = _stderr) -> S
             **{f"raynas.{k}": v for k, v in plan.notes.items()},
         }, params={k: v for k, v in asdict(config).items() if v is not None}, space_yaml=yaml_text)
         try:
-            result = _run(config, space, data, plan, objectives, record, progress, yaml_text,
-                          experiment, uri, started)
+            result = _run(config, space, data, ctx, plan, objectives, record, progress,
+                          yaml_text, experiment, uri, started)
         except BaseException:
             record.finish("FAILED")
             raise
@@ -169,33 +178,37 @@ def search(config: SearchConfig, progress: Callable[[str], None] = _stderr) -> S
             ray.shutdown()
 
 
-def _run(config, space, data, plan, objectives, record, progress, yaml_text, experiment, uri,
+def _run(config, space, data, ctx, plan, objectives, record, progress, yaml_text, experiment, uri,
          started):
     import ray
     from ray import tune
 
-    settings = TrialSettings(config.max_epochs, config.seed, config.cpus_per_trial,
-                             config.gpus_per_trial)
+    fidelity = fidelity_of(config)
+    settings = TrialSettings(fidelity, config.seed, config.cpus_per_trial, config.gpus_per_trial)
     trainable = tune.with_resources(
         tune.with_parameters(train_trial, space=space, data=data, settings=settings),
         {"cpu": config.cpus_per_trial, "gpu": config.gpus_per_trial})
-    tracker = MLflowTracker(record, space, config.max_epochs, progress)
+    tracker = MLflowTracker(record, space, fidelity, progress)
     if plan.dedup is not None:
         plan.dedup.on_reuse = tracker.on_duplicate
     metric, mode = objectives[0]
     progress(f"searching: {config.strategy} + {config.scheduler}, {plan.num_trials} trials, "
-             f"<= {config.max_epochs} epochs each, {config.concurrency} at a time; "
+             f"{fidelity.describe()}, {config.concurrency} at a time; "
              f"MLflow run {record.run_id}")
+    scheduler = scheduler_for(plan, ctx)
+    if warning := bracket_warning(scheduler, config.concurrency):
+        progress(f"warning: {warning}")
     tuner = tune.Tuner(
         trainable,
         param_space=plan.param_space,
         tune_config=tune.TuneConfig(
             metric=metric, mode=mode, search_alg=plan.searcher,
-            scheduler=plan.scheduler or make_scheduler(config.scheduler, config.max_epochs,
-                                                       space),
+            scheduler=scheduler,
             num_samples=plan.num_trials, reuse_actors=True),
         run_config=tune.RunConfig(
-            name=f"{experiment}-{record.run_id[:8]}", storage_path=config.storage,
+            name=f"{experiment}-{record.run_id[:8]}",
+            # RAYNAS_STORAGE: a cluster sets it once, so the same command runs everywhere.
+            storage_path=config.storage or os.environ.get("RAYNAS_STORAGE") or None,
             callbacks=[tracker], verbose=0,
             # PBT restores a trial from another trial's checkpoint: keep them all for it.
             checkpoint_config=tune.CheckpointConfig(

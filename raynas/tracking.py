@@ -19,9 +19,11 @@ from ray.tune import Callback
 
 import raynas
 from raynas.errors import ConfigError
+from raynas.estimation.fidelity import TIME_ATTR, Fidelity
 from raynas.space import Space, arch_hash
 
-TRIAL_METRICS = ("val_accuracy", "val_loss", "train_loss", "params", "flops")
+TRIAL_METRICS = ("val_accuracy", "val_loss", "train_loss", "params", "flops", "data_fraction",
+                 "lr")
 MAX_BATCH = 100  # MLflow's log_batch limit on params per call
 
 
@@ -115,16 +117,17 @@ class SearchRecord:
 class MLflowTracker(Callback):
     """Mirrors every Tune trial into a child run: params, per-epoch metrics, status."""
 
-    def __init__(self, record: SearchRecord, space: Space, max_epochs: int,
+    def __init__(self, record: SearchRecord, space: Space, fidelity: Fidelity,
                  progress: Callable[[str], None]) -> None:
         self.record = record
         self.space = space
-        self.max_epochs = max_epochs
+        self.fidelity = fidelity
         self.progress = progress
         self.runs: dict[str, str] = {}
         self.done = 0
         self.best: float | None = None
         self.reuses: dict[str, int] = {}  # trial id -> times its result was reused
+        self.nodes: dict[str, str] = {}  # trial id -> the Ray node it trains on
 
     def on_duplicate(self, trial_id: str, digest: str, result: dict) -> None:
         """The strategy proposed an architecture trial ``trial_id`` trained already; its result
@@ -154,14 +157,18 @@ class MLflowTracker(Callback):
 
     def on_trial_result(self, iteration: int, trials: list, trial, result: dict, **info) -> None:
         metrics = {k: result[k] for k in TRIAL_METRICS if k in result}
-        self.record.log_metrics(self.runs[trial.trial_id], metrics, int(result.get("epoch", 0)))
+        self.record.log_metrics(self.runs[trial.trial_id], metrics, int(result.get(TIME_ATTR, 0)))
+        node = result.get("node_id")
+        if node and self.nodes.get(trial.trial_id) != node:  # tagged once, again if it moves
+            self.nodes[trial.trial_id] = node
+            self.record.client.set_tag(self.runs[trial.trial_id], "raynas.node_id", node)
         if "val_accuracy" in result:
-            self.progress(f"trial {trial.trial_id} epoch {result['epoch']}/{self.max_epochs} "
+            self.progress(f"trial {trial.trial_id} {self.fidelity.progress(result)} "
                           f"val_accuracy={result['val_accuracy']:.4f}")
 
     def on_trial_complete(self, iteration: int, trials: list, trial, **info) -> None:
         result = trial.last_result or {}
-        stopped_early = result.get("epoch", 0) < self.max_epochs
+        stopped_early = result.get(TIME_ATTR, 0) < self.fidelity.max_budget
         self.record.client.set_terminated(self.runs[trial.trial_id],
                                           "KILLED" if stopped_early else "FINISHED")
         if stopped_early:

@@ -69,16 +69,53 @@ def test_asha_stops_weak_trials_early_and_mlflow_says_killed(tracking):
     assert all(r.data.tags.get("raynas.stopped_early") == "true" for r in killed)
 
 
-@pytest.mark.parametrize("scheduler", ["hyperband", "median"])
-def test_other_early_stopping_schedulers_run(scheduler, tracking):
-    result = search(tiny(tracking, scheduler=scheduler, num_trials=4, max_epochs=2))
+def test_hyperband_halves_a_full_bracket_and_mlflow_says_killed(tracking):
+    # max_epochs 3: brackets of 2 trials x 3 epochs and 3 trials x 1 epoch; the second keeps 1
+    # of 3 after one epoch. Tune's Hyperband halves a bracket once all its trials got there, so
+    # the bracket must fit the concurrency (see the README's scheduler table).
+    result = search(tiny(tracking, strategy="grid", scheduler="hyperband", num_trials=5,
+                         max_epochs=3, concurrency=3))
+    client, trials = trial_runs(tracking, result.parent_run_id)
+    steps = {r.info.status: [] for r in trials}
+    for r in trials:
+        steps[r.info.status].append(len(client.get_metric_history(r.info.run_id, "val_accuracy")))
+    assert sorted(steps) == ["FINISHED", "KILLED"]
+    assert len(steps["KILLED"]) == 2 and set(steps["KILLED"]) == {1}
+    assert set(steps["FINISHED"]) == {3}
+
+
+def test_median_rule_runs(tracking):
+    result = search(tiny(tracking, scheduler="median", num_trials=4, max_epochs=2))
     _, trials = trial_runs(tracking, result.parent_run_id)
     assert len(trials) == 4 and {r.info.status for r in trials} <= {"FINISHED", "KILLED"}
 
 
-def test_pbt_tunes_hyperparameters_of_a_fixed_architecture(tracking):
-    result = search(tiny(tracking, space="fixed_cnn", scheduler="pbt", max_epochs=3))
-    _, trials = trial_runs(tracking, result.parent_run_id)
+def test_asha_on_data_fractions_stops_trials_on_small_subsets(tracking):
+    result = search(tiny(tracking, strategy="grid", scheduler="asha", fidelity="data",
+                         num_trials=6, max_epochs=1))
+    client, trials = trial_runs(tracking, result.parent_run_id)
+    seen = {}
+    for r in trials:
+        history = client.get_metric_history(r.info.run_id, "data_fraction")
+        seen.setdefault(r.info.status, []).append([(m.step, round(m.value, 3)) for m in history])
+    rungs = [(1, 0.111), (3, 0.333), (9, 1.0)]  # step = budget, in units of the smallest rung
+    assert seen["FINISHED"] and all(h == rungs for h in seen["FINISHED"])
+    assert seen["KILLED"] and all(h == rungs[: len(h)] and len(h) < 3 for h in seen["KILLED"])
+
+
+def test_pbt_exploits_better_trials_mid_training(tracking):
+    # All four trials train at once, so at every perturbation (each epoch) there is a bottom
+    # quarter to exploit the top one.
+    result = search(tiny(tracking, space="fixed_cnn", scheduler="pbt", max_epochs=4, seed=1,
+                         concurrency=4, cpus_per_trial=0.5))
+    client, trials = trial_runs(tracking, result.parent_run_id)
     assert len(trials) == 4 and all(r.info.status == "FINISHED" for r in trials)
     layers = {json.dumps(json.loads(r.data.params["arch.layers.count"])) for r in trials}
     assert layers == {"2"}
+    # An exploit restarts a trial from a better one's checkpoint (its epoch, possibly one
+    # behind) with mutated hyperparameters: the learning rate in force changes mid-trial.
+    histories = [client.get_metric_history(r.info.run_id, "lr") for r in trials]
+    for history in histories:
+        steps = [m.step for m in history]
+        assert steps == sorted(steps) and steps[0] == 1 and steps[-1] == 4
+    assert any(len({m.value for m in h}) > 1 for h in histories)

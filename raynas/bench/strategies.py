@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from raynas.space import Arch, Space, load_space
-from raynas.strategies import StrategyContext, make_plan, make_scheduler
+from raynas.strategies import StrategyContext, make_plan, scheduler_for
 
 SYNTHETIC_SPACE: dict[str, Any] = {
     "name": "synthetic",
@@ -105,6 +105,7 @@ def tune_run(strategy: str, seed: int, space: Space, data: Any, trials: int, max
     run through Tune exactly as ``raynas search`` runs it, minus MLflow and the retraining."""
     from ray import tune
 
+    from raynas.estimation.fidelity import Fidelity
     from raynas.estimation.train import TrialSettings, train_trial
 
     metric, mode = "val_accuracy", "max"
@@ -118,10 +119,10 @@ def tune_run(strategy: str, seed: int, space: Space, data: Any, trials: int, max
 
     trainable = tune.with_resources(
         tune.with_parameters(train_trial, space=space, data=data,
-                             settings=TrialSettings(max_epochs, seed)), {"cpu": 1})
+                             settings=TrialSettings(Fidelity(max_epochs), seed)), {"cpu": 1})
     tuner = tune.Tuner(trainable, param_space=plan.param_space, tune_config=tune.TuneConfig(
         metric=metric, mode=mode, search_alg=plan.searcher,
-        scheduler=plan.scheduler or make_scheduler("fifo", max_epochs),
+        scheduler=scheduler_for(plan, ctx),
         num_samples=plan.num_trials, reuse_actors=True),
         run_config=tune.RunConfig(callbacks=[Record()], verbose=0,
                                   storage_path=str(Path(tempfile.mkdtemp()).resolve()),

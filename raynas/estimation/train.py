@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -20,6 +20,7 @@ from torch import nn
 
 from raynas.data import Dataset
 from raynas.errors import SpaceError
+from raynas.estimation.fidelity import TIME_ATTR, Fidelity, nested_order
 from raynas.models import build_model
 from raynas.objectives import count_flops, count_params
 from raynas.space import Space, arch_hash
@@ -33,10 +34,14 @@ EVAL_BATCH = 1024
 class TrialSettings:
     """What every trial of a search shares (the architecture comes from the config)."""
 
-    max_epochs: int
+    fidelity: Fidelity
     seed: int = 0
     cpus: float = 1.0
     gpus: float = 0.0
+
+    @property
+    def max_epochs(self) -> int:
+        return self.fidelity.max_epochs
 
 
 def check_train_space(space: Space, origin: str) -> None:
@@ -160,30 +165,68 @@ def tensors(device: torch.device, *arrays: np.ndarray) -> list[torch.Tensor]:
 
 def train_trial(config: dict[str, Any], *, space: Space, data: Dataset,
                 settings: TrialSettings) -> None:
-    """The Tune function trainable: decode, build, train; report and checkpoint every epoch."""
+    """The Tune function trainable: decode, build, train; report and checkpoint at every step
+    of the fidelity (each epoch, or each data rung)."""
+    import ray
     from ray import tune
 
     torch.set_num_threads(max(1, int(settings.cpus)))
     arch = space.decode(config)
     device = device_for(settings.gpus)
-    run = Run(space, arch, data.input_shape, data.num_classes, settings.max_epochs, device,
-              settings.seed)
-    fixed = {"params": count_params(run.model), "flops": count_flops(run.model, data.input_shape),
-             "arch_hash": arch_hash(arch)}
+
+    def new_run() -> Run:
+        return Run(space, arch, data.input_shape, data.num_classes, settings.max_epochs, device,
+                   settings.seed)
+
+    state = None
     checkpoint = tune.get_checkpoint()
     if checkpoint:
         with checkpoint.as_directory() as folder:
-            run.load(torch.load(Path(folder) / "state.pt", map_location=device,
-                                weights_only=False))
+            state = torch.load(Path(folder) / "state.pt", map_location=device, weights_only=False)
     x_train, y_train, x_val, y_val = tensors(device, data.x_train, data.y_train, data.x_val,
                                              data.y_val)
-    for train_loss in run.epochs(x_train, y_train, settings.max_epochs):
+    steps = _by_data if settings.fidelity.data_rungs else _by_epoch
+    fixed: dict[str, Any] = {}
+    for run, progress in steps(new_run, state, x_train, y_train, settings):
+        fixed = fixed or {"params": count_params(run.model),
+                          "flops": count_flops(run.model, data.input_shape),
+                          "arch_hash": arch_hash(arch),
+                          "node_id": ray.get_runtime_context().get_node_id()}
         val_loss, val_accuracy = run.evaluate(x_val, y_val)
-        metrics = {"val_accuracy": val_accuracy, "val_loss": val_loss, "train_loss": train_loss,
-                   "epoch": run.epoch, **fixed}
+        # lr as a metric: PBT changes it mid-trial (exploit + explore), and MLflow shows when.
+        metrics = {"val_accuracy": val_accuracy, "val_loss": val_loss, "lr": run.hp["lr"],
+                   **progress, **fixed}
         with tempfile.TemporaryDirectory() as folder:
-            torch.save(run.state(), Path(folder) / "state.pt")
+            torch.save({**run.state(), "rung": progress.get("rung")}, Path(folder) / "state.pt")
             tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(folder))
+
+
+Steps = Iterator[tuple["Run", dict[str, Any]]]
+
+
+def _by_epoch(new_run: Callable[[], Run], state: dict | None, x: torch.Tensor, y: torch.Tensor,
+              settings: TrialSettings) -> Steps:
+    """Epoch fidelity: one model, a report after every epoch (budget = epochs trained)."""
+    run = new_run()
+    if state:
+        run.load(state)
+    for train_loss in run.epochs(x, y, settings.max_epochs):
+        yield run, {"train_loss": train_loss, "epoch": run.epoch, TIME_ATTR: run.epoch}
+
+
+def _by_data(new_run: Callable[[], Run], state: dict | None, x: torch.Tensor, y: torch.Tensor,
+             settings: TrialSettings) -> Steps:
+    """Data fidelity: a fresh model per rung, trained on that rung's nested subset (see
+    ``Fidelity``); a restored trial goes on with the first rung it had not reported."""
+    fidelity = settings.fidelity
+    order = torch.as_tensor(nested_order(y.cpu().numpy(), settings.seed), device=x.device)
+    for rung in range((state or {}).get("rung") or 0, fidelity.data_rungs):
+        fraction = fidelity.fraction(rung)
+        subset = order[: max(2, math.ceil(fraction * len(order)))]
+        run = new_run()
+        losses = list(run.epochs(x[subset], y[subset], settings.max_epochs))
+        yield run, {"train_loss": losses[-1], "epoch": run.epoch, "data_fraction": fraction,
+                    "rung": rung + 1, TIME_ATTR: fidelity.budget(rung)}
 
 
 @dataclass

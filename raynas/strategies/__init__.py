@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from raynas.errors import ConfigError, did_you_mean
+from raynas.estimation.fidelity import TIME_ATTR
 from raynas.space import Space
 
 DEFAULT_NUM_TRIALS = 16
@@ -54,7 +55,7 @@ class StrategyContext:
     seed: int
     num_trials: int | None
     concurrency: int
-    max_epochs: int = 8
+    max_budget: int = 8  # in the fidelity's units (``TIME_ATTR``)
     scheduler: str = "fifo"
 
     @property
@@ -183,7 +184,7 @@ def _bohb(ctx: StrategyContext) -> Plan:
     engine = bohb_engine()
     if engine == "tpe-hyperband":
         plan = _optuna(_tpe_sampler)(ctx)
-        scheduler = HyperBandScheduler(time_attr="training_iteration", max_t=ctx.max_epochs,
+        scheduler = HyperBandScheduler(time_attr=TIME_ATTR, max_t=ctx.max_budget,
                                        reduction_factor=3)
         return Plan(plan.searcher, {}, plan.num_trials, scheduler, {"bohb_engine": engine})
     from ray.tune.search.bohb import TuneBOHB
@@ -192,7 +193,7 @@ def _bohb(ctx: StrategyContext) -> Plan:
     config_space.seed(ctx.seed)
     searcher = TuneBOHB(space=config_space, metric=metric, mode=mode, seed=ctx.seed,
                         max_concurrent=ctx.concurrency)
-    scheduler = HyperBandForBOHB(time_attr="training_iteration", max_t=ctx.max_epochs,
+    scheduler = HyperBandForBOHB(time_attr=TIME_ATTR, max_t=ctx.max_budget,
                                  reduction_factor=3)
     return Plan(_limited(searcher, ctx), {}, ctx.trials, scheduler, {"bohb_engine": engine})
 
@@ -246,45 +247,43 @@ def default_objectives(strategy: str) -> list[str]:
 
 
 # Schedulers get metric and mode from ``TuneConfig`` (Tune refuses them in both places).
-def _fifo(max_epochs: int, space: Space | None) -> Any:
+def _fifo(max_budget: int, space: Space) -> Any:
     from ray.tune.schedulers import FIFOScheduler
 
     return FIFOScheduler()
 
 
-def _asha(max_epochs: int, space: Space | None) -> Any:
+def _asha(max_budget: int, space: Space) -> Any:
     from ray.tune.schedulers import ASHAScheduler
 
-    return ASHAScheduler(time_attr="training_iteration", max_t=max_epochs, grace_period=1,
+    return ASHAScheduler(time_attr=TIME_ATTR, max_t=max_budget, grace_period=1,
                          reduction_factor=3)
 
 
-def _hyperband(max_epochs: int, space: Space | None) -> Any:
+def _hyperband(max_budget: int, space: Space) -> Any:
     from ray.tune.schedulers import HyperBandScheduler
 
-    return HyperBandScheduler(time_attr="training_iteration", max_t=max_epochs,
+    return HyperBandScheduler(time_attr=TIME_ATTR, max_t=max_budget,
                               reduction_factor=3)
 
 
-def _median(max_epochs: int, space: Space | None) -> Any:
+def _median(max_budget: int, space: Space) -> Any:
     from ray.tune.schedulers import MedianStoppingRule
 
-    return MedianStoppingRule(time_attr="training_iteration", grace_period=1,
+    return MedianStoppingRule(time_attr=TIME_ATTR, grace_period=1,
                               min_samples_required=3)
 
 
-def _pbt(max_epochs: int, space: Space | None) -> Any:
+def _pbt(max_budget: int, space: Space) -> Any:
     from ray.tune.schedulers import PopulationBasedTraining
 
-    if space is None:
-        raise ConfigError("--scheduler pbt: needs the search space it mutates")
     # A list makes PBT step to a neighbouring value; a continuous domain is scaled by 0.8/1.2
     # and then clipped back into the space's range.
     domains = space.to_tune()
     decisions = {d.key: d.param for d in space.decisions()}
     mutations = {k: decisions[k].options() or domains[k] for k in pbt_keys(space)}
-    return PopulationBasedTraining(time_attr="training_iteration",
-                                   perturbation_interval=max(1, max_epochs // 4),
+    return PopulationBasedTraining(time_attr=TIME_ATTR,
+                                   perturbation_interval=max(1, max_budget // 4),
                                    hyperparam_mutations=mutations,
                                    custom_explore_fn=functools.partial(_clip, decisions))
 
@@ -296,7 +295,7 @@ def _clip(decisions: dict[str, Any], config: dict[str, Any]) -> dict[str, Any]:
     return config
 
 
-SCHEDULERS: dict[str, tuple[Callable[[int, Space | None], Any], str]] = {
+SCHEDULERS: dict[str, tuple[Callable[[int, Space], Any], str]] = {
     "fifo": (_fifo, "train every trial for --max-epochs"),
     "asha": (_asha, "asynchronous successive halving: stop the weakest early (Li et al. 2020)"),
     "hyperband": (_hyperband, "synchronous Hyperband brackets (Li et al. 2018); pauses trials"),
@@ -326,11 +325,23 @@ def make_plan(strategy: str, ctx: StrategyContext) -> Plan:
     return STRATEGIES[strategy][0](ctx)
 
 
-def make_scheduler(name: str, max_epochs: int, space: Space | None = None) -> Any:
-    """The scheduler ``name`` (pbt needs ``space``: it mutates the space's decisions)."""
-    return SCHEDULERS[name][0](max_epochs, space)
-
-
 def scheduler_for(plan: Plan, ctx: StrategyContext) -> Any:
-    """The scheduler a search runs with: the strategy's own if it brings one, else ``ctx``'s."""
-    return plan.scheduler or make_scheduler(ctx.scheduler, ctx.max_epochs, ctx.space)
+    """The scheduler a search runs with: the strategy's own if it brings one, else
+    ``ctx.scheduler`` over budgets up to ``ctx.max_budget`` (pbt mutates ``ctx.space``)."""
+    return plan.scheduler or SCHEDULERS[ctx.scheduler][0](ctx.max_budget, ctx.space)
+
+
+def bracket_warning(scheduler: Any, concurrency: int) -> str | None:
+    """Tune's Hyperband is synchronous: it halves a bracket only once all of the bracket's trials
+    have reached the rung, so a bracket larger than ``--concurrency`` may never be halved."""
+    from ray.tune.schedulers import HyperBandScheduler
+
+    if not isinstance(scheduler, HyperBandScheduler):
+        return None
+    # Tune's own bracket arithmetic (n0: trials, r0: first rung; r0 == 0 brackets are skipped).
+    sizes = [scheduler._get_n0(s) for s in range(scheduler._s_max_1) if scheduler._get_r0(s)]
+    if max(sizes) <= concurrency:
+        return None
+    return (f"hyperband: brackets of up to {max(sizes)} trials but --concurrency {concurrency}; "
+            f"a bracket is halved only when all its trials reach a rung, so raise "
+            f"--concurrency to {max(sizes)} or use --scheduler asha")
