@@ -46,18 +46,41 @@ class TrialSettings:
 
 def check_train_space(space: Space, origin: str) -> None:
     """The ``train`` group, if any, must hold hyperparameters the training loop understands."""
+    from raynas.space.nodes import FloatRange, Group, IntRange
+
+    train = space.domain("train")
+    if train is not None and not isinstance(train, Group):
+        raise SpaceError(f"{origin}: space.train: must be a mapping of training "
+                         f"hyperparameters; known: {', '.join(TRAIN_DEFAULTS)}")
     for field in space.fields("train"):
         if field not in TRAIN_DEFAULTS:
             raise SpaceError(f"{origin}: space.train.{field}: unknown training hyperparameter; "
                              f"known: {', '.join(TRAIN_DEFAULTS)}")
-    optimizers = space.values("train.optimizer") or []
-    for name in optimizers:
-        if name not in OPTIMIZERS:
-            raise SpaceError(f"{origin}: space.train.optimizer: unknown optimizer {name!r}; "
-                             f"known: {', '.join(OPTIMIZERS)}")
-    for v in space.values("train.batch_size") or []:
-        if not isinstance(v, int) or isinstance(v, bool) or v < 1:
+    if space.domain("train.optimizer") is not None:
+        optimizers = space.values("train.optimizer")
+        if optimizers is None:
+            raise SpaceError(f"{origin}: space.train.optimizer: must be a constant or a choice")
+        for name in optimizers:
+            if name not in OPTIMIZERS:
+                raise SpaceError(f"{origin}: space.train.optimizer: unknown optimizer {name!r}; "
+                                 f"known: {', '.join(OPTIMIZERS)}")
+    batch_size = space.domain("train.batch_size")
+    if batch_size is not None:
+        sizes = [batch_size.low] if isinstance(batch_size, IntRange) else space.values(
+            "train.batch_size")
+        if sizes is None or any(not isinstance(v, int) or isinstance(v, bool) or v < 1
+                                for v in sizes):
             raise SpaceError(f"{origin}: space.train.batch_size: must be positive integers")
+    for field, zero_ok in (("lr", False), ("weight_decay", True)):
+        node = space.domain(f"train.{field}")
+        if node is None:
+            continue
+        values = [node.low] if isinstance(node, IntRange | FloatRange) else space.values(
+            f"train.{field}")
+        if values is None or any(not isinstance(v, int | float) or isinstance(v, bool)
+                                 or v < 0 or (v == 0 and not zero_ok) for v in values):
+            rule = "numbers >= 0" if zero_ok else "positive numbers"
+            raise SpaceError(f"{origin}: space.train.{field}: must be {rule}")
 
 
 def hyperparameters(arch: dict[str, Any]) -> dict[str, Any]:

@@ -34,7 +34,10 @@ def load_space(source: str | Path | dict[str, Any] | Space) -> Space:
     if isinstance(source, Space):
         return source
     if isinstance(source, dict):
-        doc, origin = source, str(source.get("name", "<dict>"))
+        # Errors start with the space's name; one that cannot head a one-line error is not used.
+        name = source.get("name")
+        ok = isinstance(name, str) and name and name.isprintable()
+        doc, origin = source, name if ok else "<dict>"
     else:
         path = Path(source)
         if not path.suffix and not path.exists():

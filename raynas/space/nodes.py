@@ -54,10 +54,14 @@ class IntRange:
             and (value - self.low) % self.step == 0
         )
 
+    def size(self) -> int:
+        return len(range(self.low, self.high + 1, self.step))
+
     def sample(self, rng: random.Random) -> int:
-        if self.log:
+        if self.log:  # exp(log(x)) may round below x: clamp into the range
             x = math.exp(rng.uniform(math.log(self.low), math.log(self.high + 1)))
-            return min(self.high, self.low + (int(x) - self.low) // self.step * self.step)
+            value = self.low + (int(x) - self.low) // self.step * self.step
+            return min(self.high, max(self.low, value))
         return rng.randrange(self.low, self.high + 1, self.step)
 
 
@@ -81,8 +85,10 @@ class FloatRange:
 
     def sample(self, rng: random.Random) -> float:
         if self.log:
-            return math.exp(rng.uniform(math.log(self.low), math.log(self.high)))
-        return rng.uniform(self.low, self.high)
+            value = math.exp(rng.uniform(math.log(self.low), math.log(self.high)))
+        else:
+            value = rng.uniform(self.low, self.high)
+        return min(self.high, max(self.low, value))  # rounding can step just outside
 
 
 Param = Choice | IntRange | FloatRange
@@ -118,19 +124,35 @@ class Repeat:
 Node = Choice | IntRange | FloatRange | Const | Group | Repeat
 PARAMS = (Choice, IntRange, FloatRange)
 COUNT_KEY = "count"
+MAX_COUNT = 2**1000  # a larger number of values is reported as math.inf (floats end at 2**1024)
+
+
+def _capped(n: float) -> float:
+    return math.inf if n > MAX_COUNT else n
 
 
 def size(node: Node) -> float:
-    """Number of distinct values of ``node`` (``math.inf`` when a float is searched)."""
-    if isinstance(node, PARAMS):
-        options = node.options()
-        return math.inf if options is None else len(options)
+    """Number of distinct values of ``node``: an int, or ``math.inf`` when a float is searched
+    or the number is beyond what a float can hold."""
+    if isinstance(node, FloatRange):
+        return math.inf
+    if isinstance(node, IntRange):
+        return node.size()
+    if isinstance(node, Choice):
+        return len(node.values)
     if isinstance(node, Const):
         return 1
     if isinstance(node, Group):
-        return math.prod(size(child) for _, child in node.fields)
-    block = size(node.block)
-    return sum(block**c for c in range(node.min, node.max + 1))
+        total = 1
+        for _, child in node.fields:
+            total = _capped(total * size(child))
+        return total
+    block, copies, total = size(node.block), 1, 0  # sum of block**c for c in [min, max]
+    for c in range(node.max + 1):
+        if c >= node.min:
+            total = _capped(total + copies)
+        copies = _capped(copies * block)
+    return total
 
 
 def enumerate_values(node: Node) -> Iterator[Value]:

@@ -71,6 +71,20 @@ def _scalar(value: Any) -> Any:
     return value.item() if hasattr(value, "item") and not isinstance(value, str) else value
 
 
+def _snapped(param: Param, value: Any) -> Any:
+    """A float a sampler put one rounding error outside its range, moved onto the bound.
+
+    Tune's log-uniform samples ``exp(uniform(log(low), log(high)))``, and ``exp(log(3.0))`` is
+    ``3.0000000000000004``: such a value is the bound, not an invalid architecture.
+    """
+    if isinstance(param, FloatRange) and isinstance(value, float):
+        if value < param.low and math.isclose(value, param.low, rel_tol=1e-12):
+            return param.low
+        if value > param.high and math.isclose(value, param.high, rel_tol=1e-12):
+            return param.high
+    return value
+
+
 class Space:
     """A search space; construct with ``raynas.load_space``."""
 
@@ -126,7 +140,7 @@ class Space:
 
     def grid(self, limit: int = 100_000) -> list[Arch]:
         """Every architecture, in a fixed order; a SpaceError if there are more than ``limit``."""
-        continuous = [d.key for d in self._decisions if d.param.options() is None]
+        continuous = [d.key for d in self._decisions if isinstance(d.param, FloatRange)]
         if continuous:
             raise SpaceError(f"{self.name}: {continuous[0]}: a continuous range cannot be "
                              "enumerated (a grid needs choices or int ranges)")
@@ -178,7 +192,10 @@ class Space:
                 return tune.choice(list(p.values))
             if isinstance(p, IntRange):
                 if p.step > 1:
-                    return tune.qrandint(p.low, p.high, p.step)
+                    # Tune quantizes to multiples of the step; ours count from ``low``.
+                    if p.low % p.step == 0:
+                        return tune.qrandint(p.low, p.high, p.step)
+                    return tune.choice(p.options())
                 return (tune.lograndint if p.log else tune.randint)(p.low, p.high + 1)
             return (tune.loguniform if p.log else tune.uniform)(p.low, p.high)
 
@@ -228,7 +245,7 @@ class Space:
         if isinstance(node, PARAMS):
             if key not in flat:
                 raise SpaceError(f"{self.name}: missing value for {key!r}")
-            return self._checked(node, _scalar(flat[key]), key)
+            return self._checked(node, _snapped(node, _scalar(flat[key])), key)
         if isinstance(node, Const):
             return node.value
         if isinstance(node, Group):
@@ -275,7 +292,7 @@ class Space:
     def _mutation_sites(self, node: Node, value: Any, parent: Any, slot: Any,
                         rng: random.Random, sites: list[Callable[[], None]]) -> None:
         if isinstance(node, PARAMS):
-            if node.options() is None or len(node.options()) > 1:
+            if _searched(node):
                 def change(node=node, parent=parent, slot=slot) -> None:
                     parent[slot] = _mutated(node, parent[slot], rng)
 
@@ -297,13 +314,26 @@ class Space:
                 self._mutation_sites(node.block, item, value, i, rng, sites)
 
 
+def _searched(param: Param) -> bool:
+    """Whether ``param`` has more than one value (a mutation can change it)."""
+    if isinstance(param, FloatRange):
+        return param.low < param.high
+    return size(param) > 1
+
+
 def _mutated(param: Param, value: Any, rng: random.Random) -> Any:
     if isinstance(param, FloatRange):
-        if param.log:
-            span = math.log(param.high) - math.log(param.low)
-            new = math.exp(math.log(value) + rng.gauss(0.0, 0.2 * span))
+        if param.log:  # clamped before exp: a step on a wide range can overflow a float
+            low, high = math.log(param.low), math.log(param.high)
+            step = rng.gauss(0.0, 0.2 * (high - low))
+            new = math.exp(min(high, max(low, math.log(value) + step)))
         else:
             new = value + rng.gauss(0.0, 0.2 * (param.high - param.low))
         return min(param.high, max(param.low, new))
-    options = [v for v in param.options() if v != value]
+    if isinstance(param, IntRange):  # at least two values: this ends after two draws on average
+        while (new := rng.randrange(param.low, param.high + 1, param.step)) == value:
+            pass
+        return new
+    # ``1 == True``: a choice between them must still pick the other one.
+    options = [v for v in param.values if not (v == value and type(v) is type(value))]
     return rng.choice(options)
