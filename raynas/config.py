@@ -27,3 +27,7 @@ class SearchConfig:
     storage: str | None = None
     retrain_epochs: int = 10
     objective: list[str] | None = None  # METRIC:max|min, repeated; the first one is primary
+    max_retries: int = 2  # restarts of a trial whose worker died, from its last checkpoint
+    max_failed_trials: int | None = None  # end the search once this many trials failed
+    resume: str | None = None  # a search folder: finish that search instead of a new one
+    tracking_wait: float = 120.0  # seconds the end of a search waits for an unreachable MLflow

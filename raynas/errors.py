@@ -22,6 +22,14 @@ class ConfigError(RaynasError):
     """A search setting (strategy, scheduler, objective, resources, …) is invalid."""
 
 
+class TrackingError(RaynasError):
+    """The MLflow tracking store cannot take what a search wrote (yet)."""
+
+
+class SearchInterrupted(RaynasError):
+    """A search was stopped (Ctrl-C, SIGTERM) before it finished; ``--resume`` finishes it."""
+
+
 def did_you_mean(word: str, options: Iterable[str]) -> str:
     """A ' (did you mean X?)' suffix for typos, or '' when nothing is close."""
     close = difflib.get_close_matches(str(word), [str(o) for o in options], n=1)

@@ -13,18 +13,18 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from mlflow.entities import Metric, Param, RunTag
 from mlflow.tracking import MlflowClient
 from ray.tune import Callback
+from ray.tune.stopper import Stopper
 
 import raynas
 from raynas.errors import ConfigError
 from raynas.estimation.fidelity import TIME_ATTR, Fidelity
+from raynas.ledger import Ledger
 from raynas.space import Space, arch_hash
 
 TRIAL_METRICS = ("val_accuracy", "val_loss", "train_loss", "params", "flops", "data_fraction",
                  "lr")
-MAX_BATCH = 100  # MLflow's log_batch limit on params per call
 
 
 def tracking_uri(explicit: str | None) -> str:
@@ -41,12 +41,28 @@ def connect(uri: str) -> MlflowClient:
     if uri.startswith(("http://", "https://")):
         import requests
 
+        # MLflow retries a refused request 7 times with exponential backoff (minutes); the
+        # ledger retries on its own schedule, so a write fails fast while the server is away.
+        os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "1")
+        os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "20")
+
         try:
             requests.get(uri.rstrip("/") + "/health", timeout=5).raise_for_status()
         except requests.RequestException as exc:
             raise ConfigError(f"--tracking-uri: MLflow server {uri} is not reachable "
                               f"({type(exc).__name__})") from None
-    return MlflowClient(tracking_uri=uri)
+    if not uri.startswith("sqlite:///"):
+        return MlflowClient(tracking_uri=uri)
+    # The client creates a new SQLite store (schema migrations) when it is made; two searches
+    # starting at once on one file would race there, so that is serialised by a file lock.
+    import fcntl
+
+    path = Path(uri.removeprefix("sqlite:///"))
+    if not path.parent.is_dir():
+        raise ConfigError(f"--tracking-uri: {uri}: folder {path.parent} does not exist")
+    with open(f"{path}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        return MlflowClient(tracking_uri=uri)
 
 
 def ui_command(uri: str) -> str:
@@ -64,11 +80,6 @@ def git_sha() -> str | None:
     return out.stdout.strip() or None
 
 
-def _chunks(items: list, size: int = MAX_BATCH):
-    for start in range(0, len(items), size):
-        yield items[start : start + size]
-
-
 def last_line(traceback: str) -> str:
     """The last non-empty line of a traceback: ``ExceptionType: message``."""
     lines = [line.strip() for line in traceback.splitlines() if line.strip()]
@@ -83,39 +94,64 @@ def trial_error(trial) -> str:
 
 
 class SearchRecord:
-    """The parent run of one search, and the child runs under it."""
+    """The parent run of one search, and every write under it, through the search's ledger
+    (so a tracking outage delays writes instead of losing them). Runs are named by key:
+    ``parent``, ``trial/<id>``, ``final``."""
 
-    def __init__(self, client: MlflowClient, experiment: str, tags: dict[str, str],
-                 params: dict[str, Any], space_yaml: str) -> None:
-        self.client = client
+    def __init__(self, ledger: Ledger) -> None:
+        self.ledger = ledger
+
+    @classmethod
+    def start(cls, client: MlflowClient, experiment: str, folder: Path, tags: dict[str, str],
+              params: dict[str, Any], space_yaml: str,
+              warn: Callable[[str], None]) -> SearchRecord:
+        """Create the parent run (directly: a store that is down now is a usage error)."""
         found = client.get_experiment_by_name(experiment)
-        self.experiment_id = found.experiment_id if found else client.create_experiment(experiment)
-        run = client.create_run(self.experiment_id, tags=tags, run_name=tags.get("raynas.name"))
-        self.run_id = run.info.run_id
-        self.log_params(self.run_id, params)
-        client.log_text(self.run_id, space_yaml, "space.yaml")
+        experiment_id = found.experiment_id if found else client.create_experiment(experiment)
+        run = client.create_run(experiment_id, tags={**tags, "raynas.folder": str(folder)},
+                                run_name=tags.get("raynas.name"))
+        record = cls(Ledger.open(folder, client.tracking_uri, experiment_id, warn))
+        record.ledger.bind("parent", run.info.run_id)
+        record.log_params("parent", params)
+        record.ledger.write("text", "parent", text=space_yaml, file="space.yaml")
+        return record
 
-    def child(self, name: str, tags: dict[str, str]) -> str:
-        run = self.client.create_run(self.experiment_id, run_name=name,
-                                     tags={"mlflow.parentRunId": self.run_id, **tags})
-        return run.info.run_id
+    @property
+    def run_id(self) -> str:
+        return self.ledger.runs["parent"]
 
-    def log_params(self, run_id: str, params: dict[str, Any]) -> None:
-        items = [Param(k, str(v)) for k, v in params.items()]
-        for chunk in _chunks(items):
-            self.client.log_batch(run_id, params=chunk)
+    def child(self, key: str, name: str, tags: dict[str, str]) -> None:
+        if not self.ledger.has(key):
+            self.ledger.write("create", key, name=name, tags=tags)
 
-    def log_metrics(self, run_id: str, metrics: dict[str, float], step: int) -> None:
-        now = int(time.time() * 1000)
-        batch = [Metric(k, float(v), now, step) for k, v in metrics.items()]
-        self.client.log_batch(run_id, metrics=batch)
+    def log_params(self, key: str, params: dict[str, Any]) -> None:
+        self.ledger.write("params", key, params={k: str(v) for k, v in params.items()})
 
-    def finish(self, status: str = "FINISHED") -> None:
-        self.client.set_terminated(self.run_id, status=status)
+    def log_metrics(self, key: str, metrics: dict[str, float], step: int) -> None:
+        self.ledger.write("metrics", key, metrics={k: float(v) for k, v in metrics.items()},
+                          step=step, time=int(time.time() * 1000))
+
+    def tag(self, key: str, tags: dict[str, Any]) -> None:
+        self.ledger.write("tags", key, tags={k: str(v) for k, v in tags.items()})
+
+    def log_dict(self, key: str, data: dict, file: str) -> None:
+        self.ledger.write("dict", key, data=data, file=file)
+
+    def log_file(self, key: str, name: str, content: bytes) -> None:
+        """An artifact kept in the ledger's folder until the store has it."""
+        (self.ledger.folder / name).write_bytes(content)
+        self.ledger.write("artifact", key, file=name)
+
+    def end(self, key: str, status: str = "FINISHED") -> None:
+        self.ledger.write("end", key, status=status)
 
 
 class MLflowTracker(Callback):
-    """Mirrors every Tune trial into a child run: params, per-epoch metrics, status."""
+    """Mirrors every Tune trial into a child run: params, per-epoch metrics, status, retries.
+
+    It keeps no state of its own beyond counters for the progress lines: what was written lives
+    in the ledger, so a resumed search (whose Tuner unpickles this object) goes on exactly.
+    """
 
     def __init__(self, record: SearchRecord, space: Space, fidelity: Fidelity,
                  progress: Callable[[str], None]) -> None:
@@ -123,95 +159,133 @@ class MLflowTracker(Callback):
         self.space = space
         self.fidelity = fidelity
         self.progress = progress
-        self.runs: dict[str, str] = {}
         self.done = 0
         self.best: float | None = None
-        self.reuses: dict[str, int] = {}  # trial id -> times its result was reused
-        self.nodes: dict[str, str] = {}  # trial id -> the Ray node it trains on
+
+    @property
+    def ledger(self) -> Ledger:
+        return self.record.ledger
+
+    @property
+    def failed(self) -> int:
+        return sum(key.startswith("trial/") and status == "FAILED"
+                   for key, status in self.ledger.status.items())
 
     def on_duplicate(self, trial_id: str, digest: str, result: dict) -> None:
         """The strategy proposed an architecture trial ``trial_id`` trained already; its result
-        was reused instead of training again. Counted here, written once at the end."""
-        self.reuses[trial_id] = self.reuses.get(trial_id, 0) + 1
-
-    def on_experiment_end(self, trials: list, **info) -> None:
-        for trial_id, count in self.reuses.items():
-            if trial_id in self.runs:
-                self.record.client.set_tag(self.runs[trial_id], "raynas.reused", str(count))
-        total = sum(self.reuses.values())
-        self.record.log_metrics(self.record.run_id, {"num_duplicates": total}, 0)
-        if total:
-            self.progress(f"{total} re-proposed architectures answered from earlier results "
-                          f"(not trained again; tag raynas.reused on those trials)")
+        was reused instead of training again."""
+        key = f"trial/{trial_id}"
+        count = int(self.ledger.tags.get(key, {}).get("raynas.reused", 0)) + 1
+        self.record.tag(key, {"raynas.reused": count})
 
     def on_trial_start(self, iteration: int, trials: list, trial, **info) -> None:
-        if trial.trial_id in self.runs:  # a restarted trial keeps its run
+        key = f"trial/{trial.trial_id}"
+        self.ledger.seen.add(key)
+        self.ledger.live.add(key)
+        if self.ledger.has(key):  # a retried or resumed trial keeps its run
             return
         arch = self.space.decode(trial.config)
-        run_id = self.record.child(f"trial-{trial.trial_id}", {
+        self.record.child(key, f"trial-{trial.trial_id}", {
             "raynas.trial_id": trial.trial_id, "raynas.arch_hash": arch_hash(arch),
             "raynas.role": "trial"})
-        self.runs[trial.trial_id] = run_id
-        self.record.log_params(run_id, {f"arch.{k}": v for k, v in self.space.encode(arch).items()})
-        self.record.client.log_dict(run_id, arch, "architecture.json")
+        self.record.log_params(key, {f"arch.{k}": v for k, v in self.space.encode(arch).items()})
+        self.record.log_dict(key, arch, "architecture.json")
+
+    def on_trial_recover(self, iteration: int, trials: list, trial, **info) -> None:
+        key = f"trial/{trial.trial_id}"
+        retries = int(self.ledger.tags.get(key, {}).get("raynas.retries", 0)) + 1
+        self.record.tag(key, {"raynas.retries": retries})
+        self.progress(f"trial {trial.trial_id} failed ({trial_error(trial)}); retry {retries} "
+                      "from its last checkpoint")
 
     def on_trial_result(self, iteration: int, trials: list, trial, result: dict, **info) -> None:
-        metrics = {k: result[k] for k in TRIAL_METRICS if k in result}
-        self.record.log_metrics(self.runs[trial.trial_id], metrics, int(result.get(TIME_ATTR, 0)))
+        key = f"trial/{trial.trial_id}"
+        step = int(result.get(TIME_ATTR, 0))
+        # A trial restored from a checkpoint (retry, resume) reports again the steps after that
+        # checkpoint that were logged already: MLflow keeps the first report of each step.
+        if step > self.ledger.last_step.get(key, 0):
+            self.record.log_metrics(key, {k: result[k] for k in TRIAL_METRICS if k in result},
+                                    step)
         node = result.get("node_id")
-        if node and self.nodes.get(trial.trial_id) != node:  # tagged once, again if it moves
-            self.nodes[trial.trial_id] = node
-            self.record.client.set_tag(self.runs[trial.trial_id], "raynas.node_id", node)
+        if node and self.ledger.tags.get(key, {}).get("raynas.node_id") != node:
+            self.record.tag(key, {"raynas.node_id": node})  # once, again if it moves
         if "val_accuracy" in result:
             self.progress(f"trial {trial.trial_id} {self.fidelity.progress(result)} "
                           f"val_accuracy={result['val_accuracy']:.4f}")
 
     def on_trial_complete(self, iteration: int, trials: list, trial, **info) -> None:
+        key = f"trial/{trial.trial_id}"
         result = trial.last_result or {}
         stopped_early = result.get(TIME_ATTR, 0) < self.fidelity.max_budget
-        self.record.client.set_terminated(self.runs[trial.trial_id],
-                                          "KILLED" if stopped_early else "FINISHED")
         if stopped_early:
-            self.record.client.set_tag(self.runs[trial.trial_id], "raynas.stopped_early", "true")
+            self.record.tag(key, {"raynas.stopped_early": "true"})
+        self.record.end(key, "KILLED" if stopped_early else "FINISHED")
         accuracy = result.get("val_accuracy")
         if accuracy is not None and (self.best is None or accuracy > self.best):
             self.best = accuracy
         self._finished(trial, "stopped early" if stopped_early else "finished")
 
     def on_trial_error(self, iteration: int, trials: list, trial, **info) -> None:
-        run_id = self.runs.get(trial.trial_id)
-        if run_id is None:
+        key = f"trial/{trial.trial_id}"
+        if not self.ledger.has(key):
             return
         message = trial_error(trial)
-        self.record.client.log_batch(run_id, tags=[RunTag("raynas.error", message[:5000])])
-        self.record.client.set_terminated(run_id, "FAILED")
+        self.record.tag(key, {"raynas.error": message[:5000]})
+        self.record.end(key, "FAILED")
         self._finished(trial, f"FAILED: {message}")
 
     def _finished(self, trial, what: str) -> None:
+        self.ledger.live.discard(f"trial/{trial.trial_id}")
         self.done += 1
         best = f"{self.best:.4f}" if self.best is not None else "-"
         self.progress(f"trial {trial.trial_id} {what} [{self.done} done, best "
                       f"val_accuracy {best}]")
 
 
-def log_final_model(record: SearchRecord, run_id: str, name: str, model, arch: dict,
-                    space_yaml: str, example, metrics: dict[str, float]) -> str:
+class FailureBudget(Stopper):
+    """``--max-failed-trials``: end the search once this many trials have failed for good."""
+
+    def __init__(self, tracker: MLflowTracker, limit: int | None) -> None:
+        self.tracker, self.limit = tracker, limit
+
+    def __call__(self, trial_id: str, result: dict) -> bool:
+        return False
+
+    def stop_all(self) -> bool:
+        return self.limit is not None and self.tracker.failed >= self.limit
+
+
+def save_final_model(folder: Path, model, example) -> dict[str, str]:
+    """Keep the retrained model next to the ledger until MLflow has it (see ``Ledger``)."""
+    import numpy as np
+    import torch
+
+    torch.save(model, folder / "final_model.pt")
+    np.save(folder / "final_example.npy", example)
+    return {"model": "final_model.pt", "example": "final_example.npy"}
+
+
+def log_model_files(client: MlflowClient, run_id: str, folder: Path, args: dict) -> str:
     """Log the retrained model (signature, input example, architecture, space) in ``run_id`` and
-    register it under ``name``; returns its ``models:/name/version`` URI."""
+    register it under ``args["name"]``; returns its ``models:/name/version`` URI."""
     import mlflow
+    import numpy as np
     import torch
     from mlflow.models import infer_signature
 
+    model = torch.load(folder / args["model"], weights_only=False)
+    example = np.load(folder / args["example"])
     with torch.no_grad():
         output = model(torch.as_tensor(example)).numpy()
-    mlflow.set_tracking_uri(record.client.tracking_uri)
+    mlflow.set_tracking_uri(client.tracking_uri)
     with mlflow.start_run(run_id=run_id):
-        mlflow.log_dict(arch, "architecture.json")
-        mlflow.log_text(space_yaml, "space.yaml")
-        mlflow.log_metrics(metrics)
+        mlflow.log_dict(args["arch"], "architecture.json")
+        mlflow.log_text(args["space_yaml"], "space.yaml")
+        mlflow.log_metrics(args["metrics"])
         info = mlflow.pytorch.log_model(model, name="model",
                                         signature=infer_signature(example, output),
-                                        input_example=example, registered_model_name=name)
-    uri = f"models:/{name}/{info.registered_model_version}"
-    record.client.set_tag(run_id, "raynas.model_uri", uri)
+                                        input_example=example,
+                                        registered_model_name=args["name"])
+    uri = f"models:/{args['name']}/{info.registered_model_version}"
+    client.set_tag(run_id, "raynas.model_uri", uri)
     return uri

@@ -8,6 +8,7 @@ what they have seen, so every strategy goes through ``Dedup``.
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Callable
 from typing import Any
 
@@ -46,6 +47,7 @@ class Dedup(Searcher):
         self.running: dict[str, tuple[str, str]] = {}  # Tune trial id -> (inner id, hash)
         self.waiting: dict[str, list[str]] = {}  # hash -> inner ids waiting for its result
         self.reused: list[dict[str, Any]] = []
+        self.worst: dict[str, float] = {}  # objective -> worst successful value so far
         self.on_reuse: Reuse | None = None
 
     def set_search_properties(self, metric, mode, config: dict, **spec: Any) -> bool:
@@ -87,9 +89,13 @@ class Dedup(Searcher):
         if trial_id not in self.running:
             return
         inner_id, digest = self.running.pop(trial_id)
-        self.searcher.on_trial_complete(inner_id, result=result, error=error)
         metrics = _metrics(self.metric)
         if not error and result and all(m in result for m in metrics):
+            self._observe(result)
+        elif self.worst:  # failed: the strategy sees the worst result so far (see ``penalty``)
+            result, error = self.penalty(), False
+        self.searcher.on_trial_complete(inner_id, result=result, error=error)
+        if not error and result:
             self.results[digest] = (trial_id, {k: v for k, v in result.items()
                                                if isinstance(v, int | float | str)})
         for waiter in self.waiting.pop(digest, []):
@@ -97,6 +103,21 @@ class Dedup(Searcher):
                 self._reuse(waiter, digest)
             else:  # the original failed: the duplicate has no result either
                 self.searcher.on_trial_complete(waiter, error=True)
+
+    def _observe(self, result: dict) -> None:
+        modes = [self.mode] if isinstance(self.mode, str) else list(self.mode or [])
+        for metric, mode in zip(_metrics(self.metric), modes, strict=False):
+            value = result[metric]
+            if isinstance(value, int | float) and math.isfinite(value):
+                worst = self.worst.get(metric, value)
+                self.worst[metric] = min(worst, value) if mode == "max" else max(worst, value)
+
+    def penalty(self) -> dict[str, float]:
+        """What a failed trial (an error, NaN loss, a missing metric) counts as for the
+        strategy: the worst value of each objective seen so far in this search - so the
+        strategy steers away from it without a made-up number distorting its model. Before any
+        trial succeeded there is no scale yet, and the failure is passed on as an error."""
+        return {**self.worst, "raynas_failed": True}
 
     def _reuse(self, inner_id: str, digest: str) -> None:
         original, result = self.results[digest]

@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import io
-import tempfile
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 from raynas.errors import ConfigError
@@ -52,13 +50,9 @@ def log_pareto(record: Any, rows: Sequence[dict[str, Any]], objectives: Sequence
     keep = ("trial_id", "arch_hash", *(m for m, _ in objectives))
     rows = [{k: r[k] for k in keep if k in r} for r in rows]
     front = pareto_front(rows, objectives)
-    record.client.log_dict(record.run_id, {"objectives": [f"{m}:{mode}" for m, mode in objectives],
-                                           "front": front, "num_trials": len(rows)},
-                           "pareto.json")
-    with tempfile.TemporaryDirectory() as folder:
-        path = Path(folder) / "pareto.png"
-        path.write_bytes(pareto_plot(rows, front, objectives))
-        record.client.log_artifact(record.run_id, str(path))
+    record.log_dict("parent", {"objectives": [f"{m}:{mode}" for m, mode in objectives],
+                               "front": front, "num_trials": len(rows)}, "pareto.json")
+    record.log_file("parent", "pareto.png", pareto_plot(rows, front, objectives))
     return front
 
 

@@ -1,0 +1,240 @@
+"""Every MLflow write of a search, durable and in order, so a tracking outage loses nothing.
+
+MLflow's client writes synchronously and raises when the store is away; Tune's MLflow callback
+then drops the write. Here each write is appended to ``mlflow-ledger.jsonl`` (next to the Tune
+results) before it is tried, and ``mlflow-applied.json`` says how far the store has it. A write
+that fails because the store is unreachable or busy stays pending and is retried in order, with
+backoff, at the next write, at the end of the search, on ``--resume`` and by ``raynas sync``.
+
+Writes name runs by a key (``parent``, ``trial/<id>``, ``final``); a run created while the
+server was down gets its MLflow id when the create is applied, and the writes behind it wait.
+Replays are idempotent, so a write that reached the store just before a crash is not doubled: a
+run is looked up by its ``raynas.key`` tag before it is created again, metrics keep their original
+timestamp (the SQL stores ignore an identical metric), tags, params and terminations are
+idempotent by nature.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from mlflow.entities import Metric, Param, RunTag
+from mlflow.exceptions import MlflowException
+from mlflow.tracking import MlflowClient
+
+LEDGER, APPLIED = "mlflow-ledger.jsonl", "mlflow-applied.json"
+MAX_BATCH = 100  # MLflow's log_batch limit on params per call
+BACKOFF_S = (1.0, 60.0)  # first and longest wait before retrying an unreachable store
+# Errors that mean "not now" rather than "never": the write stays pending.
+TRANSIENT_CODES = {"INTERNAL_ERROR", "TEMPORARILY_UNAVAILABLE", "REQUEST_LIMIT_EXCEEDED",
+                   "DEADLINE_EXCEEDED", "ENDPOINT_NOT_FOUND"}
+
+_OPEN: dict[Path, Ledger] = {}  # one ledger per folder and process: see ``__reduce__``
+
+
+def _stderr(message: str) -> None:
+    print(f"[raynas] {message}", file=sys.stderr, flush=True)
+
+
+def _transient(exc: Exception) -> bool:
+    if isinstance(exc, MlflowException):
+        return exc.error_code in TRANSIENT_CODES or "database is locked" in str(exc)
+    import requests
+    import sqlalchemy.exc
+
+    return isinstance(exc, OSError | requests.RequestException | sqlalchemy.exc.OperationalError)
+
+
+def _chunks(items: list, size: int = MAX_BATCH):
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+class Ledger:
+    """The write queue of one search (see the module docstring)."""
+
+    @classmethod
+    def open(cls, directory: str | Path, tracking_uri: str, experiment_id: str,
+             warn: Callable[[str], None] | None = None) -> Ledger:
+        """The ledger in ``directory``, loaded from disk; the same object on every call in one
+        process, so the tracker a restored Tuner unpickles writes through the live ledger."""
+        folder = Path(directory).resolve()
+        if folder not in _OPEN:
+            _OPEN[folder] = cls(folder, tracking_uri, experiment_id, warn or _stderr)
+        return _OPEN[folder]
+
+    def __init__(self, folder: Path, tracking_uri: str, experiment_id: str,
+                 warn: Callable[[str], None]) -> None:
+        folder.mkdir(parents=True, exist_ok=True)
+        self.folder, self.tracking_uri, self.experiment_id = folder, tracking_uri, experiment_id
+        self.client = MlflowClient(tracking_uri)
+        self.warn = warn
+        self.ops: list[dict[str, Any]] = []
+        if (folder / LEDGER).exists():
+            lines = (folder / LEDGER).read_text().splitlines()
+            # A crash mid-append leaves at most a torn last line: that write never happened.
+            self.ops = [json.loads(line) for line in lines if line.endswith("}")]
+        state = json.loads((folder / APPLIED).read_text()) if (folder / APPLIED).exists() else {}
+        self.applied: int = state.get("applied", 0)
+        self.runs: dict[str, str] = state.get("runs", {})  # key -> MLflow run id
+        self.outputs: dict[str, Any] = state.get("outputs", {})  # e.g. the final model's URI
+        self.uncertain = self.pending > 0  # the first pending write may have reached the store
+        self.retry_at, self.delay, self.down_since = 0.0, BACKOFF_S[0], None
+        # What was written, per run key (applied or not): the tracker's memory across resumes.
+        self.last_step: dict[str, int] = {}
+        self.tags: dict[str, dict[str, str]] = {}
+        self.status: dict[str, str] = {}
+        # Trials this process saw start, and those still running (not persisted): after Tune
+        # returns, a running one means the search was interrupted; a created one never seen
+        # was lost with a killed driver (Tune's saved state does not know it).
+        self.seen: set[str] = set()
+        self.live: set[str] = set()
+        for op in self.ops:
+            self._index(op)
+
+    def __reduce__(self):
+        return _reopen, (str(self.folder), self.tracking_uri, self.experiment_id)
+
+    @property
+    def pending(self) -> int:
+        return len(self.ops) - self.applied
+
+    def has(self, key: str) -> bool:
+        """Whether a run with this key was created (or its creation is pending)."""
+        return key in self.runs or any(op["op"] == "create" and op["key"] == key
+                                       for op in self.ops[self.applied :])
+
+    def lost(self) -> list[str]:
+        created = {op["key"] for op in self.ops if op["op"] == "create"}
+        return sorted(k for k in created if k.startswith("trial/") and k not in self.status
+                      and k not in self.seen)
+
+    def bind(self, key: str, run_id: str) -> None:
+        """A run created outside the ledger (the parent, created while the store must be up)."""
+        self.runs[key] = run_id
+        self._save()
+
+    def write(self, op: str, key: str, **args: Any) -> None:
+        """Record one write durably, then try to apply everything pending."""
+        entry = {"op": op, "key": key, "args": args}
+        with open(self.folder / LEDGER, "a") as f:
+            f.write(json.dumps(entry, default=str) + "\n")
+        self.ops.append(entry)
+        self._index(entry)
+        self.flush()
+
+    def flush(self, wait_s: float = 0.0) -> int:
+        """Apply pending writes in order, for up to ``wait_s`` while the store is unreachable;
+        returns how many are still pending."""
+        deadline = time.monotonic() + wait_s
+        while self.pending:
+            pause = self.retry_at - time.monotonic()
+            if pause > 0:
+                if time.monotonic() + pause > deadline:
+                    break
+                time.sleep(pause)
+            entry = self.ops[self.applied]
+            try:
+                self._apply(entry)
+            except Exception as exc:  # noqa: BLE001 - classified right below
+                if _transient(exc):
+                    self._unreachable(exc)
+                    continue
+                self.warn(f"MLflow refused {entry['op']} on {entry['key']} (skipped): "
+                          f"{str(exc).splitlines()[0][:300]}")
+            self._advance()
+        return self.pending
+
+    # ------------------------------------------------------------------------------ internals
+    def _index(self, entry: dict[str, Any]) -> None:
+        key, args = entry["key"], entry["args"]
+        if entry["op"] == "metrics":
+            self.last_step[key] = max(self.last_step.get(key, 0), args["step"])
+        elif entry["op"] == "tags":
+            self.tags.setdefault(key, {}).update(args["tags"])
+        elif entry["op"] == "end":
+            self.status[key] = args["status"]
+
+    def _unreachable(self, exc: Exception) -> None:
+        if self.down_since is None:
+            self.down_since = time.monotonic()
+            self.warn(f"MLflow at {self.tracking_uri} is unreachable "
+                      f"({type(exc).__name__}); the search goes on, {self.pending} writes are "
+                      f"kept in {self.folder / LEDGER} and retried (or: raynas sync "
+                      f"{self.folder})")
+        self.uncertain = True
+        self.retry_at = time.monotonic() + self.delay
+        self.delay = min(self.delay * 2, BACKOFF_S[1])
+
+    def _advance(self) -> None:
+        self.applied += 1
+        self.uncertain = False
+        self.delay = BACKOFF_S[0]
+        if self.down_since is not None and not self.pending:
+            self.warn(f"MLflow is back after {time.monotonic() - self.down_since:.0f} s: "
+                      "every pending write is in")
+            self.down_since = None
+        self._save()
+
+    def _save(self) -> None:
+        state = {"applied": self.applied, "runs": self.runs, "outputs": self.outputs}
+        temporary = self.folder / f".{APPLIED}.tmp"
+        temporary.write_text(json.dumps(state))
+        os.replace(temporary, self.folder / APPLIED)
+
+    def _apply(self, entry: dict[str, Any]) -> None:
+        op, key, args = entry["op"], entry["key"], entry["args"]
+        if op == "create":
+            self.runs[key] = (self.uncertain and self._find(key)) or self.client.create_run(
+                self.experiment_id, run_name=args["name"],
+                tags={**args["tags"], "raynas.key": key,
+                      "mlflow.parentRunId": self.runs["parent"]}).info.run_id
+            return
+        run_id = self.runs[key]
+        if op == "params":
+            for chunk in _chunks([Param(k, str(v)) for k, v in args["params"].items()]):
+                self.client.log_batch(run_id, params=chunk)
+        elif op == "metrics":
+            metrics = [Metric(k, float(v), args["time"], args["step"])
+                       for k, v in args["metrics"].items()]
+            self.client.log_batch(run_id, metrics=metrics)
+        elif op == "tags":
+            self.client.log_batch(run_id, tags=[RunTag(k, str(v)) for k, v in
+                                                args["tags"].items()])
+        elif op == "dict":
+            self.client.log_dict(run_id, args["data"], args["file"])
+        elif op == "text":
+            self.client.log_text(run_id, args["text"], args["file"])
+        elif op == "artifact":
+            self.client.log_artifact(run_id, str(self.folder / args["file"]))
+        elif op == "end":
+            self.client.set_terminated(run_id, args["status"])
+        elif op == "delete":
+            self.client.delete_run(run_id)
+        elif op == "reopen":  # a resumed search: its run is running again
+            self.client.update_run(run_id, status="RUNNING")
+        elif op == "model":
+            from raynas.tracking import log_model_files
+
+            self.outputs["model_uri"] = log_model_files(self.client, run_id, self.folder, args)
+        else:
+            raise ValueError(f"unknown ledger op {op!r}")
+
+    def _find(self, key: str) -> str | None:
+        """The run a create that may have reached the store made, if it did."""
+        runs = self.client.search_runs(
+            [self.experiment_id], f"tags.`raynas.key` = '{key}' and "
+            f"tags.mlflow.parentRunId = '{self.runs['parent']}'", max_results=1)
+        return runs[0].info.run_id if runs else None
+
+
+def _reopen(folder: str, tracking_uri: str, experiment_id: str) -> Ledger:
+    """Unpickling a ledger gives the live one (a plain function: bound classmethods do not
+    survive cloudpickle's by-value path)."""
+    return Ledger.open(folder, tracking_uri, experiment_id)

@@ -1,0 +1,202 @@
+"""Faults performed for real - a trial's worker killed, the driver killed, the tracking server
+stopped, two searches writing one store - and then the MLflow record checked run by run."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from mlflow.tracking import MlflowClient
+
+from raynas.config import SearchConfig
+from raynas.experiment import search
+
+
+def wait_for(condition: Callable[[], object], timeout: float = 240, what: str = "") -> object:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if value := condition():
+            return value
+        time.sleep(0.2)
+    raise AssertionError(f"timed out waiting for {what or condition}")
+
+
+def ledger_ops(results: Path) -> list[dict]:
+    files = list(results.glob("*/mlflow-ledger.jsonl"))
+    if not files:
+        return []
+    return [json.loads(line) for line in files[0].read_text().splitlines() if line.endswith("}")]
+
+
+def ended_trials(results: Path) -> int:
+    return sum(op["op"] == "end" and op["key"].startswith("trial/") for op in ledger_ops(results))
+
+
+def search_runs(uri: str, experiment: str) -> dict[str, list]:
+    """The experiment's runs by role (search, trial, final)."""
+    client = MlflowClient(uri)
+    found = client.get_experiment_by_name(experiment)
+    runs = client.search_runs([found.experiment_id], max_results=1000) if found else []
+    by_role: dict[str, list] = {"search": [], "trial": [], "final": []}
+    for run in runs:
+        by_role[run.data.tags["raynas.role"]].append(run)
+    return by_role
+
+
+def assert_exact_record(uri: str, experiment: str, trials: int, epochs: int) -> dict:
+    """One finished parent, every trial once with one metric point per epoch, one model."""
+    client = MlflowClient(uri)
+    runs = search_runs(uri, experiment)
+    parent, = runs["search"]
+    assert parent.info.status == "FINISHED"
+    ids = [r.data.tags["raynas.trial_id"] for r in runs["trial"]]
+    assert len(ids) == len(set(ids)) == trials
+    for run in runs["trial"]:
+        assert run.info.status == "FINISHED", run.data.tags
+        steps = [m.step for m in client.get_metric_history(run.info.run_id, "val_accuracy")]
+        assert steps == list(range(1, epochs + 1))
+    final, = runs["final"]
+    assert final.data.tags["raynas.model_uri"].startswith("models:/")
+    versions = client.search_model_versions(f"name = '{experiment}'")
+    assert len(versions) == 1
+    return {"parent": parent, "trials": runs["trial"]}
+
+
+def raynas(*args: str, env: dict | None = None, **kwargs) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "raynas.cli", *args], text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            start_new_session=True, env={**os.environ, **(env or {})}, **kwargs)
+
+
+def test_a_killed_trial_worker_is_retried_from_its_checkpoint(ray_local, tracking, tmp_path):
+    results = tmp_path / "results"
+    config = SearchConfig(space="small_cnn", dataset="mnist5k", strategy="grid",
+                          scheduler="fifo", num_trials=3, max_epochs=4, retrain_epochs=1,
+                          storage=str(results), experiment="t")
+    box: dict = {}
+    thread = threading.Thread(target=lambda: box.update(result=search(config, lambda m: None)))
+    thread.start()
+    wait_for(lambda: any(op["op"] == "metrics" for op in ledger_ops(results)), what="epoch 1")
+    workers = [int(p.parent.name) for p in Path("/proc").glob("[0-9]*/cmdline")
+               if p.exists() and p.read_bytes().startswith(b"ray::ImplicitFunc")]
+    assert workers, "no trial worker process found"
+    os.kill(workers[0], signal.SIGKILL)  # mid-trial
+    thread.join(timeout=300)
+    result = box["result"]
+    assert (result.num_trials, result.num_failed) == (3, 0)
+    record = assert_exact_record(tracking, "t", trials=3, epochs=4)
+    retries = [int(r.data.tags.get("raynas.retries", 0)) for r in record["trials"]]
+    assert sum(retries) >= 1
+
+
+def test_a_killed_driver_resumes_and_finishes_exactly_once(tmp_path):
+    results, uri = tmp_path / "results", f"sqlite:///{tmp_path / 'mlflow.db'}"
+    flags = ["--tracking-uri", uri, "--experiment", "r", "--json"]
+    driver = raynas("search", "--space", "small_cnn", "--dataset", "mnist5k", "--strategy",
+                    "evolution", "--scheduler", "fifo", "--num-trials", "6", "--max-epochs", "3",
+                    "--retrain-epochs", "1", "--storage", str(results), *flags, cwd=tmp_path)
+    wait_for(lambda: ended_trials(results) >= 2 or driver.poll() is not None, what="2 trials")
+    assert driver.poll() is None, driver.communicate()[1][-2000:]
+    os.killpg(driver.pid, signal.SIGKILL)  # the driver and the Ray instance it started
+    driver.wait()
+    assert ended_trials(results) < 6
+    folder = next(results.glob("*/raynas.json")).parent
+
+    resumed = raynas("search", "--resume", str(folder), "--json", cwd=tmp_path)
+    out, err = resumed.communicate(timeout=600)
+    assert resumed.returncode == 0, err[-3000:]
+    summary = json.loads(out.strip().splitlines()[-1])
+    assert summary["num_trials"] == 6 and summary["folder"] == str(folder)
+    record = assert_exact_record(uri, "r", trials=6, epochs=3)
+    assert record["parent"].info.run_id == summary["parent_run_id"]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def mlflow_server(tmp_path: Path, port: int) -> subprocess.Popen:
+    server = subprocess.Popen(
+        [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port),
+         "--backend-store-uri", f"sqlite:///{tmp_path / 'server.db'}",
+         "--artifacts-destination", str(tmp_path / "artifacts"), "--workers", "1"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    import requests
+
+    def healthy() -> bool:
+        try:
+            return requests.get(f"http://127.0.0.1:{port}/health", timeout=1).ok
+        except requests.RequestException:
+            return False
+
+    wait_for(healthy, timeout=90, what="mlflow server")
+    return server
+
+
+def stop(process: subprocess.Popen) -> None:
+    os.killpg(process.pid, signal.SIGTERM)
+    process.wait(timeout=30)
+
+
+def test_tracking_outage_queues_writes_durably_and_sync_flushes_them(tmp_path):
+    port = free_port()
+    uri = f"http://127.0.0.1:{port}"
+    server = mlflow_server(tmp_path, port)
+    results = tmp_path / "results"
+    driver = raynas("search", "--space", "small_cnn", "--dataset", "mnist5k", "--strategy",
+                    "grid", "--scheduler", "fifo", "--num-trials", "4", "--max-epochs", "3",
+                    "--retrain-epochs", "1", "--storage", str(results), "--tracking-uri", uri,
+                    "--experiment", "o", "--tracking-wait", "0", "--json", cwd=tmp_path)
+    wait_for(lambda: ended_trials(results) >= 1 or driver.poll() is not None, what="a trial")
+    stop(server)  # down for the rest of the search
+    out, err = driver.communicate(timeout=600)
+    assert driver.returncode == 0, err[-3000:]
+    assert "is unreachable" in err and "raynas sync" in err
+    summary = json.loads(out.strip().splitlines()[-1])
+    assert summary["model_uri"] == "pending"
+    folder = Path(summary["folder"])
+    applied = json.loads((folder / "mlflow-applied.json").read_text())["applied"]
+    assert applied < len(ledger_ops(results))  # writes are waiting on disk
+
+    server = mlflow_server(tmp_path, port)
+    try:
+        sync = subprocess.run([sys.executable, "-m", "raynas.cli", "sync", str(folder)],
+                              capture_output=True, text=True, timeout=300)
+        assert sync.returncode == 0, sync.stderr[-2000:]
+        assert_exact_record(uri, "o", trials=4, epochs=3)
+    finally:
+        stop(server)
+
+
+def test_two_searches_at_once_share_one_sqlite_store_without_mixing(tmp_path):
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    searches = [raynas("search", "--space", "small_cnn", "--strategy", "random", "--scheduler",
+                       "fifo", "--num-trials", "3", "--max-epochs", "1", "--retrain-epochs", "1",
+                       "--seed", str(seed), "--concurrency", "1", "--tracking-uri", uri,
+                       "--experiment", "shared", "--storage", str(tmp_path / "results"),
+                       "--json", cwd=tmp_path) for seed in (1, 2)]
+    summaries = []
+    for process in searches:
+        out, err = process.communicate(timeout=600)
+        assert process.returncode == 0, err[-3000:]
+        summaries.append(json.loads(out.strip().splitlines()[-1]))
+    client = MlflowClient(uri)
+    runs = search_runs(uri, "shared")
+    assert len(runs["search"]) == 2 and len(runs["trial"]) == 6 and len(runs["final"]) == 2
+    for summary in summaries:
+        children = [r for r in runs["trial"]
+                    if r.data.tags["mlflow.parentRunId"] == summary["parent_run_id"]]
+        assert len(children) == 3
+        assert all(len(client.get_metric_history(r.info.run_id, "val_accuracy")) == 1
+                   for r in children)
+    assert len(client.search_model_versions("name = 'shared'")) == 2
