@@ -29,10 +29,13 @@ K8S_DIR = Path(__file__).resolve().parents[1] / "k8s"
 CRD_DIR = K8S_DIR / "crds"
 OVERLAYS_DIR = K8S_DIR / "overlays"
 
-#: The command the RayJob runs; k8s/base/rayjob.yaml holds the same string (a test compares them).
+#: The command the RayJob runs; k8s/base/rayjob.yaml holds the same string (a test compares them)
+#: and tests/test_cluster.py runs exactly this on a two-node Ray cluster. Nothing in it is
+#: host-specific: the MLflow server and the results storage come from the head's environment
+#: (MLFLOW_TRACKING_URI, RAYNAS_STORAGE).
 DEFAULT_ENTRYPOINT = (
-    "raynas search --address auto --tracking-uri http://mlflow:5000 "
-    "--storage /mnt/raynas/results --experiment k8s-demo --json"
+    "raynas search --address auto --space small_cnn --dataset mnist5k --num-trials 8 "
+    "--max-epochs 9 --retrain-epochs 3 --experiment k8s-demo --json"
 )
 
 #: Kubernetes version whose core schemas (from kubernetes-validate) objects are checked against.

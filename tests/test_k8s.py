@@ -126,15 +126,24 @@ def test_rayjob_runs_the_default_entrypoint_and_cleans_up(rendered):
     base = (kube.K8S_DIR / "base" / "rayjob.yaml").read_text()
     assert yaml.safe_load(base)["spec"]["entrypoint"] == kube.DEFAULT_ENTRYPOINT
     assert sum(p.read_text().count("raynas search") for p in kube.K8S_DIR.rglob("*.yaml")) == 1
+    # Host-specific settings come from the head's environment, so tests/test_cluster.py runs this
+    # very command on a two-node Ray cluster.
+    args = shlex.split(kube.DEFAULT_ENTRYPOINT)
+    assert args[:4] == ["raynas", "search", "--address", "auto"]
+    assert not {"--tracking-uri", "--storage"} & set(args)
+
+
+def head_env(cluster: dict) -> dict[str, str]:
+    container = cluster["headGroupSpec"]["template"]["spec"]["containers"][0]
+    return {e["name"]: e["value"] for e in container["env"] if "value" in e}
 
 
 def test_results_volume_is_shared_by_head_and_workers(rendered):
-    args = shlex.split(kube.DEFAULT_ENTRYPOINT)
-    storage = args[args.index("--storage") + 1]
     for objs in rendered.values():
         claim = one(objs, "PersistentVolumeClaim", "raynas-results")
         assert claim["spec"]["accessModes"] == ["ReadWriteMany"]
         for cluster in clusters(objs):
+            storage = head_env(cluster)["RAYNAS_STORAGE"]  # the search's --storage default
             pods = [cluster["headGroupSpec"]["template"]["spec"]]
             pods += [g["template"]["spec"] for g in cluster["workerGroupSpecs"]]
             for pod in pods:
@@ -161,7 +170,8 @@ def test_mlflow_server_uses_postgres_s3_and_secret_credentials(rendered):
         assert ref["name"] == secret["metadata"]["name"] and ref["key"] in secret["stringData"]
     service = one(objs, "Service", "mlflow")
     assert service["spec"]["ports"][0]["port"] == 5000
-    assert "http://mlflow:5000" in kube.DEFAULT_ENTRYPOINT
+    for cluster in clusters(objs):  # where the search driver runs: its MLflow is this server
+        assert head_env(cluster)["MLFLOW_TRACKING_URI"] == "http://mlflow:5000"
     assert one(objs, "Job", "minio-create-bucket")
 
 
@@ -371,7 +381,10 @@ def test_duplicate_list_keys_and_bad_replicas_are_rejected(rayjob):
     bad = copy.deepcopy(rayjob)
     head = bad["spec"]["rayClusterSpec"]["headGroupSpec"]["template"]["spec"]["containers"][0]
     head["env"].append({"name": "MLFLOW_TRACKING_URI", "value": "http://elsewhere:5000"})
-    assert "containers[0].env[3]: duplicate entry (name='MLFLOW_TRACKING_URI')" in rejected(bad)
+    last = len(head["env"]) - 1
+    assert f"containers[0].env[{last}]: duplicate entry (name='MLFLOW_TRACKING_URI')" in rejected(
+        bad
+    )
     group = rayjob["spec"]["rayClusterSpec"]["workerGroupSpecs"][0]
     group["replicas"] = group["maxReplicas"] + 1
     assert "workerGroupSpecs[0].replicas: replicas" in rejected(rayjob)

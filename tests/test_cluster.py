@@ -1,0 +1,490 @@
+"""The cluster launcher on a real two-node Ray cluster, with a real MLflow tracking server.
+
+`ray start --head` and `ray start --address` run as separate processes on this machine, one CPU
+each plus a resource naming the node (node_a, node_b), token authentication on (Ray 2.60's default
+for a new cluster) with a token of the test's own. They never meet the session's in-process Ray
+(`ray_local`): `ray.init()` without an address joins an existing cluster only when RAY_ADDRESS or
+/tmp/ray/ray_current_cluster names one, and these nodes write that file under their own temp dirs,
+listen on ports picked free (none of Ray's defaults), and RAY_ADDRESS exists only inside their
+jobs. Teardown stops the processes this module started, by id.
+
+The search submitted is exactly the Kubernetes RayJob's entrypoint (raynas.kube.DEFAULT_ENTRYPOINT):
+the MLflow server and the results folder reach it as environment variables, as on Kubernetes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+import shlex
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import requests
+import yaml
+
+from raynas import kube, launcher
+
+REPO = Path(__file__).resolve().parents[1]
+BIN = str(Path(sys.executable).parent)  # ray, mlflow and raynas live next to this Python
+# What must not leak from the test session into the cluster, the server or the submitter.
+LEAKY = ("RAY_ADDRESS", "RAY_API_SERVER_ADDRESS", "RAY_AUTH_MODE", "RAY_AUTH_TOKEN",
+         "RAY_AUTH_TOKEN_PATH", "MLFLOW_TRACKING_URI", "RAYNAS_STORAGE", "KUBECONFIG")
+
+
+def clean_env(**extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k not in LEAKY}
+    env["PATH"] = f"{BIN}{os.pathsep}{env.get('PATH', '')}"
+    return {**env, **extra}
+
+
+def free_ports(n: int) -> list[int]:
+    """n distinct ports that are free now (all bound at once, so no two are the same)."""
+    socks = [socket.socket() for _ in range(n)]
+    try:
+        for s in socks:
+            s.bind(("127.0.0.1", 0))
+        return [s.getsockname()[1] for s in socks]
+    finally:
+        for s in socks:
+            s.close()
+
+
+def raynas(*args: str, cwd: Path, env: dict[str, str] | None = None,
+           timeout: float = 120) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "raynas.cli", *args], cwd=cwd,
+                          env=env or clean_env(), capture_output=True, text=True,
+                          timeout=timeout)
+
+
+def wait_for(what: str, ready, timeout: float, alive=None) -> None:
+    deadline = time.monotonic() + timeout
+    while not ready():
+        if alive is not None and not alive():
+            pytest.fail(f"{what}: the process died")
+        if time.monotonic() > deadline:
+            pytest.fail(f"{what}: not ready after {timeout:.0f} s")
+        time.sleep(0.5)
+
+
+def spawn(command: list[str], log: Path, env: dict[str, str], **kwargs) -> subprocess.Popen:
+    """Start a server process in a session of its own, its output in ``log``."""
+    with open(log, "w") as out:  # the child keeps its own copy of the descriptor
+        return subprocess.Popen(command, env=env, stdout=out, stderr=subprocess.STDOUT,
+                                start_new_session=True, **kwargs)
+
+
+def end(proc: subprocess.Popen, grace: float = 30) -> None:
+    """Stop a process this module started (SIGTERM, then SIGKILL)."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(grace)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(10)
+
+
+# ------------------------------------------------------------------------------------ fixtures
+
+
+@dataclass
+class Cluster:
+    address: str  # the head's dashboard: the Ray Jobs API
+    temp: Path  # the nodes' temp dirs (a/, b/): sessions, logs, the jobs' unpacked packages
+    token: str
+    nodes: dict[str, str]  # node_a / node_b -> Ray node id
+    submitter_env: dict[str, str]  # a user's shell: the cluster's token file, nothing else
+
+    def client(self):
+        from ray.job_submission import JobSubmissionClient
+
+        return JobSubmissionClient(self.address,
+                                   headers={"authorization": f"Bearer {self.token}"})
+
+
+@pytest.fixture(scope="module")
+def cluster() -> Iterator[Cluster]:
+    if (error := _dashboard_missing()) is not None:
+        pytest.fail(f"the Ray Jobs API needs the dashboard: pip install 'ray[default]' ({error})")
+    # One temp dir per node, as on separate machines: two nodes sharing one would share the
+    # runtime_resources folder, and one node's cleanup would delete the other's unpacked working
+    # dir under its running job. Short: Ray's Unix socket paths under it must fit in 107 bytes.
+    temp = Path(tempfile.mkdtemp(prefix="rn", dir="/tmp"))
+    token_file = temp / "auth_token"
+    token_file.write_text(os.urandom(32).hex())
+    env = clean_env(RAY_AUTH_MODE="token", RAY_AUTH_TOKEN_PATH=str(token_file),
+                    RAY_USAGE_STATS_ENABLED="0")
+    (gcs, dashboard, client_port, *ports) = free_ports(15)
+    ray = [sys.executable, "-m", "ray.scripts.scripts", "start", "--block",
+           "--node-ip-address", "127.0.0.1", "--num-cpus", "1", "--num-gpus", "0",
+           "--object-store-memory", str(200 * 2**20), "--disable-usage-stats"]
+
+    def node_ports(p: list[int]) -> list[str]:
+        names = ["--dashboard-agent-listen-port", "--dashboard-agent-grpc-port",
+                 "--runtime-env-agent-port", "--metrics-export-port", "--node-manager-port",
+                 "--object-manager-port"]
+        return [x for name, port in zip(names, p, strict=True) for x in (name, str(port))]
+
+    procs: list[subprocess.Popen] = []
+    try:
+        procs.append(spawn(
+            [*ray, "--head", "--port", str(gcs), "--include-dashboard", "true",
+             "--dashboard-host", "127.0.0.1", "--dashboard-port", str(dashboard),
+             "--ray-client-server-port", str(client_port), "--resources", '{"node_a": 1}',
+             "--temp-dir", str(temp / "a"), *node_ports(ports[:6])], temp / "head.log", env))
+        wait_for("Ray head (GCS)", lambda: _listening(gcs), 90,
+                 alive=lambda: procs[0].poll() is None)
+        procs.append(spawn(
+            [*ray, "--address", f"127.0.0.1:{gcs}", "--resources", '{"node_b": 1}',
+             "--temp-dir", str(temp / "b"), *node_ports(ports[6:12])], temp / "worker.log",
+            env))
+        address = f"http://127.0.0.1:{dashboard}"
+        nodes: dict[str, str] = {}
+
+        def both_nodes() -> bool:
+            nodes.update(_alive_nodes(address, token_file.read_text()))
+            return len(nodes) == 2
+
+        wait_for("two Ray nodes", both_nodes, 120,
+                 alive=lambda: all(p.poll() is None for p in procs))
+        yield Cluster(address, temp, token_file.read_text(), nodes,
+                      clean_env(RAY_AUTH_TOKEN_PATH=str(token_file)))
+    finally:
+        _stop_jobs(f"http://127.0.0.1:{dashboard}", token_file.read_text())
+        for proc in reversed(procs):  # `ray start --block` takes its node's processes down
+            end(proc)
+        _kill_leftovers(temp)
+        shutil.rmtree(temp, ignore_errors=True)
+
+
+@dataclass
+class Server:
+    url: str
+    root: Path  # holds the SQLite store and the artifact destination
+
+
+@pytest.fixture(scope="module")
+def mlflow_server(tmp_path_factory) -> Iterator[Server]:
+    """`mlflow server` with a SQLite backend and proxied artifacts, and the Host-header rules
+    of the Kubernetes manifest (k8s/base/mlflow.yaml)."""
+    root = tmp_path_factory.mktemp("mlflow")
+    (port,) = free_ports(1)
+    env = clean_env(MLFLOW_SERVER_ALLOWED_HOSTS=_manifest_allowed_hosts())
+    proc = spawn(
+        [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port),
+         "--workers", "1", "--backend-store-uri", f"sqlite:///{root / 'mlflow.db'}",
+         "--artifacts-destination", str(root / "artifacts")], root / "server.log", env, cwd=root)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_for("mlflow server", lambda: _healthy(url), 120, alive=lambda: proc.poll() is None)
+        yield Server(url, root)
+    finally:
+        if proc.poll() is None:  # its own process group: uvicorn's worker goes with it
+            os.killpg(proc.pid, signal.SIGTERM)
+            try:
+                proc.wait(20)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait(10)
+
+
+# --------------------------------------------------------------------------------------- tests
+
+
+def test_the_kubernetes_entrypoint_runs_on_two_nodes_into_the_mlflow_server(
+        cluster, mlflow_server, tmp_path):
+    import mlflow
+    import torch
+    from mlflow.models import Model
+    from mlflow.tracking import MlflowClient
+
+    work, results = tmp_path / "work", tmp_path / "results"
+    work.mkdir()
+    command = shlex.split(kube.DEFAULT_ENTRYPOINT)
+    assert command[:4] == ["raynas", "search", "--address", "auto"]
+    proc = raynas("launch", "cluster", "--address", cluster.address,
+                  "--tracking-uri", mlflow_server.url, "--storage", str(results),
+                  "--", *command[4:], cwd=work, env=cluster.submitter_env, timeout=420)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-2000:]
+    job_id = re.search(r"submitted job (\S+)", proc.stderr).group(1)
+    assert proc.stderr.strip().endswith(f"job {job_id} SUCCEEDED")
+
+    # The job ran exactly the RayJob's command, pinned to this machine's versions.
+    info = cluster.client().get_job_info(job_id)
+    assert info.entrypoint == kube.DEFAULT_ENTRYPOINT
+    assert info.metadata == {f"{k}_version": v for k, v in launcher.local_versions().items()}
+    pinned = re.search(r"versions match the submitter's on 2 node\(s\): .*; raynas from (\S+)",
+                       proc.stdout)
+    assert pinned, proc.stdout[-3000:]
+    shipped = Path(pinned.group(1))  # the py_modules copy of this raynas, not the installed one
+    assert shipped.is_relative_to(cluster.temp) and not shipped.is_relative_to(REPO)
+
+    # The job's log is followed to the end: its last stdout line is the search's --json summary.
+    summary = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert summary["tracking_uri"] == mlflow_server.url
+    assert summary["num_trials"] == int(command[command.index("--num-trials") + 1])
+
+    # A separate client reads everything back from the server.
+    client = MlflowClient(mlflow_server.url)
+    parent = client.get_run(summary["parent_run_id"])
+    assert parent.info.status == "FINISHED"
+    trials = client.search_runs(
+        [parent.info.experiment_id],
+        f"tags.mlflow.parentRunId = '{parent.info.run_id}' and tags.`raynas.role` = 'trial'",
+        max_results=1000)
+    assert len(trials) == summary["num_trials"]
+    # Trials ran on both nodes (two trials at a time, one CPU per node).
+    on = [r.data.tags.get("raynas.node_id") for r in trials]
+    assert set(on) == set(cluster.nodes.values()), {n: on.count(i)
+                                                    for n, i in cluster.nodes.items()}
+
+    # The final model: registered once, stored by the server, loadable through it.
+    name = summary["experiment"]
+    (version,) = client.search_model_versions(f"name = '{name}'")
+    assert summary["model_uri"] == f"models:/{name}/{version.version}"
+    source = client.get_model_version_download_uri(name, version.version)
+    assert source.startswith("mlflow-artifacts:")  # proxied: nodes never write artifacts
+    local = mlflow.artifacts.download_artifacts(artifact_uri=source, tracking_uri=mlflow_server.url,
+                                                dst_path=str(tmp_path / "model"))
+    model = mlflow.pytorch.load_model(local)
+    example = Model.load(local).load_input_example(local)
+    with torch.no_grad():
+        assert tuple(model(torch.as_tensor(example)).shape) == (len(example), 10)
+    assert list((mlflow_server.root / "artifacts").rglob("MLmodel"))
+    on_nodes = [p for p in cluster.temp.rglob("*")
+                if p.name in ("MLmodel", "mlflow.db", "mlruns", "mlartifacts")]
+    assert not on_nodes
+    # Tune's experiment dir went to RAYNAS_STORAGE.
+    assert list(results.glob(f"{name}-*/experiment_state-*.json"))
+
+
+def test_status_and_stop_a_running_job(cluster, mlflow_server, tmp_path):
+    work = tmp_path / "work"
+    (work / "spaces").mkdir(parents=True)
+    from raynas.space import builtin_spaces
+
+    space = work / "spaces" / "mine.yaml"
+    shutil.copy(builtin_spaces()["small_cnn"], space)
+    proc = raynas("launch", "cluster", "--address", cluster.address, "--no-wait",
+                  "--tracking-uri", mlflow_server.url, "--storage", str(tmp_path / "results"),
+                  "--", "--space", str(space), "--num-trials", "500", "--max-epochs", "50",
+                  "--experiment", "long", cwd=work, env=cluster.submitter_env)
+    assert proc.returncode == 0, proc.stderr
+    job_id = proc.stdout.strip()
+    client = cluster.client()
+
+    def searching() -> bool:  # the space file reached the cluster, the trials are starting
+        assert launcher.state_name(client.get_job_status(job_id)) in ("PENDING", "RUNNING"), (
+            client.get_job_logs(job_id)[-2000:])
+        return "searching:" in client.get_job_logs(job_id)
+
+    wait_for("the long search", searching, 120)
+    status = raynas("status", job_id, "--address", cluster.address, cwd=work,
+                    env=cluster.submitter_env)
+    assert status.returncode == 0, status.stderr
+    assert status.stdout.startswith(f"{job_id}: RUNNING\n")
+    assert "--space spaces/mine.yaml" in status.stdout  # rewritten to the shipped working dir
+    stop = raynas("stop", job_id, "--address", cluster.address, cwd=work,
+                  env=cluster.submitter_env)
+    assert (stop.returncode, stop.stdout) == (0, f"{job_id}: STOPPED\n"), stop.stderr
+    status = raynas("status", job_id, "--address", cluster.address, cwd=work,
+                    env=cluster.submitter_env)
+    assert status.stdout.startswith(f"{job_id}: STOPPED\n")
+    unknown = raynas("status", "raysubmit_nosuchjob", "--address", cluster.address, cwd=work,
+                     env=cluster.submitter_env)
+    assert unknown.returncode == 2
+    assert unknown.stderr == f"raynas: error: no job 'raysubmit_nosuchjob' on {cluster.address}\n"
+
+
+def test_a_version_mismatch_fails_the_job_with_one_line(cluster, tmp_path):
+    import ray
+
+    proc = raynas("launch", "cluster", "--address", cluster.address,
+                  "--env", f"{launcher.PIN_ENV}=ray={ray.__version__},torch=0.0.1",
+                  "--", "--space", "small_cnn", cwd=tmp_path, env=cluster.submitter_env,
+                  timeout=180)
+    assert proc.returncode == 1, proc.stderr
+    errors = [line for line in proc.stdout.splitlines() if line.startswith("raynas: error:")]
+    assert len(errors) == 1, proc.stdout[-3000:]
+    assert errors[0].startswith("raynas: error: the cluster's packages differ from the "
+                                "submitter's: torch ")
+    assert errors[0].count("0.0.1 where the job was submitted") == 2  # each node named
+    assert "searching:" not in proc.stdout
+    assert proc.stderr.strip().endswith("FAILED")
+
+
+# ----------------------------------------------------------------- without a cluster: quick ones
+
+
+@pytest.mark.parametrize("args", [
+    ["launch", "cluster", "--address", "{address}", "--", "--space", "small_cnn"],
+    ["status", "raysubmit_x", "--address", "{address}"],
+    ["stop", "raysubmit_x", "--address", "{address}"],
+])
+def test_an_unreachable_cluster_is_one_line_and_exit_2_within_seconds(tmp_path, args):
+    (port,) = free_ports(1)  # nothing listens there
+    address = f"http://127.0.0.1:{port}"
+    started = time.monotonic()
+    proc = raynas(*[a.format(address=address) for a in args], cwd=tmp_path, timeout=60)
+    assert time.monotonic() - started < 20
+    assert proc.returncode == 2
+    assert proc.stderr == (f"raynas: error: --address: cannot reach a Ray cluster at {address} "
+                           "(Connection refused)\n")
+
+
+def test_cluster_launcher_script_passes_the_search_flags(tmp_path):
+    (port,) = free_ports(1)
+    proc = subprocess.run(["bash", str(REPO / "launchers" / "cluster.sh"),
+                           f"http://127.0.0.1:{port}", "--num-trialz", "3"],
+                          cwd=tmp_path, env=clean_env(), capture_output=True, text=True,
+                          timeout=60)
+    # The search flags are checked before anything is submitted.
+    assert (proc.returncode, proc.stderr) == (
+        2, "raynas: error: unrecognized arguments: --num-trialz 3\n")
+
+
+def test_launch_k8s_dry_run_prints_a_rayjob_that_runs_the_search_flags(tmp_path):
+    proc = subprocess.run(
+        ["bash", str(REPO / "launchers" / "k8s.sh"), "--image", "reg.example/raynas:7",
+         "--namespace", "nas", "--workers", "3", "--cpus", "2", "--memory", "6Gi",
+         "--", "--space", "small_cnn", "--num-trials", "3"],
+        cwd=tmp_path, env=clean_env(), capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    objs = list(yaml.safe_load_all(proc.stdout))
+    (job,) = [o for o in objs if o["kind"] == "RayJob"]
+    assert job["spec"]["entrypoint"] == ("raynas search --address auto --space small_cnn "
+                                         "--num-trials 3")
+    assert all(o["metadata"].get("namespace", "nas") == "nas" for o in objs)
+    for obj in objs:
+        kube.validate(obj)
+        for spec in [obj["spec"].get("rayClusterSpec", obj["spec"])] if obj["kind"] in (
+                "RayJob", "RayCluster") else []:
+            for group in spec["workerGroupSpecs"]:
+                worker = group["template"]["spec"]["containers"][0]
+                assert worker["image"] == "reg.example/raynas:7"
+                assert group["replicas"] == 3
+                assert worker["resources"]["limits"] == {"cpu": "2", "memory": "6Gi"}
+    # Without search flags the manifest's own command stays: the one the cluster test runs.
+    default = raynas("launch", "k8s", cwd=tmp_path)
+    assert default.returncode == 0, default.stderr
+    (job,) = [o for o in yaml.safe_load_all(default.stdout) if o["kind"] == "RayJob"]
+    assert job["spec"]["entrypoint"] == kube.DEFAULT_ENTRYPOINT
+
+
+def test_launch_k8s_apply_failures_are_one_line_exit_2(tmp_path):
+    kubeconfig = tmp_path / "kubeconfig"  # no cluster configured: nothing is applied anywhere
+    kubeconfig.write_text("")
+    proc = raynas("launch", "k8s", "--apply", "--", "--space", "small_cnn", cwd=tmp_path,
+                  env=clean_env(KUBECONFIG=str(kubeconfig)))
+    assert proc.returncode == 2
+    assert proc.stderr.startswith("raynas: error: kubectl apply failed: ")
+    assert proc.stderr.count("\n") == 1
+    no_kubectl = raynas("launch", "k8s", "--apply", cwd=tmp_path,
+                        env={**clean_env(), "PATH": str(tmp_path)})
+    assert no_kubectl.returncode == 2
+    assert no_kubectl.stderr.startswith("raynas: error: kubectl not found on PATH")
+    assert no_kubectl.stderr.count("\n") == 1
+
+
+def test_the_manifests_mlflow_host_rules_admit_the_service_name(mlflow_server):
+    # MLflow >= 3.5 answers 403 to unknown Host headers (its /health is exempt, so a health check
+    # passes while every call fails): the manifest must admit "mlflow:5000", used in the cluster.
+    api = f"{mlflow_server.url}/api/2.0/mlflow/experiments/search?max_results=1"
+    for host in ("mlflow:5000", "mlflow.raynas.svc.cluster.local:5000", "localhost:5000"):
+        assert requests.get(api, headers={"Host": host}, timeout=10).status_code == 200, host
+    assert requests.get(api, headers={"Host": "evil.example:5000"}, timeout=10).status_code == 403
+
+
+# ------------------------------------------------------------------------------------- helpers
+
+
+def _dashboard_missing() -> Exception | None:
+    try:
+        import ray.dashboard.optional_deps  # noqa: F401
+    except ImportError as exc:
+        return exc
+    return None
+
+
+def _listening(port: int) -> bool:
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=1).close()
+        return True
+    except OSError:
+        return False
+
+
+def _alive_nodes(address: str, token: str) -> dict[str, str]:
+    """node_a / node_b -> node id, for the nodes that are up (the Ray state API)."""
+    from ray.util.state.api import StateApiClient
+    from ray.util.state.common import ListApiOptions, StateResource
+
+    try:
+        client = StateApiClient(address, headers={"authorization": f"Bearer {token}"})
+        nodes = client.list(StateResource.NODES, ListApiOptions(), raise_on_missing_output=False)
+    except Exception:  # the dashboard is still starting
+        return {}
+    return {name: n.node_id for n in nodes if n.state == "ALIVE"
+            for name in ("node_a", "node_b") if name in (n.resources_total or {})}
+
+
+def _stop_jobs(address: str, token: str) -> None:
+    """Stop the jobs still running, so their drivers end with the cluster."""
+    try:
+        from ray.job_submission import JobSubmissionClient
+
+        client = JobSubmissionClient(address, headers={"authorization": f"Bearer {token}"})
+        running = [j.submission_id for j in client.list_jobs()
+                   if launcher.state_name(j.status) not in launcher.TERMINAL]
+        for job_id in running:
+            client.stop_job(job_id)
+        deadline = time.monotonic() + 20
+        while running and time.monotonic() < deadline:
+            running = [j for j in running
+                       if launcher.state_name(client.get_job_status(j)) not in launcher.TERMINAL]
+            time.sleep(0.5)
+    except Exception:  # the head is gone already
+        pass
+
+
+def _kill_leftovers(temp: Path) -> None:
+    """Processes of this cluster that outlived `ray start` (e.g. job drivers): every one of them
+    names the cluster's temp dir in its command line or its environment (the token path)."""
+    mark = str(temp).encode()
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        try:
+            text = (entry / "cmdline").read_bytes() + (entry / "environ").read_bytes()
+        except OSError:
+            continue
+        if mark in text:
+            with contextlib.suppress(OSError):  # it ended meanwhile
+                os.kill(int(entry.name), signal.SIGKILL)
+
+
+def _healthy(url: str) -> bool:
+    try:
+        return requests.get(f"{url}/health", timeout=2).ok
+    except requests.RequestException:
+        return False
+
+
+def _manifest_allowed_hosts() -> str:
+    (deployment,) = [d for d in yaml.safe_load_all((REPO / "k8s" / "base" / "mlflow.yaml")
+                                                   .read_text()) if d["kind"] == "Deployment"]
+    (container,) = deployment["spec"]["template"]["spec"]["containers"]
+    env = {e["name"]: e.get("value") for e in container["env"]}
+    return env["MLFLOW_SERVER_ALLOWED_HOSTS"]
