@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import socket
 import sys
 import time
 import uuid
@@ -16,23 +15,19 @@ from pathlib import Path
 from typing import Any
 
 import raynas
-from raynas.config import SearchConfig
-from raynas.data import Dataset, load_dataset
+from raynas.config import SearchConfig, fidelity_of, objectives_of, validate
 from raynas.errors import ConfigError, RaynasError, SearchInterrupted
-from raynas.estimation.fidelity import Fidelity, parse_fidelity
 from raynas.estimation.train import TrialSettings, retrain, train_trial
 from raynas.ledger import Ledger
-from raynas.space import Space, arch_hash, load_space
+from raynas.space import arch_hash
 from raynas.space import space_yaml as to_yaml
 from raynas.strategies import (
     StrategyContext,
     bracket_warning,
-    check_names,
-    default_objectives,
     make_plan,
     scheduler_for,
 )
-from raynas.strategies.pareto import Objective, log_pareto, parse_objectives
+from raynas.strategies.pareto import log_pareto
 from raynas.tracking import (
     FailureBudget,
     MLflowTracker,
@@ -78,52 +73,6 @@ _START = time.monotonic()
 def _stderr(message: str) -> None:
     """Progress goes to stderr, so ``--json`` output on stdout stays machine-readable."""
     print(f"[raynas {time.monotonic() - _START:6.1f}s] {message}", file=sys.stderr, flush=True)
-
-
-def validate(config: SearchConfig) -> tuple[Space, Dataset]:
-    """Check everything that can be checked before Ray starts or MLflow is written."""
-    for name in ("max_epochs", "concurrency", "retrain_epochs", "max_failed_trials"):
-        if (getattr(config, name) or 1) < 1:
-            raise ConfigError(f"--{name.replace('_', '-')}: must be >= 1")
-    if config.max_retries < 0:
-        raise ConfigError("--max-retries: must be >= 0")
-    if config.num_trials is not None and config.num_trials < 1:
-        raise ConfigError("--num-trials: must be >= 1")
-    if config.cpus_per_trial <= 0:
-        raise ConfigError("--cpus-per-trial: must be > 0")
-    if config.gpus_per_trial < 0 or (config.gpus_per_trial > 1
-                                     and not float(config.gpus_per_trial).is_integer()):
-        raise ConfigError("--gpus-per-trial: a fraction in (0, 1] or a whole number of GPUs")
-    check_names(config.strategy, config.scheduler, len(objectives_of(config)))
-    if fidelity_of(config).data_rungs and config.scheduler == "pbt":
-        raise ConfigError("--scheduler pbt: needs --fidelity epochs (it mutates hyperparameters "
-                          "of trials that keep training)")
-    if config.address and config.address != "auto":
-        _probe(config.address)
-    space = load_space(config.space)
-    return space, load_dataset(config.dataset, seed=config.seed)
-
-
-def objectives_of(config: SearchConfig) -> list[Objective]:
-    """``--objective`` as (metric, mode) pairs, else the strategy's default objectives."""
-    return parse_objectives(config.objective, default_objectives(config.strategy))
-
-
-def fidelity_of(config: SearchConfig) -> Fidelity:
-    return parse_fidelity(config.fidelity, config.max_epochs)
-
-
-def _probe(address: str) -> None:
-    """Fail fast on an unreachable cluster: ``ray.init`` would retry for minutes."""
-    host, _, port = address.removeprefix("ray://").rpartition(":")
-    if not host or not port.isdigit():
-        raise ConfigError(f"--address: expected HOST:PORT, ray://HOST:PORT or auto, got "
-                          f"{address!r}")
-    try:
-        socket.create_connection((host, int(port)), timeout=5).close()
-    except OSError as exc:
-        raise ConfigError(f"--address: cannot reach a Ray cluster at {address} "
-                          f"({exc.strerror or type(exc).__name__})") from None
 
 
 def _init_ray(address: str | None, progress: Callable[[str], None]) -> bool:

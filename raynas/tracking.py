@@ -18,13 +18,11 @@ from ray.tune import Callback
 from ray.tune.stopper import Stopper
 
 import raynas
+from raynas.config import METRICS
 from raynas.errors import ConfigError
 from raynas.estimation.fidelity import TIME_ATTR, Fidelity
 from raynas.ledger import Ledger
 from raynas.space import Space, arch_hash
-
-TRIAL_METRICS = ("val_accuracy", "val_loss", "train_loss", "params", "flops", "data_fraction",
-                 "lr")
 
 
 def tracking_uri(explicit: str | None) -> str:
@@ -204,7 +202,7 @@ class MLflowTracker(Callback):
         # A trial restored from a checkpoint (retry, resume) reports again the steps after that
         # checkpoint that were logged already: MLflow keeps the first report of each step.
         if step > self.ledger.last_step.get(key, 0):
-            self.record.log_metrics(key, {k: result[k] for k in TRIAL_METRICS if k in result},
+            self.record.log_metrics(key, {k: result[k] for k in METRICS if k in result},
                                     step)
         node = result.get("node_id")
         if node and self.ledger.tags.get(key, {}).get("raynas.node_id") != node:

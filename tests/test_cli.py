@@ -37,6 +37,13 @@ def write(path: Path, text: str) -> str:
     (["--address", "127.0.0.1:1"], r"cannot reach a Ray cluster at 127.0.0.1:1"),
     (["--tracking-uri", "http://127.0.0.1:9"], r"MLflow server http://127.0.0.1:9 is not "
                                                r"reachable"),
+    (["--tracking-uri", "sqlite:////no/such/dir/m.db"], r"folder /no/such/dir does not exist"),
+    (["--dataset", "npz:corrupt.npz"], r"corrupt.npz"),
+    (["--objective", "val_acc:max"], r"no trial reports 'val_acc' \(did you mean "
+                                     r"'val_accuracy'\?\)"),
+    (["--fidelity", "data:2"], r"--fidelity: expected epochs, data or data:MIN_FRACTION"),
+    (["--max-failed-trials", "0"], r"--max-failed-trials: must be >= 1"),
+    (["--resume", "no_such_folder"], r"not a raynas search folder"),
 ])
 def test_bad_input_is_one_line_exit_2_and_writes_nothing(tmp_path, args, message):
     import re
@@ -46,6 +53,7 @@ def test_bad_input_is_one_line_exit_2_and_writes_nothing(tmp_path, args, message
           + GOOD_LAYER.replace("[conv_3x3]", "[conv_3x3, conv_3x33]"))
     write(tmp_path / "empty_choice.yaml", "space:\n  layers:\n    repeat: [1, 2]\n"
           + GOOD_LAYER.replace("[conv_3x3]", "[]"))
+    (tmp_path / "corrupt.npz").write_bytes(b"PK\x03\x04 this is not a zip archive")
     proc = raynas("search", *args, cwd=tmp_path, timeout=120)
     assert proc.returncode == 2, proc.stderr
     lines = proc.stderr.strip().splitlines()

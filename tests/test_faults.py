@@ -178,6 +178,31 @@ def test_tracking_outage_queues_writes_durably_and_sync_flushes_them(tmp_path):
         stop(server)
 
 
+def test_writes_queued_during_an_outage_flush_when_the_server_is_back(tmp_path):
+    port = free_port()
+    uri = f"http://127.0.0.1:{port}"
+    server = mlflow_server(tmp_path, port)
+    results = tmp_path / "results"
+    driver = raynas("search", "--space", "small_cnn", "--dataset", "mnist5k", "--strategy",
+                    "grid", "--scheduler", "fifo", "--num-trials", "4", "--max-epochs", "3",
+                    "--retrain-epochs", "1", "--storage", str(results), "--tracking-uri", uri,
+                    "--experiment", "b", "--json", cwd=tmp_path)
+    wait_for(lambda: ended_trials(results) >= 1 or driver.poll() is not None, what="a trial")
+    stop(server)
+    applied = lambda: json.loads(next(results.glob("*/mlflow-applied.json")).read_text())  # noqa: E731
+    wait_for(lambda: len(ledger_ops(results)) > applied()["applied"] + 3, what="queued writes")
+    server = mlflow_server(tmp_path, port)  # back, mid-search
+    try:
+        out, err = driver.communicate(timeout=600)
+        assert driver.returncode == 0, err[-3000:]
+        assert "is unreachable" in err and "MLflow is back" in err
+        summary = json.loads(out.strip().splitlines()[-1])
+        assert summary["model_uri"] == "models:/b/1"
+        assert_exact_record(uri, "b", trials=4, epochs=3)
+    finally:
+        stop(server)
+
+
 def test_two_searches_at_once_share_one_sqlite_store_without_mixing(tmp_path):
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     searches = [raynas("search", "--space", "small_cnn", "--strategy", "random", "--scheduler",

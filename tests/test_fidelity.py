@@ -5,10 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from raynas.config import SearchConfig
+from raynas.config import SearchConfig, validate
 from raynas.errors import ConfigError
 from raynas.estimation.fidelity import Fidelity, nested_order, parse_fidelity
-from raynas.experiment import validate
 
 
 @pytest.mark.parametrize(("text", "rungs", "fractions", "max_budget"), [

@@ -12,6 +12,7 @@ from mlflow.tracking import MlflowClient
 
 from raynas.config import SearchConfig
 from raynas.data import load_dataset
+from raynas.errors import RaynasError
 from raynas.experiment import search
 
 
@@ -84,6 +85,17 @@ def test_failing_trial_is_recorded_and_the_search_goes_on(ray_local, tracking, t
     failed = [r for r in child_runs(client, result, "trial") if r.info.status == "FAILED"]
     assert len(failed) == 1
     assert "non-finite training loss" in failed[0].data.tags["raynas.error"]
+
+
+def test_max_failed_trials_ends_the_search(ray_local, tracking, tmp_path):
+    space = tmp_path / "explodes.yaml"
+    space.write_text(
+        "name: explodes\nspace:\n  layers:\n    repeat: [1, 1]\n    block:\n"
+        "      op: conv_3x3\n      channels: 16\n      stride: 1\n      connection: series\n"
+        "  train:\n    lr: {choice: [1.0e+30, 1.0e+31, 1.0e+32, 0.01]}\n    optimizer: sgd\n")
+    with pytest.raises(RaynasError, match=r"all 2 trials failed; first error: FloatingPoint"):
+        search(SearchConfig(space=str(space), strategy="grid", scheduler="fifo", concurrency=1,
+                            max_epochs=2, max_retries=0, max_failed_trials=2))
 
 
 def test_grid_and_random_strategies_cover_distinct_architectures(ray_local, tracking):

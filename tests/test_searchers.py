@@ -160,6 +160,25 @@ def test_dedup_reuses_results_and_waits_for_running_duplicates():
     assert [r["trial_id"] for r in dedup.reused] == ["t1", "t1"]
 
 
+def test_a_failed_trial_counts_as_the_worst_result_so_far():
+    a, b, c, d = SMALL.grid()[:4]
+    inner = Fixed([a, b, c, d, d])
+    dedup = Dedup(inner, SMALL)
+    dedup.set_search_properties("val_accuracy", "max", {})
+    dedup.suggest("t1")
+    dedup.on_trial_complete("t1", error=True)  # nothing succeeded yet: no scale, an error
+    assert inner.told[-1] == ("t1", None, True)
+    for trial, value in (("t2", 0.9), ("t3", 0.4)):
+        dedup.suggest(trial)
+        dedup.on_trial_complete(trial, {"val_accuracy": value})
+    dedup.suggest("t4")  # architecture d
+    dedup.on_trial_complete("t4", error=True)
+    assert inner.told[-1] == ("t4", {"val_accuracy": 0.4, "raynas_failed": True}, False)
+    # d proposed again: answered with the same penalty, not trained (and failed) again
+    assert dedup.suggest("t5") is None
+    assert inner.told[-1][1] == {"val_accuracy": 0.4, "raynas_failed": True}
+
+
 def test_dedup_finishes_when_every_architecture_was_trained():
     plan = make_plan("random", StrategyContext(SMALL, "score", "max", 0, 500, 1))
     curve = drive(plan.searcher, lambda arch: 0.5, SMALL, budget=500)

@@ -332,16 +332,17 @@ def scheduler_for(plan: Plan, ctx: StrategyContext) -> Any:
 
 
 def bracket_warning(scheduler: Any, concurrency: int) -> str | None:
-    """Tune's Hyperband is synchronous: it halves a bracket only once all of the bracket's trials
-    have reached the rung, so a bracket larger than ``--concurrency`` may never be halved."""
+    """Tune's Hyperband is synchronous: it halves a bracket once all the trials it holds reach
+    the rung, and a bracket holds only the trials that started before that. Unless every
+    bracket's trials run at once, brackets stay part-filled and nothing is halved."""
     from ray.tune.schedulers import HyperBandScheduler
 
     if not isinstance(scheduler, HyperBandScheduler):
         return None
     # Tune's own bracket arithmetic (n0: trials, r0: first rung; r0 == 0 brackets are skipped).
-    sizes = [scheduler._get_n0(s) for s in range(scheduler._s_max_1) if scheduler._get_r0(s)]
-    if max(sizes) <= concurrency:
+    total = sum(scheduler._get_n0(s) for s in range(scheduler._s_max_1) if scheduler._get_r0(s))
+    if total <= concurrency:
         return None
-    return (f"hyperband: brackets of up to {max(sizes)} trials but --concurrency {concurrency}; "
-            f"a bracket is halved only when all its trials reach a rung, so raise "
-            f"--concurrency to {max(sizes)} or use --scheduler asha")
+    return (f"hyperband: its brackets hold {total} trials but --concurrency is {concurrency}; "
+            f"they are halved only when their trials run at once, so raise --concurrency to "
+            f"{total} (with a fractional --cpus-per-trial) or use --scheduler asha")
