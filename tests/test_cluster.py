@@ -106,6 +106,7 @@ class Cluster:
     token: str
     nodes: dict[str, str]  # node_a / node_b -> Ray node id
     submitter_env: dict[str, str]  # a user's shell: the cluster's token file, nothing else
+    worker: subprocess.Popen  # node_b's `ray start --block`: ending it removes the node
 
     def client(self):
         from ray.job_submission import JobSubmissionClient
@@ -160,7 +161,7 @@ def cluster() -> Iterator[Cluster]:
         wait_for("two Ray nodes", both_nodes, 120,
                  alive=lambda: all(p.poll() is None for p in procs))
         yield Cluster(address, temp, token_file.read_text(), nodes,
-                      clean_env(RAY_AUTH_TOKEN_PATH=str(token_file)))
+                      clean_env(RAY_AUTH_TOKEN_PATH=str(token_file)), procs[1])
     finally:
         _stop_jobs(f"http://127.0.0.1:{dashboard}", token_file.read_text())
         for proc in reversed(procs):  # `ray start --block` takes its node's processes down
@@ -408,6 +409,51 @@ def test_the_manifests_mlflow_host_rules_admit_the_service_name(mlflow_server):
 
 
 # ------------------------------------------------------------------------------------- helpers
+
+
+def test_zz_a_removed_worker_node_costs_retries_not_trials(cluster, mlflow_server, tmp_path):
+    """Runs last in this module: it takes node_b away for good. A trial training there when
+    the node goes is retried on the head from its last checkpoint; MLflow shows it once."""
+    from mlflow.tracking import MlflowClient
+
+    work = tmp_path / "work"
+    work.mkdir()
+    proc = raynas("launch", "cluster", "--address", cluster.address, "--no-wait",
+                  "--tracking-uri", mlflow_server.url, "--storage", str(tmp_path / "results"),
+                  "--", "--space", "small_cnn", "--dataset", "mnist5k", "--strategy", "grid",
+                  "--scheduler", "fifo", "--num-trials", "3", "--max-epochs", "6",
+                  "--retrain-epochs", "1", "--experiment", "node-loss", "--json",
+                  cwd=work, env=cluster.submitter_env)
+    assert proc.returncode == 0, proc.stderr
+    job_id = proc.stdout.strip()
+    client, jobs = MlflowClient(mlflow_server.url), cluster.client()
+
+    def training_on_b() -> bool:
+        experiment = client.get_experiment_by_name("node-loss")
+        return bool(experiment and client.search_runs(
+            [experiment.experiment_id], f"tags.`raynas.node_id` = '{cluster.nodes['node_b']}' "
+            "and attributes.status = 'RUNNING'"))
+
+    wait_for("a trial training on node_b", training_on_b, 240)
+    cluster.worker.kill()  # the node crashes: its `ray start`, raylet, workers, all SIGKILLed
+    _kill_leftovers(cluster.temp / "b")
+    wait_for("the job to end", lambda: launcher.state_name(jobs.get_job_status(job_id))
+             in launcher.TERMINAL, 420)
+    logs = jobs.get_job_logs(job_id)
+    assert launcher.state_name(jobs.get_job_status(job_id)) == "SUCCEEDED", logs[-3000:]
+    summary = json.loads(logs.strip().splitlines()[-1])
+    assert (summary["num_trials"], summary["num_failed"]) == (3, 0)
+    trials = client.search_runs(
+        [client.get_experiment_by_name("node-loss").experiment_id],
+        f"tags.mlflow.parentRunId = '{summary['parent_run_id']}' and "
+        "tags.`raynas.role` = 'trial'")
+    assert len(trials) == 3 and all(r.info.status == "FINISHED" for r in trials)
+    retried = [r for r in trials if int(r.data.tags.get("raynas.retries", 0)) >= 1]
+    assert retried, logs[-3000:]
+    for run in trials:  # one point per epoch, the retried trial included
+        steps = [m.step for m in client.get_metric_history(run.info.run_id, "val_accuracy")]
+        assert steps == list(range(1, 7))
+    assert retried[0].data.tags["raynas.node_id"] == cluster.nodes["node_a"]  # moved to the head
 
 
 def _dashboard_missing() -> Exception | None:
