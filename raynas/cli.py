@@ -175,11 +175,11 @@ def cmd_search(args: argparse.Namespace) -> None:
 
     names = {f.name for f in fields(SearchConfig)}
     config = SearchConfig(**{k: v for k, v in vars(args).items() if k in names})
-    if not config.resume:
-        validate(config)  # before Ray, MLflow and Tune are even imported
+    # Before Ray, MLflow and Tune are even imported (a resumed search validates its saved one).
+    validated = None if config.resume else validate(config)
     from raynas.experiment import search
 
-    result = search(config)
+    result = search(config, validated=validated)
     best = result.best
     print(f"\nbest architecture ({best['arch_hash']}, trial {best['trial_id']}):")
     print(json.dumps(best["arch"], indent=2))

@@ -16,10 +16,11 @@ from typing import Any
 
 import raynas
 from raynas.config import SearchConfig, fidelity_of, objectives_of, validate
+from raynas.data import Dataset
 from raynas.errors import ConfigError, RaynasError, SearchInterrupted
 from raynas.estimation.train import TrialSettings, retrain, train_trial
 from raynas.ledger import Ledger
-from raynas.space import arch_hash
+from raynas.space import Space, arch_hash
 from raynas.space import space_yaml as to_yaml
 from raynas.strategies import (
     StrategyContext,
@@ -95,8 +96,10 @@ def _init_ray(address: str | None, progress: Callable[[str], None]) -> bool:
     return True
 
 
-def search(config: SearchConfig, progress: Callable[[str], None] = _stderr) -> SearchResult:
-    """Run a search as configured, or - with ``config.resume`` - finish an interrupted one."""
+def search(config: SearchConfig, progress: Callable[[str], None] = _stderr,
+           validated: tuple[Space, Dataset] | None = None) -> SearchResult:
+    """Run a search as configured, or - with ``config.resume`` - finish an interrupted one.
+    ``validated``: what ``validate(config)`` returned, when the caller ran it already."""
     import ray
 
     started = time.time()
@@ -104,7 +107,7 @@ def search(config: SearchConfig, progress: Callable[[str], None] = _stderr) -> S
     if saved:
         config = replace(SearchConfig(**saved["config"]), resume=config.resume,
                          address=config.address or saved["config"]["address"])
-    space, data = validate(config)
+    space, data = validated or validate(config)
     uri = saved["tracking_uri"] if saved else tracking_uri(config.tracking_uri)
     client = connect(uri)
     experiment = config.experiment or space.name

@@ -148,7 +148,9 @@ def stop(process: subprocess.Popen) -> None:
     process.wait(timeout=30)
 
 
-def test_tracking_outage_queues_writes_durably_and_sync_flushes_them(tmp_path):
+def search_against_a_server(tmp_path: Path, experiment: str, *flags: str
+                            ) -> tuple[int, str, Path, subprocess.Popen]:
+    """A search tracked by a real ``mlflow server``, which is stopped once a trial has ended."""
     port = free_port()
     uri = f"http://127.0.0.1:{port}"
     server = mlflow_server(tmp_path, port)
@@ -156,9 +158,14 @@ def test_tracking_outage_queues_writes_durably_and_sync_flushes_them(tmp_path):
     driver = raynas("search", "--space", "small_cnn", "--dataset", "mnist5k", "--strategy",
                     "grid", "--scheduler", "fifo", "--num-trials", "4", "--max-epochs", "3",
                     "--retrain-epochs", "1", "--storage", str(results), "--tracking-uri", uri,
-                    "--experiment", "o", "--tracking-wait", "0", "--json", cwd=tmp_path)
+                    "--experiment", experiment, "--json", *flags, cwd=tmp_path)
     wait_for(lambda: ended_trials(results) >= 1 or driver.poll() is not None, what="a trial")
-    stop(server)  # down for the rest of the search
+    stop(server)
+    return port, uri, results, driver
+
+
+def test_tracking_outage_queues_writes_durably_and_sync_flushes_them(tmp_path):
+    port, uri, results, driver = search_against_a_server(tmp_path, "o", "--tracking-wait", "0")
     out, err = driver.communicate(timeout=600)
     assert driver.returncode == 0, err[-3000:]
     assert "is unreachable" in err and "raynas sync" in err
@@ -179,16 +186,7 @@ def test_tracking_outage_queues_writes_durably_and_sync_flushes_them(tmp_path):
 
 
 def test_writes_queued_during_an_outage_flush_when_the_server_is_back(tmp_path):
-    port = free_port()
-    uri = f"http://127.0.0.1:{port}"
-    server = mlflow_server(tmp_path, port)
-    results = tmp_path / "results"
-    driver = raynas("search", "--space", "small_cnn", "--dataset", "mnist5k", "--strategy",
-                    "grid", "--scheduler", "fifo", "--num-trials", "4", "--max-epochs", "3",
-                    "--retrain-epochs", "1", "--storage", str(results), "--tracking-uri", uri,
-                    "--experiment", "b", "--json", cwd=tmp_path)
-    wait_for(lambda: ended_trials(results) >= 1 or driver.poll() is not None, what="a trial")
-    stop(server)
+    port, uri, results, driver = search_against_a_server(tmp_path, "b")
     applied = lambda: json.loads(next(results.glob("*/mlflow-applied.json")).read_text())  # noqa: E731
     wait_for(lambda: len(ledger_ops(results)) > applied()["applied"] + 3, what="queued writes")
     server = mlflow_server(tmp_path, port)  # back, mid-search
