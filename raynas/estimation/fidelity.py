@@ -33,10 +33,6 @@ class Fidelity:
     data_rungs: int = 0
 
     @property
-    def kind(self) -> str:
-        return "data" if self.data_rungs else "epochs"
-
-    @property
     def max_budget(self) -> int:
         return ETA ** (self.data_rungs - 1) if self.data_rungs else self.max_epochs
 
