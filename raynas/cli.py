@@ -40,6 +40,7 @@ def build_parser() -> Parser:
     commands = parser.add_subparsers(dest="command", parser_class=Parser)
 
     s = commands.add_parser("search", help="run a search (defaults: a real NAS on digits)")
+    s.set_defaults(func=cmd_search)
     s.add_argument("--space", default=defaults.space,
                    help="built-in space name or YAML path (default: %(default)s)")
     s.add_argument("--dataset", default=defaults.dataset,
@@ -91,15 +92,18 @@ def build_parser() -> Parser:
 
     sy = commands.add_parser("sync", help="write a search's pending MLflow records (after an "
                                           "outage of the tracking server)")
+    sy.set_defaults(func=cmd_sync)
     sy.add_argument("folder", metavar="FOLDER")
     sy.add_argument("--wait", type=float, default=60.0,
                     help="seconds to keep retrying an unreachable server (default: %(default)s)")
 
-    commands.add_parser("spaces", help="list the built-in search spaces and their sizes")
+    commands.add_parser("spaces", help="list the built-in search spaces and their sizes"
+                        ).set_defaults(func=cmd_spaces)
 
     # `raynas launch cluster|k8s [launcher flags] -- [search flags]`: the job runs
     # `raynas search --address auto [search flags]`.
     launch = commands.add_parser("launch", help="run a search on a Ray cluster or on Kubernetes")
+    launch.set_defaults(func=cmd_launch)
     where = launch.add_subparsers(dest="launch", parser_class=Parser, required=True)
     lc = where.add_parser("cluster", help="submit to an existing Ray cluster (Ray Jobs API)",
                           usage="raynas launch cluster --address http://HEAD:8265 [options] "
@@ -142,6 +146,7 @@ def build_parser() -> Parser:
     lk.add_argument("search_flags", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
     for name, text in (("status", "a submitted job's status"), ("stop", "stop a submitted job")):
         job = commands.add_parser(name, help=text)
+        job.set_defaults(func=cmd_status if name == "status" else cmd_stop)
         job.add_argument("job_id", metavar="JOB_ID")
         job.add_argument("--address", default=None,
                          help="the cluster's dashboard, http://HEAD:8265 "
@@ -153,6 +158,7 @@ def build_parser() -> Parser:
     b = commands.add_parser("bench", help="benchmarks")
     which = b.add_subparsers(dest="bench", parser_class=Parser, required=True)
     st = which.add_parser("strategies", help="every strategy against random search")
+    st.set_defaults(func=cmd_bench_strategies)
     st.add_argument("--strategies", default="evolution,rl,tpe,gp,bohb,nsga2",
                     help="comma-separated (random is always the baseline; "
                          "default: %(default)s)")
@@ -213,7 +219,7 @@ def cmd_spaces(args: argparse.Namespace) -> None:
               f"{space.description}")
 
 
-def cmd_bench(args: argparse.Namespace) -> None:
+def cmd_bench_strategies(args: argparse.Namespace) -> None:
     from pathlib import Path
 
     from raynas.bench import strategies
@@ -377,8 +383,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         # SIGTERM (a pod or job being stopped) ends a search like Ctrl-C: Tune saves its
         # state, and the search can be resumed.
         signal.signal(signal.SIGTERM, lambda *_: signal.raise_signal(signal.SIGINT))
-        {"search": cmd_search, "spaces": cmd_spaces, "bench": cmd_bench, "launch": cmd_launch,
-         "status": cmd_status, "stop": cmd_stop, "sync": cmd_sync}[args.command](args)
+        args.func(args)
     except SearchInterrupted as exc:
         print(f"raynas: {exc}", file=sys.stderr)
         return EXIT_INTERRUPTED
