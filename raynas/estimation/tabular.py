@@ -1,0 +1,373 @@
+"""Tabular-benchmark mode: trials look their results up in a table instead of training.
+
+NAS-Bench-201 (Dong & Yang 2020) made NAS research reproducible by training every cell of its
+space once and publishing the learning curves; a search then costs lookups, and strategies are
+compared at equal *simulated* training time. ``--dataset tabular:PATH`` runs any raynas search
+that way on a table the user supplies, or builds with ``raynas tabulate`` (real trainings, one
+Ray task per architecture).
+
+A table is long-format, one row per (architecture, seed, epoch), as CSV, JSON (a list of row
+objects, or JSON lines for ``.jsonl``) or Parquet (with pyarrow); read with pandas:
+
+==================  ========  ===============================================================
+column              required  meaning
+==================  ========  ===============================================================
+``arch``            yes       the architecture: the model's notation (a NAS-Bench-201 string,
+                              a DARTS genotype), else ``raynas.space.arch_hash`` of it
+``epoch``           yes       1, 2, ... n: the row holds the results after that epoch
+``val_accuracy``    yes       validation accuracy after the epoch, a fraction in [0, 1]
+``test_accuracy``   yes       test accuracy after the epoch, a fraction in [0, 1]
+``train_time_s``    yes       seconds that epoch of training took
+``seed``            no        the training run (several seeds per architecture); default 0
+``val_loss``,       no        reported to the schedulers and MLflow like a real trial's
+``train_loss``,
+``params``,
+``flops``
+==================  ========  ===============================================================
+
+A trial reports the table's curve of one seed (picked from the search seed and the
+architecture) epoch by epoch, with ``budget`` = epoch, so ASHA and the other schedulers stop
+trials on the table's numbers, and ``sim_time_s``, the training time the trial would have
+taken so far. Test accuracies are never reported to the search: the end of the search reads
+the best architecture's from the table instead of retraining.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from raynas.errors import ConfigError, DataError, SpaceError
+from raynas.estimation.fidelity import TIME_ATTR
+from raynas.space import Space, arch_hash
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from raynas.config import SearchConfig
+    from raynas.data import Dataset
+    from raynas.estimation.train import TrialSettings
+
+PREFIX = "tabular:"
+REQUIRED = ("arch", "epoch", "val_accuracy", "test_accuracy", "train_time_s")
+PER_EPOCH = ("val_loss", "train_loss")  # optional curves
+STATIC = ("params", "flops")  # optional, one value per architecture
+SIM_TIME = "sim_time_s"
+READERS = {".csv": "csv", ".json": "json", ".jsonl": "jsonl", ".parquet": "parquet",
+           ".pq": "parquet"}
+
+
+def is_tabular(dataset: str) -> bool:
+    return dataset.startswith(PREFIX)
+
+
+@dataclass(frozen=True)
+class Curve:
+    """One training run of one architecture: per-epoch arrays (index 0 = epoch 1)."""
+
+    seed: int
+    values: dict[str, np.ndarray]
+    static: dict[str, float]
+
+    @property
+    def epochs(self) -> int:
+        return len(self.values["val_accuracy"])
+
+
+@dataclass(frozen=True)
+class Table:
+    """A tabular benchmark: architecture key -> its training runs (one per seed)."""
+
+    path: str
+    runs: dict[str, list[Curve]]
+
+    @property
+    def epochs(self) -> int:
+        """The epochs every run has (a search may use up to this many)."""
+        return min(c.epochs for curves in self.runs.values() for c in curves)
+
+    @property
+    def metrics(self) -> set[str]:
+        first = next(iter(self.runs.values()))[0]
+        return {*first.values, *first.static} - {"test_accuracy", "train_time_s"}
+
+    def summary(self) -> str:
+        count = sum(len(c) for c in self.runs.values())
+        return (f"table {self.path}: {len(self.runs)} architectures, {count} runs, "
+                f"{self.epochs} epochs")
+
+    def run(self, key: str, seed: int) -> Curve:
+        """The run a trial of ``key`` replays: one of its seeds, chosen by ``seed``."""
+        if key not in self.runs:
+            raise DataError(f"architecture {key} is not in the table {self.path}")
+        curves = self.runs[key]
+        return curves[random.Random(f"{seed}/{key}").randrange(len(curves))]
+
+    def test_accuracy(self, key: str) -> float:
+        """Final-epoch test accuracy, the mean over the table's seeds (what retraining the
+        architecture would measure)."""
+        return float(np.mean([c.values["test_accuracy"][-1] for c in self.runs[key]]))
+
+
+def table_key(space: Space, arch: dict[str, Any]) -> str:
+    """How a table names ``arch``: its model's notation, else its hash."""
+    from raynas.models import describe
+
+    return describe(space, arch) or arch_hash(arch)
+
+
+def table_format(path: Path, flag: str) -> str:
+    kind = READERS.get(path.suffix.lower())
+    if kind is None:
+        raise ConfigError(f"{flag}: unknown table format {path.suffix!r}; give a "
+                          f"{', '.join(READERS)} file")
+    return kind
+
+
+def _read(path: Path, flag: str) -> pd.DataFrame:
+    import pandas as pd
+
+    kind = table_format(path, flag)
+    if not path.is_file():
+        raise ConfigError(f"{flag}: no such file")
+    try:
+        if kind == "csv":
+            return pd.read_csv(path)
+        if kind in ("json", "jsonl"):
+            return pd.read_json(path, orient="records", lines=kind == "jsonl")
+        return pd.read_parquet(path)
+    except ImportError as exc:
+        raise ConfigError(f"{flag}: reading Parquet needs pyarrow ({exc})") from None
+    except Exception as exc:  # pandas raises parser-specific errors of many types
+        message = " ".join(str(exc).split())[:200]
+        raise ConfigError(f"{flag}: not a readable {kind} table ({message})") from None
+
+
+def load_table(path: str | Path, flag: str | None = None) -> Table:
+    """Read and check a table; any problem is one ConfigError naming ``flag`` and the column."""
+    path = Path(path).expanduser()
+    flag = flag or f"--dataset {PREFIX}{path}"
+    frame = _read(path, flag)
+    if frame.empty:
+        raise ConfigError(f"{flag}: the table has no rows")
+    missing = [c for c in REQUIRED if c not in frame.columns]
+    if missing:
+        raise ConfigError(f"{flag}: missing column {missing[0]!r} (columns: "
+                          f"{', '.join(map(str, frame.columns))}; see raynas.estimation.tabular)")
+    if "seed" not in frame.columns:
+        frame = frame.assign(seed=0)
+    frame = frame.assign(arch=frame["arch"].astype(str))
+    numeric = [c for c in ("epoch", "seed", *REQUIRED[2:], *PER_EPOCH, *STATIC)
+               if c in frame.columns]
+    for column in numeric:
+        values = frame[column]
+        if values.dtype.kind not in "iuf" or values.isna().any() or not np.isfinite(
+                values.to_numpy(dtype=float)).all():
+            raise ConfigError(f"{flag}: column {column!r}: every value must be a finite number")
+    for column in ("val_accuracy", "test_accuracy"):
+        if not frame[column].between(0, 1).all():
+            raise ConfigError(f"{flag}: column {column!r}: accuracies must be fractions in "
+                              "[0, 1] (divide percentages by 100)")
+    if (frame["train_time_s"] < 0).any():
+        raise ConfigError(f"{flag}: column 'train_time_s': must be >= 0")
+    frame = frame.sort_values(["arch", "seed", "epoch"], kind="stable")
+    runs: dict[str, list[Curve]] = {}
+    for (key, seed), rows in frame.groupby(["arch", "seed"], sort=False):
+        epochs = rows["epoch"].to_numpy()
+        if not np.array_equal(epochs, np.arange(1, len(rows) + 1)):
+            raise ConfigError(f"{flag}: architecture {key} seed {seed}: epochs must be 1, 2, "
+                              f"... without gaps or repeats, got {epochs.tolist()[:10]}")
+        static = {}
+        for column in STATIC:
+            if column in rows:
+                if rows[column].nunique() != 1:
+                    raise ConfigError(f"{flag}: architecture {key}: column {column!r} must be "
+                                      "the same in all its rows")
+                static[column] = float(rows[column].iloc[0])
+        values = {c: rows[c].to_numpy(dtype=float) for c in (*REQUIRED[2:], *PER_EPOCH)
+                  if c in rows}
+        runs.setdefault(key, []).append(Curve(int(seed), values, static))
+    return Table(str(path), runs)
+
+
+def load_for_search(config: SearchConfig, space: Space) -> Table:
+    """``validate`` for ``--dataset tabular:PATH``: the table, checked against the search."""
+    from raynas.config import objectives_of
+
+    table = load_table(config.dataset[len(PREFIX):])
+    if config.fidelity != "epochs" or config.proxy_task:
+        raise ConfigError(f"--fidelity {config.fidelity}: a table holds the real task's results "
+                          "per epoch; use --fidelity epochs and no --proxy-task")
+    if config.strategy == "zero_cost":
+        raise ConfigError("--strategy zero_cost: scores architectures on data, and a tabular "
+                          "search has none")
+    if config.max_epochs > table.epochs:
+        raise ConfigError(f"--max-epochs {config.max_epochs}: the table's runs have "
+                          f"{table.epochs} epochs")
+    for metric, _ in objectives_of(config):
+        if metric not in (*table.metrics, SIM_TIME):
+            raise ConfigError(f"--objective {metric}: the table has no {metric!r} column")
+    check_space(space, table, f"--space {config.space}")
+    return table
+
+
+def check_space(space: Space, table: Table, flag: str) -> None:
+    """A table keyed by genotypes fits ``space`` if the space searches nothing a genotype leaves
+    out (else two architectures would share a row) and holds one of its architectures at least
+    (else the table is for another space); a table keyed by hashes cannot be checked."""
+    from raynas.models import check_genotype_space, describe, from_genotype
+
+    if describe(space, space.sample(random.Random(0))) is None:
+        return
+    check_genotype_space(space)
+    for key in table.runs:
+        try:
+            from_genotype(space, key)
+            return
+        except SpaceError:
+            continue
+    raise ConfigError(f"{flag}: none of the {len(table.runs)} architectures in {table.path} "
+                      f"belongs to space {space.name}")
+
+
+def tabular_trial(config: dict[str, Any], *, space: Space, table: Table,
+                  settings: TrialSettings) -> None:
+    """The Tune function trainable of a tabular search: replay one run of the table epoch by
+    epoch (a checkpoint holds the epoch, so paused and retried trials go on where they were)."""
+    from ray import tune
+
+    arch = space.decode(config)
+    key = table_key(space, arch)
+    curve = table.run(key, settings.seed)
+    done = 0
+    if checkpoint := tune.get_checkpoint():
+        with checkpoint.as_directory() as folder:
+            done = json.loads((Path(folder) / "epoch.json").read_text())
+    elapsed = np.cumsum(curve.values["train_time_s"])
+    for epoch in range(done + 1, settings.max_epochs + 1):
+        metrics = {name: float(values[epoch - 1]) for name, values in curve.values.items()
+                   if name not in ("test_accuracy", "train_time_s")}
+        metrics.update(curve.static, epoch=epoch, **{TIME_ATTR: epoch},
+                       sim_time_s=float(elapsed[epoch - 1]), table_seed=curve.seed,
+                       arch_hash=arch_hash(arch))
+        with tempfile.TemporaryDirectory() as folder:
+            (Path(folder) / "epoch.json").write_text(json.dumps(epoch))
+            tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(folder))
+
+
+def tabular_outcome(table: Table, space: Space, arch: dict[str, Any],
+                    results: list[Any]) -> dict[str, float]:
+    """What the end of a tabular search reports instead of retraining: the best architecture's
+    test accuracy in the table and the simulated training time of all trials (Tune results)."""
+    return {"test_accuracy": table.test_accuracy(table_key(space, arch)),
+            SIM_TIME: math.fsum((r.metrics or {}).get(SIM_TIME, 0.0) for r in results)}
+
+
+# --- building a table by training --------------------------------------------------------------
+def train_rows(space: Space, arch: dict[str, Any], data: Dataset, epochs: int, seeds: int,
+               cpus: float = 1.0) -> list[dict[str, Any]]:
+    """Train ``arch`` for ``epochs`` once per seed (as a search trial trains) and return the
+    table rows: val/test accuracy and loss after each epoch and the epoch's training time."""
+    import time
+
+    import torch
+
+    from raynas.estimation.train import Run, tensors
+    from raynas.objectives import count_flops, count_params
+
+    torch.set_num_threads(max(1, int(cpus)))
+    device = torch.device("cpu")
+    x, y, x_val, y_val, x_test, y_test = tensors(device, data.x_train, data.y_train, data.x_val,
+                                                 data.y_val, data.x_test, data.y_test)
+    key, rows = table_key(space, arch), []
+    for seed in range(seeds):
+        run = Run(space, arch, data.input_shape, data.num_classes, epochs, device, seed)
+        static = {"params": count_params(run.model),
+                  "flops": count_flops(run.model, data.input_shape)}
+        steps = run.epochs(x, y, epochs)
+        while True:
+            started = time.perf_counter()
+            train_loss = next(steps, None)
+            seconds = time.perf_counter() - started
+            if train_loss is None:
+                break
+            val_loss, val_accuracy = run.evaluate(x_val, y_val)
+            _, test_accuracy = run.evaluate(x_test, y_test)
+            rows.append({"arch": key, "seed": seed, "epoch": run.epoch,
+                         "val_accuracy": val_accuracy, "test_accuracy": test_accuracy,
+                         "train_time_s": round(seconds, 4), "val_loss": val_loss,
+                         "train_loss": train_loss, **static})
+    return rows
+
+
+def pick_architectures(space: Space, count: int, seed: int) -> list[dict[str, Any]]:
+    """``count`` distinct architectures: the whole space when it is that small, else a random
+    sample (distinct by table key)."""
+    if space.size() <= count:
+        return space.grid()
+    rng, chosen = random.Random(seed), {}
+    for _ in range(100 * count):
+        arch = space.sample(rng)
+        chosen.setdefault(table_key(space, arch), arch)
+        if len(chosen) == count:
+            break
+    return list(chosen.values())
+
+
+def write_table(rows: list[dict[str, Any]], output: Path) -> None:
+    import pandas as pd
+
+    kind = table_format(output, "--output")
+    frame = pd.DataFrame(rows).sort_values(["arch", "seed", "epoch"], kind="stable")
+    if kind == "csv":
+        frame.to_csv(output, index=False)
+    elif kind in ("json", "jsonl"):
+        frame.to_json(output, orient="records", lines=kind == "jsonl", indent=None)
+    else:
+        frame.to_parquet(output, index=False)
+
+
+def tabulate(space: Space, data: Dataset, num_archs: int, epochs: int, seeds: int,
+             output: Path, seed: int = 0, cpus: float = 1.0, address: str | None = None,
+             progress: Callable[[str], None] | None = None) -> tuple[int, float]:
+    """Train ``num_archs`` architectures of ``space`` (one Ray task each, on the local Ray, the
+    one already started, or the cluster at ``address``) and write the table to ``output``.
+    Returns (architectures, total training seconds)."""
+    import ray
+
+    from raynas.experiment import _init_ray, _stderr
+
+    progress = progress or _stderr
+    for name, value in (("--num-archs", num_archs), ("--epochs", epochs), ("--seeds", seeds)):
+        if value < 1:
+            raise ConfigError(f"{name}: must be >= 1")
+    table_format(output, "--output")  # before the trainings, not after
+    archs = pick_architectures(space, num_archs, seed)
+    we_started = _init_ray(address, progress)
+    try:
+        task = ray.remote(train_rows).options(num_cpus=cpus)
+        shared = ray.put(data)
+        pending = {task.remote(space, arch, shared, epochs, seeds, cpus): arch
+                   for arch in archs}
+        rows: list[dict[str, Any]] = []
+        while pending:
+            (ref,), _ = ray.wait(list(pending))
+            arch = pending.pop(ref)
+            new = ray.get(ref)
+            rows += new
+            final = max(r["val_accuracy"] for r in new if r["epoch"] == epochs)
+            progress(f"{len(archs) - len(pending)}/{len(archs)} {table_key(space, arch)}: "
+                     f"val_accuracy={final:.4f}")
+    finally:
+        if we_started:
+            ray.shutdown()
+    write_table(rows, output)
+    return len(archs), math.fsum(r["train_time_s"] for r in rows)
