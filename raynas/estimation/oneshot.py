@@ -1,0 +1,311 @@
+"""One-shot NAS by weight sharing: train one supernet, then score architectures by inheriting
+its weights instead of training each of them.
+
+Stage 1 trains the supernet in one Tune trial, one sampled path per batch: uniformly (SPOS, Guo
+et al. 2020) or from an ENAS controller (Pham et al. 2018) that learns by REINFORCE which paths
+do well on validation batches; it is our ``ReinforceController`` driven in-process. Stage 2 is
+an ordinary search (any strategy; evolution by default) whose trials are cheap: load the
+supernet checkpoint, recalibrate BatchNorm on a few training batches for the candidate's path
+(the shared running statistics belong to no single path), measure validation accuracy. The best
+candidate is then retrained from scratch like the winner of any search.
+"""
+
+from __future__ import annotations
+
+import random
+import statistics
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from ray.tune import Callback
+from torch import nn
+
+from raynas.data import Dataset
+from raynas.errors import RaynasError
+from raynas.estimation.fidelity import TIME_ATTR
+from raynas.estimation.train import EVAL_BATCH, TrialSettings, device_for, tensors
+from raynas.models import build_model
+from raynas.models.supernet import Supernet
+from raynas.objectives import count_flops, count_params
+from raynas.space import Arch, Space, arch_hash
+from raynas.tracking import MLflowTracker, SearchRecord, last_line, trial_error
+
+SAMPLERS = ("spos", "enas")
+# The supernet's own training recipe (SPOS: SGD with momentum, cosine schedule, clipping).
+SUPERNET_HP = {"lr": 0.05, "momentum": 0.9, "weight_decay": 3e-4, "batch_size": 64}
+CONTROLLER_STEPS = 20  # ENAS: controller samples scored per epoch (5 REINFORCE updates of 4)
+PROBES = 3  # sampled paths whose mean accuracy the supernet trial reports each epoch
+BN_BATCHES = 4  # training batches that re-estimate BatchNorm statistics for a candidate
+STAGE = "supernet"  # the stage's Tune experiment (under the search's) and its MLflow run key
+
+
+def batches(n: int, size: int, generator: torch.Generator) -> list[torch.Tensor]:
+    """A shuffled epoch of index batches; a last batch of one sample is dropped (BatchNorm)."""
+    order = torch.randperm(n, generator=generator)
+    return [b for b in order.split(size) if len(b) > 1]
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> tuple[float, float]:
+    """(mean cross-entropy, accuracy) of ``model`` in eval mode."""
+    model.eval()
+    loss, correct = 0.0, 0
+    for start in range(0, len(x), EVAL_BATCH):
+        out = model(x[start : start + EVAL_BATCH])
+        target = y[start : start + EVAL_BATCH]
+        loss += nn.functional.cross_entropy(out, target, reduction="sum").item()
+        correct += (out.argmax(1) == target).sum().item()
+    return loss / len(x), correct / len(x)
+
+
+@torch.no_grad()
+def recalibrate(model: nn.Module, x: torch.Tensor, num_batches: int, batch_size: int,
+                seed: int) -> None:
+    """Re-estimate every BatchNorm's running statistics on the same ``num_batches`` training
+    batches (a cumulative average, not a moving one), as SPOS does before scoring a path."""
+    norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    momenta = [m.momentum for m in norms]
+    for m in norms:
+        m.reset_running_stats()
+        m.momentum = None
+    model.train()
+    for idx in batches(len(x), batch_size, torch.Generator().manual_seed(seed))[:num_batches]:
+        model(x[idx.to(x.device)])
+    for m, momentum in zip(norms, momenta, strict=True):
+        m.momentum = momentum
+
+
+def inherit(supernet: Supernet, arch: Arch, x_train: torch.Tensor, x_val: torch.Tensor,
+            y_val: torch.Tensor, seed: int = 0) -> tuple[float, float]:
+    """(val loss, val accuracy) of ``arch`` with the supernet's weights, after recalibrating
+    BatchNorm on its path."""
+    supernet.use(arch)
+    recalibrate(supernet, x_train, BN_BATCHES, SUPERNET_HP["batch_size"], seed)
+    return evaluate(supernet, x_val, y_val)
+
+
+class SupernetTraining:
+    """A supernet, its optimizer and path sampler, trained epoch by epoch."""
+
+    def __init__(self, space: Space, input_shape: tuple[int, ...], num_classes: int,
+                 sampler: str, epochs: int, device: torch.device, seed: int) -> None:
+        from raynas.strategies.rl import ReinforceController
+
+        torch.manual_seed(seed)
+        self.space = space
+        self.supernet = Supernet(space, input_shape, num_classes, seed).to(device)
+        self.opt = torch.optim.SGD(self.supernet.weights(), lr=SUPERNET_HP["lr"], nesterov=True,
+                                   momentum=SUPERNET_HP["momentum"],
+                                   weight_decay=SUPERNET_HP["weight_decay"])
+        self.sched = torch.optim.lr_scheduler.CosineAnnealingLR(self.opt, T_max=max(1, epochs))
+        self.rng = random.Random(seed)
+        self.generator = torch.Generator().manual_seed(seed)
+        self.controller = (ReinforceController(space, "reward", "max", batch_size=4, seed=seed)
+                           if sampler == "enas" else None)
+        self.epoch = 0
+
+    def sample(self) -> Arch:
+        return self.controller.propose() if self.controller else self.space.sample(self.rng)
+
+    def train_epoch(self, x: torch.Tensor, y: torch.Tensor, x_val: torch.Tensor,
+                    y_val: torch.Tensor) -> float:
+        """One epoch of weight updates, a path per batch; then (ENAS) the controller's turn:
+        it samples paths, each rewarded by its accuracy on a validation batch."""
+        self.supernet.train()
+        total, seen = 0.0, 0
+        for idx in batches(len(x), SUPERNET_HP["batch_size"], self.generator):
+            idx = idx.to(x.device)
+            self.supernet.use(self.sample())
+            self.opt.zero_grad(set_to_none=True)
+            loss = nn.functional.cross_entropy(self.supernet(x[idx]), y[idx])
+            loss.backward()
+            nn.utils.clip_grad_norm_(self.supernet.weights(), 5.0)
+            self.opt.step()
+            total += loss.item() * len(idx)
+            seen += len(idx)
+        if self.controller:
+            val_batches = batches(len(x_val), SUPERNET_HP["batch_size"], self.generator)
+            for step in range(CONTROLLER_STEPS):
+                trial_id = f"{self.epoch}-{step}"
+                arch = self.space.decode(self.controller.suggest(trial_id))
+                idx = val_batches[step % len(val_batches)].to(x.device)
+                with torch.no_grad():  # batch statistics: scores need no recalibration
+                    out = self.supernet.use(arch)(x_val[idx])
+                reward = (out.argmax(1) == y_val[idx]).float().mean().item()
+                self.controller.on_trial_complete(trial_id, {"reward": reward})
+        self.sched.step()
+        self.epoch += 1
+        return total / seen
+
+    def state(self) -> dict[str, Any]:
+        return {"supernet": self.supernet.state_dict(), "opt": self.opt.state_dict(),
+                "sched": self.sched.state_dict(), "epoch": self.epoch, "rng": self.rng.getstate(),
+                "generator": self.generator.get_state(),
+                "controller": self.controller.get_state() if self.controller else None}
+
+    def load(self, state: dict[str, Any]) -> None:
+        self.supernet.load_state_dict(state["supernet"])
+        self.opt.load_state_dict(state["opt"])
+        self.sched.load_state_dict(state["sched"])
+        self.rng.setstate(state["rng"])
+        self.generator.set_state(state["generator"])
+        self.epoch = state["epoch"]
+        if self.controller:
+            self.controller.set_state(state["controller"])
+
+
+def probe_archs(space: Space, seed: int) -> list[Arch]:
+    """Fixed sampled paths whose mean inherited accuracy tracks the supernet's training."""
+    rng = random.Random(seed)
+    return [space.sample(rng) for _ in range(PROBES)]
+
+
+def supernet_trial(config: dict[str, Any], *, space: Space, data: Dataset,
+                   settings: TrialSettings) -> None:
+    """Stage 1, a Tune function trainable: train the supernet for ``settings.max_epochs``,
+    reporting and checkpointing every epoch (a retried trial resumes from its last epoch)."""
+    from ray import tune
+
+    torch.set_num_threads(max(1, int(settings.cpus)))
+    device = device_for(settings.gpus)
+    training = SupernetTraining(space, data.input_shape, data.num_classes, config["sampler"],
+                                settings.max_epochs, device, settings.seed)
+    if checkpoint := tune.get_checkpoint():
+        with checkpoint.as_directory() as folder:
+            training.load(torch.load(Path(folder) / "state.pt", map_location=device,
+                                     weights_only=False))
+    x, y, x_val, y_val = tensors(device, data.x_train, data.y_train, data.x_val, data.y_val)
+    probes = probe_archs(space, settings.seed)
+    while training.epoch < settings.max_epochs:
+        train_loss = training.train_epoch(x, y, x_val, y_val)
+        accuracy = statistics.fmean(inherit(training.supernet, a, x, x_val, y_val,
+                                            settings.seed)[1] for a in probes)
+        with tempfile.TemporaryDirectory() as folder:
+            torch.save(training.state(), Path(folder) / "state.pt")
+            tune.report({"train_loss": train_loss, "val_accuracy": accuracy,
+                         "epoch": training.epoch, TIME_ATTR: training.epoch},
+                        checkpoint=tune.Checkpoint.from_directory(folder))
+
+
+_LOADED: dict[tuple[str, str], tuple[Supernet, list[torch.Tensor]]] = {}
+
+
+def _supernet(checkpoint: Any, space: Space, data: Dataset, device: torch.device
+              ) -> tuple[Supernet, list[torch.Tensor]]:
+    """The trained supernet and the data tensors, loaded once per worker process (Tune reuses
+    the actor for the next candidate, so only the first candidate pays for it)."""
+    key = (checkpoint.path, str(device))
+    if key not in _LOADED:
+        supernet = Supernet(space, data.input_shape, data.num_classes).to(device)
+        with checkpoint.as_directory() as folder:
+            state = torch.load(Path(folder) / "state.pt", map_location=device,
+                               weights_only=False)
+        supernet.load_state_dict(state["supernet"])
+        _LOADED.clear()
+        _LOADED[key] = supernet, tensors(device, data.x_train, data.x_val, data.y_val)
+    return _LOADED[key]
+
+
+def candidate_trial(config: dict[str, Any], *, space: Space, data: Dataset,
+                    settings: TrialSettings, checkpoint: Any) -> None:
+    """Stage 2, a Tune function trainable: score one architecture with inherited weights. It
+    reports once, at the full budget (nothing is trained, so there is nothing to stop early)."""
+    from ray import tune
+
+    torch.set_num_threads(max(1, int(settings.cpus)))
+    arch = space.decode(config)
+    supernet, (x_train, x_val, y_val) = _supernet(checkpoint, space, data,
+                                                  device_for(settings.gpus))
+    val_loss, val_accuracy = inherit(supernet, arch, x_train, x_val, y_val, settings.seed)
+    model = build_model(space, arch, data.input_shape, data.num_classes)
+    tune.report({"val_accuracy": val_accuracy, "val_loss": val_loss,
+                 "params": count_params(model), "flops": count_flops(model, data.input_shape),
+                 "arch_hash": arch_hash(arch), "epoch": settings.max_epochs,
+                 TIME_ATTR: settings.fidelity.max_budget})
+
+
+class SupernetTracker(Callback):
+    """Mirrors the stage-1 trial into the search's ``supernet`` child run, with progress
+    lines (driver side, through the search's ledger like every MLflow write)."""
+
+    def __init__(self, record: SearchRecord, max_epochs: int,
+                 progress: Callable[[str], None]) -> None:
+        self.record, self.max_epochs, self.progress = record, max_epochs, progress
+
+    def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        self.record.child(STAGE, STAGE, {"raynas.role": STAGE, "raynas.trial_id": trial.trial_id})
+        self.record.log_params(STAGE, {**trial.config, **SUPERNET_HP, "epochs": self.max_epochs})
+
+    def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict,
+                        **info: Any) -> None:
+        if result["epoch"] > self.record.ledger.last_step.get(STAGE, 0):
+            self.record.log_metrics(STAGE, {k: result[k] for k in ("train_loss", "val_accuracy")},
+                                    result["epoch"])
+        self.progress(f"supernet epoch {result['epoch']}/{self.max_epochs}: train_loss "
+                      f"{result['train_loss']:.4f}, val_accuracy {result['val_accuracy']:.4f} "
+                      f"(mean of {PROBES} sampled paths, inherited weights)")
+
+    def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        self.record.end(STAGE)
+
+    def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        self.record.tag(STAGE, {"raynas.error": trial_error(trial)[:5000]})
+        self.record.end(STAGE, "FAILED")
+
+
+def train_supernet(space: Space, data: Dataset, settings: TrialSettings, sampler: str,
+                   record: SearchRecord, tune_path: str, progress: Callable[[str], None]) -> Any:
+    """Run stage 1 as a Tune experiment under the search's (``<search>/supernet``) and return
+    its checkpoint. A finished or interrupted stage is restored, not run again (--resume)."""
+    from ray import tune
+
+    path = f"{tune_path.rstrip('/')}/{STAGE}"
+    trainable = tune.with_resources(
+        tune.with_parameters(supernet_trial, space=space, data=data, settings=settings),
+        {"cpu": settings.cpus, "gpu": settings.gpus})
+    if tune.Tuner.can_restore(path):
+        tuner = tune.Tuner.restore(path, trainable, resume_unfinished=True, resume_errored=True)
+    else:
+        progress(f"stage 1: training the supernet ({sampler}, {settings.max_epochs} epochs)")
+        base, _, name = path.rpartition("/")
+        tuner = tune.Tuner(trainable, param_space={"sampler": sampler},
+                           tune_config=tune.TuneConfig(num_samples=1),
+                           run_config=tune.RunConfig(
+                               name=name, storage_path=base, verbose=0,
+                               callbacks=[SupernetTracker(record, settings.max_epochs,
+                                                          progress)],
+                               checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
+                               failure_config=tune.FailureConfig(max_failures=2)))
+    result = tuner.fit()[0]
+    if result.error or result.checkpoint is None:
+        raise RaynasError(f"supernet training failed: {last_line(str(result.error))}")
+    record.tag("parent", {"raynas.supernet_checkpoint": result.checkpoint.path})
+    progress(f"stage 2: scoring candidates with the supernet's weights "
+             f"({result.checkpoint.path})")
+    return result.checkpoint
+
+
+@dataclass(frozen=True)
+class OneShot:
+    """The estimator of ``--strategy oneshot`` (see ``Plan.estimator``): stage 1 before the
+    search, candidates scored against its checkpoint, the best one's config is its arch."""
+
+    sampler: str = "spos"
+
+    def trainable(self, space: Space, data: Dataset, settings: TrialSettings, record: Any,
+                  tune_path: str, progress: Callable[[str], None]) -> Any:
+        from ray import tune
+
+        checkpoint = train_supernet(space, data, settings, self.sampler, record, tune_path,
+                                    progress)
+        return tune.with_parameters(candidate_trial, space=space, data=data, settings=settings,
+                                    checkpoint=checkpoint)
+
+    tracker = MLflowTracker
+
+    def arch(self, space: Space, result: Any) -> Arch:
+        return space.decode(result.config)
