@@ -1,0 +1,122 @@
+"""What a trial measures about its architecture before training, and the constraints on it.
+
+Costs (params, FLOPs, latency, peak memory) do not change while a model trains, so a trial
+measures them once, before its first epoch, on the architecture itself (full width, real input
+size, even when it trains on a proxy task). Constraints that can be decided from the
+architecture alone - params, FLOPs and, for builders with a latency table, the predicted
+latency - are checked before anything else: a violating candidate is rejected without being
+measured or trained. The others are checked once measured (latency, memory: still before
+training) or reported (accuracy, loss: at every step).
+
+The check is in the trainable rather than in a Searcher wrapper because only the trial runs on
+the device the latency is about (the driver may have no GPU, or another CPU); a rejected trial
+costs a Tune trial slot (about 0.1 s with reused actors) and shows up in MLflow with its costs
+and ``raynas.feasible=false``, so a user sees what the constraint removed.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from raynas.latency import LatencyTable, latency_units
+from raynas.models import build_model
+from raynas.objectives import (
+    Constraint,
+    count_flops,
+    count_params,
+    measure_latency,
+    peak_memory_mb,
+    violations,
+)
+from raynas.scalarize import SCALAR, Scalarizer
+
+FEASIBLE = "feasible"  # in every result of a search with constraints: False = infeasible
+VIOLATIONS = "violations"  # the broken constraints, comma-separated
+PREDICTED_LATENCY = "latency_lut_ms"  # the latency table's prediction, when it was needed
+
+
+@dataclass(frozen=True)
+class CostSettings:
+    """``search_metrics``: what the searcher and scheduler read; a rejected trial reports them
+    as NaN (Tune requires them in every result), and the strategy sees a failed trial."""
+
+    constraints: tuple[Constraint, ...] = ()
+    latency_batch: int = 1
+    latency_device: str | None = None  # None: the device the trial trains on
+    scalarizer: Scalarizer | None = None
+    search_metrics: tuple[str, ...] = ()
+
+
+def measure(space: Any, arch: dict[str, Any], data: Any, costs: CostSettings,
+            device: torch.device, train_batch: int, timed: bool = True) -> dict[str, Any]:
+    """The architecture's costs; with ``FEASIBLE: False`` if they break a constraint (and then
+    without latency and memory if a predictable constraint rules it out already).
+    ``timed=False``: params and FLOPs only."""
+    model = build_model(space, arch, data.input_shape, data.num_classes)
+    out: dict[str, Any] = {"params": count_params(model),
+                           "flops": count_flops(model, data.input_shape)}
+    target = torch.device(costs.latency_device) if costs.latency_device else device
+    if any(c.metric == "latency_ms" for c in costs.constraints):
+        units = latency_units(space, arch, data.input_shape, data.num_classes)
+        if units is not None:
+            out[PREDICTED_LATENCY] = LatencyTable(target, costs.latency_batch).predict(units)
+    predicted = {**out, "latency_ms": out.get(PREDICTED_LATENCY)}
+    if broken := violations(predicted, costs.constraints):
+        return {**out, FEASIBLE: False, VIOLATIONS: ", ".join(broken)}
+    if not timed:
+        return out
+    model.to(target)
+    out["latency_ms"] = measure_latency(model, data.input_shape, costs.latency_batch)
+    out["peak_memory_mb"] = peak_memory_mb(model, data.input_shape, train_batch)
+    if broken := violations(out, costs.constraints):
+        out.update({FEASIBLE: False, VIOLATIONS: ", ".join(broken)})
+    return out
+
+
+def judged(metrics: dict[str, Any], costs: CostSettings) -> dict[str, Any]:
+    """What a report adds to ``metrics``: feasibility (with constraints) and the scalar (when
+    scalarising)."""
+    out: dict[str, Any] = {}
+    if costs.constraints:
+        broken = violations(metrics, costs.constraints)
+        out = {FEASIBLE: not broken, VIOLATIONS: ", ".join(broken)}
+    if costs.scalarizer is not None:
+        out[SCALAR] = costs.scalarizer(metrics)
+    return out
+
+
+def rejected(measured: dict[str, Any], costs: CostSettings) -> dict[str, Any]:
+    """The one report of a trial rejected before training."""
+    return {**{m: math.nan for m in costs.search_metrics}, **measured}
+
+
+def check_settings(config: Any, objectives: list) -> int:
+    """Check the constraint, latency and scalarisation flags; returns how many objectives the
+    strategy sees (1 when they are scalarised)."""
+    from raynas.errors import ConfigError
+    from raynas.objectives import parse_constraints
+    from raynas.scalarize import parse_weights, scalarization_of
+
+    parse_constraints(config.constraint)
+    if config.latency_batch < 1:
+        raise ConfigError("--latency-batch: must be >= 1")
+    if config.latency_device not in (None, "cpu", "cuda"):
+        raise ConfigError(f"--latency-device: {config.latency_device!r} is not cpu or cuda")
+    if config.latency_device == "cuda" and (config.gpus_per_trial <= 0 or (
+            not config.address and not torch.cuda.is_available())):
+        raise ConfigError("--latency-device cuda: " + (
+            "no CUDA GPU on this machine" if config.gpus_per_trial > 0 else
+            "trials measure on their own device; give them a GPU with --gpus-per-trial"))
+    kind = scalarization_of(config, len(objectives))
+    if config.dataset.startswith("tabular:") and (config.constraint or kind):
+        raise ConfigError(f"--{'constraint' if config.constraint else 'scalarize'}: not with a "
+                          "tabular benchmark, whose trials look results up instead of measuring "
+                          "a model")
+    if kind is None:
+        return len(objectives)
+    parse_weights(config.weights, len(objectives))
+    return 1
