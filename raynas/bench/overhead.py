@@ -1,0 +1,230 @@
+"""``raynas bench overhead``: what raynas adds to every trial, against plain Ray Tune.
+
+What is compared. The same trials, proposed by the same searcher (Optuna's seeded random sampler
+behind ``ConcurrencyLimiter``, so both sides evaluate the same architectures in the same order),
+``reuse_actors=True``, the same concurrency, on the same local Ray: once through
+``raynas.experiment.search`` (MLflow tracking on, a SQLite store), once through a plain
+``tune.Tuner`` whose function trainable does the same evaluation and reports it.
+
+"Trivial evaluation", and why it is fair. The evaluation is the part both sides must do: build
+the architecture's network, train it for one epoch, measure validation accuracy. It is made as
+cheap as it can be without removing it - the smallest useful space (one tiny layer) and a tiny
+slice of ``digits`` (one training batch) - and both sides run the very same code for it
+(``raynas.estimation.train.Run``), so what is left to differ is orchestration alone.
+Everything raynas does on top of that counts as overhead: decoding the flat config, params and
+FLOPs counting, a checkpoint per epoch (fault tolerance), the dedup wrapper, the MLflow child
+run per trial (params, per-epoch metrics, ``architecture.json``, tags, status) written through
+the durable ledger by the driver. With a near-zero evaluation the ratio is the worst case: a
+real trial (seconds to hours of training) dilutes the same absolute cost, printed as ms/trial.
+
+What is timed is the search phase, ``Tuner.fit`` (for raynas: from its ``searching:`` progress
+line to its ``best:`` line); raynas's fixed cost per search (the parent run, retraining the best
+architecture, logging and registering it) is reported separately, since it does not grow with
+the number of trials. Repeats alternate the order of the two sides.
+"""
+
+from __future__ import annotations
+
+import statistics
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from raynas.bench.common import Print, Report, interleaved, machine, paired_ratio, sig
+from raynas.data import Dataset
+
+SPACE_YAML = """\
+name: bench_trivial
+model: macro
+description: the smallest useful space (one 8-channel layer); the learning rate keeps it infinite
+space:
+  stem_channels: 8
+  layers:
+    repeat: [1, 1]
+    block:
+      op: {choice: [conv_3x3, max_pool_3x3]}
+      channels: 8
+      stride: 2
+      connection: series
+  train:
+    lr: {float: [1.0e-3, 1.0e-2], log: true}
+    batch_size: 64
+    optimizer: adam
+"""
+STRATEGY = "random"
+EPOCHS = 1
+EXPERIMENT = "bench-overhead"
+
+
+def tracking(folder: Path) -> str:
+    """A SQLite MLflow store in ``folder``, its experiment's artifacts there too (a new
+    experiment's default artifact root would be ``./mlruns`` of the current directory)."""
+    from mlflow.tracking import MlflowClient
+
+    uri = f"sqlite:///{folder / 'mlflow.db'}"
+    client = MlflowClient(uri)
+    if client.get_experiment_by_name(EXPERIMENT) is None:
+        client.create_experiment(EXPERIMENT, artifact_location=(folder / "mlruns").as_uri())
+    return uri
+
+
+def tiny_digits(folder: Path, samples: int = 80) -> str:
+    """The first ``samples`` digits (+ 20 as the test split) as an ``npz:`` dataset spec: one
+    training batch after the validation split."""
+    import numpy as np
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    x, y = digits.images.astype(np.float32) / 16.0, digits.target
+    path = folder / "tiny_digits.npz"
+    np.savez(path, x=x[:samples], y=y[:samples], x_test=x[samples : samples + 20],
+             y_test=y[samples : samples + 20])
+    return f"npz:{path}"
+
+
+def plain_trial(config: dict[str, Any], *, space: Any, data: Dataset, seed: int) -> None:
+    """The baseline's function trainable: the same evaluation as raynas's, reported to Tune."""
+    import torch
+    from ray import tune
+
+    from raynas.estimation.train import Run, tensors
+
+    torch.set_num_threads(1)
+    cpu = torch.device("cpu")
+    run = Run(space, space.decode(config), data.input_shape, data.num_classes, EPOCHS, cpu, seed)
+    x, y, x_val, y_val = tensors(cpu, data.x_train, data.y_train, data.x_val, data.y_val)
+    for train_loss in run.epochs(x, y, EPOCHS):
+        val_loss, val_accuracy = run.evaluate(x_val, y_val)
+        tune.report({"val_accuracy": val_accuracy, "val_loss": val_loss,
+                     "train_loss": train_loss})
+
+
+def plain_tune(space: Any, data: Dataset, trials: int, concurrency: int, seed: int,
+               storage: Path) -> float:
+    """Seconds of ``Tuner.fit`` for ``trials`` trials of plain Tune with raynas's searcher."""
+    from ray import tune
+    from ray.tune.search import ConcurrencyLimiter
+
+    from raynas.strategies import StrategyContext, make_plan
+
+    ctx = StrategyContext(space, "val_accuracy", "max", seed, trials, concurrency, EPOCHS)
+    searcher = make_plan(STRATEGY, ctx).dedup.searcher  # the OptunaSearch inside raynas's chain
+    tuner = tune.Tuner(
+        tune.with_resources(tune.with_parameters(plain_trial, space=space, data=data, seed=seed),
+                            {"cpu": 1}),
+        tune_config=tune.TuneConfig(metric="val_accuracy", mode="max", num_samples=trials,
+                                    search_alg=ConcurrencyLimiter(searcher, concurrency),
+                                    reuse_actors=True),
+        run_config=tune.RunConfig(storage_path=str(storage), verbose=0))
+    started = time.perf_counter()
+    grid = tuner.fit()
+    seconds = time.perf_counter() - started
+    if grid.num_errors or len(grid) != trials:
+        raise RuntimeError(f"plain Tune: {grid.num_errors} of {len(grid)} trials failed")
+    return seconds
+
+
+class Phases:
+    """A ``progress`` callable for ``search``: when its search phase started and ended."""
+
+    def __init__(self) -> None:
+        self.marks: dict[str, float] = {}
+
+    def __call__(self, message: str) -> None:
+        for phase in ("searching:", "best:"):
+            if message.startswith(phase):
+                self.marks[phase] = time.perf_counter()
+
+    def search_seconds(self) -> float:
+        if len(self.marks) != 2:
+            raise RuntimeError(f"raynas search: progress lines seen: {sorted(self.marks)}; "
+                               "expected 'searching:' and 'best:'")
+        return self.marks["best:"] - self.marks["searching:"]
+
+
+def raynas_search(space_path: Path, dataset: str, trials: int, concurrency: int, seed: int,
+                  folder: Path) -> tuple[float, float]:
+    """(seconds of the search phase, seconds of the whole ``search`` call)."""
+    from raynas.config import SearchConfig
+    from raynas.experiment import search
+
+    phases = Phases()
+    started = time.perf_counter()
+    result = search(SearchConfig(
+        space=str(space_path), dataset=dataset, strategy=STRATEGY, scheduler="fifo",
+        num_trials=trials, max_epochs=EPOCHS, concurrency=concurrency, seed=seed,
+        retrain_epochs=1, experiment=EXPERIMENT, tracking_uri=tracking(folder),
+        storage=str(folder / "results"),
+        tracking_wait=10), progress=phases)
+    total = time.perf_counter() - started
+    if result.num_trials != trials or result.num_failed:
+        raise RuntimeError(f"raynas search: {result.num_failed} of {result.num_trials} failed")
+    return phases.search_seconds(), total
+
+
+def run(trials: int, repeats: int, concurrency: int, output: Path, warm_up: bool = True,
+        print_fn: Print = print) -> Report:
+    import ray
+
+    from raynas.data import load_dataset
+    from raynas.space import load_space
+
+    started_ray = not ray.is_initialized()
+    if started_ray:
+        ray.init(address="local", num_cpus=max(2, concurrency), include_dashboard=False,
+                 log_to_driver=False)
+    host = machine()
+    try:
+        with tempfile.TemporaryDirectory(prefix="raynas-bench-") as tmp:
+            folder = Path(tmp)
+            space_path = folder / "bench_trivial.yaml"
+            space_path.write_text(SPACE_YAML)
+            dataset = tiny_digits(folder)
+            space, data = load_space(space_path), load_dataset(dataset, seed=0)
+            print_fn(f"overhead: {trials} trivial trials ({data.summary()}; 1 epoch, one "
+                     f"batch), {concurrency} at a time, {repeats} repeats, alternating")
+            whole: list[float] = []
+
+            def with_raynas(seed: int) -> float:
+                search_s, total_s = raynas_search(space_path, dataset, trials, concurrency,
+                                                  seed, folder)
+                whole.append(total_s)
+                return search_s
+
+            def with_tune(seed: int) -> float:
+                return plain_tune(space, data, trials, concurrency, seed, folder / "plain")
+
+            # The first Tune run of a process pays one-time costs (imports, Ray starting worker
+            # processes): a warm-up, not counted. raynas's own one-time costs (MLflow's store
+            # creation, imports) happen before its search phase starts.
+            if warm_up:
+                print_fn("warm-up (not counted) ...")
+                plain_tune(space, data, 1, 1, 0, folder / "plain")
+            seconds = interleaved({"raynas": with_raynas, "tune": with_tune}, repeats)
+    finally:
+        if started_ray:
+            ray.shutdown()
+    rows = [{"repeat": i, "system": name, "trials": trials, "search_s": sig(s),
+             "trials_per_s": sig(trials / s),
+             **({"whole_search_s": sig(whole[i])} if name == "raynas" else {})}
+            for name, values in seconds.items() for i, s in enumerate(values)]
+    per_trial = {name: statistics.median(values) / trials for name, values in seconds.items()}
+    ratio = paired_ratio(seconds["raynas"], seconds["tune"])
+    fixed = statistics.median(w - s for w, s in zip(whole, seconds["raynas"], strict=True))
+    summary = {"raynas_trials_per_s": sig(1 / per_trial["raynas"]),
+               "tune_trials_per_s": sig(1 / per_trial["tune"]),
+               "overhead_ms_per_trial": sig(1000 * (per_trial["raynas"] - per_trial["tune"])),
+               "raynas_fixed_s_per_search": sig(fixed)}
+    for name in ("raynas", "tune"):
+        print_fn(f"{name:>6}: {summary[f'{name}_trials_per_s']:.2f} trials/s "
+                 f"({1000 * per_trial[name]:.0f} ms/trial, median of {repeats})")
+    print_fn(f"raynas adds {summary['overhead_ms_per_trial']:.0f} ms per trial; its fixed cost "
+             f"per search (parent run, retrain, model registration) {fixed:.1f} s")
+    report = Report("overhead", ratio, "ratio = raynas seconds per trial / plain Ray Tune's "
+                    "(lower is better)", "<= 1.10", rows, host, summary,
+                    {"trials": trials, "repeats": repeats, "concurrency": concurrency,
+                     "strategy": STRATEGY, "epochs": EPOCHS, "dataset": data.summary(),
+                     "warm_up": warm_up})
+    report.write(output, print_fn)
+    return report
