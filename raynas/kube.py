@@ -35,7 +35,7 @@ OVERLAYS_DIR = K8S_DIR / "overlays"
 #: (MLFLOW_TRACKING_URI, RAYNAS_STORAGE).
 DEFAULT_ENTRYPOINT = (
     "raynas search --address auto --space small_cnn --dataset mnist5k --num-trials 8 "
-    "--max-epochs 9 --retrain-epochs 3 --experiment k8s-demo --json"
+    "--max-epochs 9 --retrain-epochs 3 --experiment k8s-demo --resume auto --json"
 )
 
 #: Kubernetes version whose core schemas (from kubernetes-validate) objects are checked against.

@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -95,6 +96,9 @@ class Ledger:
         # was lost with a killed driver (Tune's saved state does not know it).
         self.seen: set[str] = set()
         self.live: set[str] = set()
+        self._lock = threading.RLock()  # one applier at a time: the background one or flush()
+        self._wake = threading.Event()
+        self._applier: threading.Thread | None = None
         for op in self.ops:
             self._index(op)
 
@@ -117,21 +121,42 @@ class Ledger:
 
     def bind(self, key: str, run_id: str) -> None:
         """A run created outside the ledger (the parent, created while the store must be up)."""
-        self.runs[key] = run_id
-        self._save()
+        with self._lock:
+            self.runs[key] = run_id
+            self._save()
 
     def write(self, op: str, key: str, **args: Any) -> None:
-        """Record one write durably, then try to apply everything pending."""
+        """Record one write durably; a background thread applies it (in order) soon after.
+
+        Applying inline would put every MLflow round trip on Tune's event loop, between one
+        trial's report and the next trial's start: that was most of raynas' per-trial overhead.
+        """
         entry = {"op": op, "key": key, "args": args}
         with open(self.folder / LEDGER, "a") as f:
             f.write(json.dumps(entry, default=str) + "\n")
         self.ops.append(entry)
         self._index(entry)
-        self.flush()
+        self._wake.set()
+        if self._applier is None or not self._applier.is_alive():
+            self._applier = threading.Thread(target=self._apply_in_background, daemon=True,
+                                             name=f"raynas-ledger-{self.folder.name}")
+            self._applier.start()
+
+    def _apply_in_background(self) -> None:
+        while True:
+            self._wake.wait()
+            self._wake.clear()
+            if self.flush():  # the store is away: try again when the backoff says
+                time.sleep(max(0.05, self.retry_at - time.monotonic()))
+                self._wake.set()
 
     def flush(self, wait_s: float = 0.0) -> int:
         """Apply pending writes in order, for up to ``wait_s`` while the store is unreachable;
         returns how many are still pending."""
+        with self._lock:
+            return self._flush(wait_s)
+
+    def _flush(self, wait_s: float) -> int:
         deadline = time.monotonic() + wait_s
         while self.pending:
             pause = self.retry_at - time.monotonic()
@@ -160,6 +185,8 @@ class Ledger:
             self.tags.setdefault(key, {}).update(args["tags"])
         elif entry["op"] == "end":
             self.status[key] = args["status"]
+        elif entry["op"] == "reopen":
+            self.status[key] = "RUNNING"
 
     def _unreachable(self, exc: Exception) -> None:
         if self.down_since is None:
@@ -222,7 +249,12 @@ class Ledger:
         elif op == "model":
             from raynas.tracking import log_model_files
 
-            self.outputs["model_uri"] = log_model_files(self.client, run_id, self.folder, args)
+            self.outputs[f"{key}:model_uri"] = log_model_files(self.client, run_id, self.folder,
+                                                               args)
+        elif op == "alias":  # a registered model alias on the version this run's model got
+            name, _, version = self.outputs[f"{key}:model_uri"].removeprefix(
+                "models:/").rpartition("/")
+            self.client.set_registered_model_alias(name, args["alias"], version)
         else:
             raise ValueError(f"unknown ledger op {op!r}")
 

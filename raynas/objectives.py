@@ -1,10 +1,18 @@
-"""Cost objectives of an architecture, measured on the built model."""
+"""Cost objectives of an architecture, measured on the built model; constraints on them."""
 
 from __future__ import annotations
+
+import operator
+import re
+import statistics
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 
 import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
+
+from raynas.errors import ConfigError, did_you_mean
 
 
 def count_params(model: nn.Module) -> int:
@@ -12,9 +20,14 @@ def count_params(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters() if p.requires_grad)
 
 
+def device_of(model: nn.Module) -> torch.device:
+    """Where the model's weights are (CPU for a module without any, e.g. a pooling op)."""
+    return next(model.parameters(), torch.zeros(())).device
+
+
 def count_flops(model: nn.Module, input_shape: tuple[int, ...]) -> int:
     """Forward FLOPs for one sample (PyTorch's counter: 2 per multiply-add)."""
-    device = next(model.parameters()).device
+    device = device_of(model)
     was_training = model.training
     model.eval()
     try:
@@ -23,3 +36,136 @@ def count_flops(model: nn.Module, input_shape: tuple[int, ...]) -> int:
     finally:
         model.train(was_training)
     return int(counter.get_total_flops())
+
+
+def measure_latency(model: nn.Module, input_shape: tuple[int, ...], batch: int = 1,
+                    repeats: int = 61, budget_s: float = 0.25) -> float:
+    """Median milliseconds of one forward pass of ``batch`` samples in eval mode, on the
+    model's device, with the threads torch uses now.
+
+    A few warm-up calls, then ``repeats`` blocks of calls (fewer for a slow model, to stay
+    near ``budget_s``, but at least 5), each ~0.5 ms long so the clock's overhead is small;
+    the latency is the median block's time per call. Short blocks matter on a shared machine:
+    most fit between two preemptions, so the median is not moved by the slow ones (measured
+    at load 20 on 2 cores: 2 ms blocks read 400-640 us for a 75 us network, 0.5 ms blocks
+    78-95 us). The clock is ``torch.utils.benchmark``'s, which synchronises CUDA."""
+    from torch.utils.benchmark.utils.timer import timer as clock
+
+    device = device_of(model)
+    x = torch.zeros(batch, *input_shape, device=device)
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            for _ in range(3):
+                model(x)
+            start = clock()
+            model(x)
+            per_call = max(clock() - start, 1e-7)
+            number = max(1, round(5e-4 / per_call))
+            blocks = max(5, min(repeats, int(budget_s / (number * per_call))))
+            times = []
+            for _ in range(blocks):
+                start = clock()
+                for _ in range(number):
+                    model(x)
+                times.append((clock() - start) / number)
+    finally:
+        model.train(was_training)
+    return statistics.median(times) * 1e3
+
+
+def peak_memory_mb(model: nn.Module, input_shape: tuple[int, ...], batch: int) -> float:
+    """Memory (MiB) of the forward pass of a training step on one batch: the weights plus the
+    activations autograd keeps for the backward pass (gradients and optimizer state, another
+    1-3x the weights, are not counted).
+
+    On CUDA it is measured: ``torch.cuda.max_memory_allocated`` during the forward pass, less
+    what was allocated before it, plus the weights. The CPU allocator keeps no such statistic,
+    so there it is counted: every distinct tensor autograd saves for backward
+    (``saved_tensors_hooks``) that is not a parameter, plus the output and the input, plus the
+    parameters and buffers. Eval mode, so BatchNorm's running statistics stay untouched."""
+    device = device_of(model)
+    weights = sum(t.nelement() * t.element_size()
+                  for t in (*model.parameters(), *model.buffers()))
+    was_training = model.training
+    model.eval()
+    try:
+        x = torch.zeros(batch, *input_shape, device=device)
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+            torch.cuda.reset_peak_memory_stats(device)
+            before = torch.cuda.memory_allocated(device)
+            with torch.enable_grad():
+                out = model(x)
+            torch.cuda.synchronize(device)
+            activations = torch.cuda.max_memory_allocated(device) - before
+        else:
+            skip = {p.untyped_storage().data_ptr() for p in model.parameters()}
+            saved: dict[int, int] = {}
+
+            def pack(t: torch.Tensor) -> torch.Tensor:
+                storage = t.untyped_storage()
+                if storage.data_ptr() not in skip:
+                    saved[storage.data_ptr()] = storage.nbytes()
+                return t
+
+            with torch.enable_grad(), torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+                out = model(x)
+            saved.setdefault(out.untyped_storage().data_ptr(), out.untyped_storage().nbytes())
+            saved.setdefault(x.untyped_storage().data_ptr(), x.untyped_storage().nbytes())
+            activations = sum(saved.values())
+        del out
+    finally:
+        model.train(was_training)
+    return (weights + activations) / 2**20
+
+
+_OPS = {"<=": operator.le, "<": operator.lt, ">=": operator.ge, ">": operator.gt}
+_CONSTRAINT = re.compile(r"^\s*([A-Za-z_][\w.]*)\s*(<=|>=|<|>)\s*(\S+)\s*$")
+
+
+@dataclass(frozen=True)
+class Constraint:
+    """A bound a trial's reported metric must keep, e.g. ``params<=200000``."""
+
+    metric: str
+    op: str
+    bound: float
+
+    def holds(self, value: float) -> bool:
+        return bool(_OPS[self.op](float(value), self.bound))
+
+    def __str__(self) -> str:
+        bound = int(self.bound) if self.bound.is_integer() else self.bound
+        return f"{self.metric}{self.op}{bound}"
+
+
+def parse_constraints(texts: Sequence[str] | None) -> list[Constraint]:
+    """``--constraint METRIC<=BOUND`` (ops ``<=``, ``<``, ``>=``, ``>``; repeatable)."""
+    from raynas.config import METRICS
+
+    constraints = []
+    for text in texts or ():
+        match = _CONSTRAINT.match(text)
+        if match is None:
+            raise ConfigError(f"--constraint: expected METRIC<=BOUND (or <, >=, >), got {text!r}")
+        metric, op, bound = match.groups()
+        if metric not in METRICS:
+            raise ConfigError(f"--constraint: unknown metric {metric!r}"
+                              f"{did_you_mean(metric, METRICS)}; one of {', '.join(METRICS)}")
+        try:
+            value = float(bound)
+        except ValueError:
+            value = float("nan")
+        if value != value:  # NaN would make every comparison false
+            raise ConfigError(f"--constraint: bound {bound!r} of {text!r} is not a number")
+        constraints.append(Constraint(metric, op, value))
+    return constraints
+
+
+def violations(result: Mapping, constraints: Sequence[Constraint]) -> list[str]:
+    """The constraints ``result`` breaks, as text; a metric not reported (yet) is not checkable,
+    so it is no violation."""
+    return [str(c) for c in constraints
+            if result.get(c.metric) is not None and not c.holds(result[c.metric])]

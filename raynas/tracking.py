@@ -6,6 +6,7 @@ SQLite store safe under any number of concurrent trials, and workers never need 
 
 from __future__ import annotations
 
+import math
 import os
 import subprocess
 import time
@@ -20,8 +21,12 @@ from ray.tune.stopper import Stopper
 import raynas
 from raynas.config import METRICS
 from raynas.errors import ConfigError
+from raynas.estimation.costs import FEASIBLE, VIOLATIONS
 from raynas.estimation.fidelity import TIME_ATTR, Fidelity
 from raynas.ledger import Ledger
+from raynas.models import describe
+from raynas.report.trial import log_structure
+from raynas.scalarize import SCALAR
 from raynas.space import Space, arch_hash
 
 
@@ -136,12 +141,21 @@ class SearchRecord:
         self.ledger.write("dict", key, data=data, file=file)
 
     def log_file(self, key: str, name: str, content: bytes) -> None:
-        """An artifact kept in the ledger's folder until the store has it."""
+        """An artifact kept in the ledger's folder until the store has it; ``name`` may have
+        folders (``trial/<id>/architecture.png``), the artifact is named by its last part."""
+        (self.ledger.folder / name).parent.mkdir(parents=True, exist_ok=True)
         (self.ledger.folder / name).write_bytes(content)
         self.ledger.write("artifact", key, file=name)
 
     def end(self, key: str, status: str = "FINISHED") -> None:
         self.ledger.write("end", key, status=status)
+
+
+def recorded(result: dict) -> dict[str, float]:
+    """The metrics of a Tune result that MLflow records: the finite ones of ``METRICS``, and
+    the scalar of a scalarised search (a rejected trial reports NaN for what it never had)."""
+    return {k: result[k] for k in (*METRICS, SCALAR)
+            if isinstance(result.get(k), int | float) and math.isfinite(result[k])}
 
 
 class MLflowTracker(Callback):
@@ -152,11 +166,14 @@ class MLflowTracker(Callback):
     """
 
     def __init__(self, record: SearchRecord, space: Space, fidelity: Fidelity,
-                 progress: Callable[[str], None]) -> None:
+                 progress: Callable[[str], None],
+                 arch_metrics: dict[str, dict[str, float]] | None = None) -> None:
         self.record = record
         self.space = space
         self.fidelity = fidelity
         self.progress = progress
+        # metrics a strategy knows before training (zero_cost's proxy score), by arch hash
+        self.arch_metrics = arch_metrics or {}
         self.done = 0
         self.best: float | None = None
 
@@ -183,11 +200,16 @@ class MLflowTracker(Callback):
         if self.ledger.has(key):  # a retried or resumed trial keeps its run
             return
         arch = self.space.decode(trial.config)
+        genotype = describe(self.space, arch)
         self.record.child(key, f"trial-{trial.trial_id}", {
             "raynas.trial_id": trial.trial_id, "raynas.arch_hash": arch_hash(arch),
-            "raynas.role": "trial"})
+            "raynas.role": "trial", **({"raynas.genotype": genotype} if genotype else {})})
         self.record.log_params(key, {f"arch.{k}": v for k, v in self.space.encode(arch).items()})
         self.record.log_dict(key, arch, "architecture.json")
+        log_structure(self.record, key, self.space.model, arch,
+                      f"trial {trial.trial_id} ({arch_hash(arch)})", self.progress)
+        if known := self.arch_metrics.get(arch_hash(arch)):
+            self.record.log_metrics(key, known, 0)
 
     def on_trial_recover(self, iteration: int, trials: list, trial, **info) -> None:
         key = f"trial/{trial.trial_id}"
@@ -202,26 +224,41 @@ class MLflowTracker(Callback):
         # A trial restored from a checkpoint (retry, resume) reports again the steps after that
         # checkpoint that were logged already: MLflow keeps the first report of each step.
         if step > self.ledger.last_step.get(key, 0):
-            self.record.log_metrics(key, {k: result[k] for k in METRICS if k in result},
-                                    step)
+            self.record.log_metrics(key, recorded(result), step)
         node = result.get("node_id")
         if node and self.ledger.tags.get(key, {}).get("raynas.node_id") != node:
             self.record.tag(key, {"raynas.node_id": node})  # once, again if it moves
-        if "val_accuracy" in result:
+        sizes = {k: v for k, v in recorded(result).items() if k in ("params", "flops")}
+        if sizes and "raynas.params" not in self.ledger.tags.get(key, {}):
+            # as tags too (once): runs filter and sort by them in the MLflow UI
+            self.record.tag(key, {f"raynas.{k}": v for k, v in sizes.items()})
+        if "val_accuracy" in recorded(result):
             self.progress(f"trial {trial.trial_id} {self.fidelity.progress(result)} "
                           f"val_accuracy={result['val_accuracy']:.4f}")
 
     def on_trial_complete(self, iteration: int, trials: list, trial, **info) -> None:
         key = f"trial/{trial.trial_id}"
         result = trial.last_result or {}
-        stopped_early = result.get(TIME_ATTR, 0) < self.fidelity.max_budget
+        feasible = result.get(FEASIBLE) is not False
+        if FEASIBLE in result:  # a search with constraints
+            broken = {} if feasible else {"raynas.violations": result[VIOLATIONS]}
+            self.record.tag(key, {"raynas.feasible": str(feasible).lower(), **broken})
+        rejected = not feasible and not result.get(TIME_ATTR)  # before training (see costs)
+        if rejected:  # its costs are all it has
+            self.record.log_metrics(key, recorded(result), 0)
+        stopped_early = not rejected and result.get(TIME_ATTR, 0) < self.fidelity.max_budget
         if stopped_early:
             self.record.tag(key, {"raynas.stopped_early": "true"})
-        self.record.end(key, "KILLED" if stopped_early else "FINISHED")
+        self.record.end(key, "KILLED" if stopped_early or rejected else "FINISHED")
         accuracy = result.get("val_accuracy")
-        if accuracy is not None and (self.best is None or accuracy > self.best):
+        if feasible and accuracy is not None and (self.best is None or accuracy > self.best):
             self.best = accuracy
-        self._finished(trial, "stopped early" if stopped_early else "finished")
+        what = "stopped early" if stopped_early else "finished"
+        if rejected:
+            what = f"rejected before training ({result[VIOLATIONS]})"
+        elif not feasible:
+            what += f", infeasible ({result[VIOLATIONS]})"
+        self._finished(trial, what)
 
     def on_trial_error(self, iteration: int, trials: list, trial, **info) -> None:
         key = f"trial/{trial.trial_id}"
@@ -253,14 +290,15 @@ class FailureBudget(Stopper):
         return self.limit is not None and self.tracker.failed >= self.limit
 
 
-def save_final_model(folder: Path, model, example) -> dict[str, str]:
+def save_final_model(folder: Path, model, example, stem: str = "final") -> dict[str, str]:
     """Keep the retrained model next to the ledger until MLflow has it (see ``Ledger``)."""
     import numpy as np
     import torch
 
-    torch.save(model, folder / "final_model.pt")
-    np.save(folder / "final_example.npy", example)
-    return {"model": "final_model.pt", "example": "final_example.npy"}
+    files = {"model": f"{stem}_model.pt", "example": f"{stem}_example.npy"}
+    torch.save(model, folder / files["model"])
+    np.save(folder / files["example"], example)
+    return files
 
 
 def log_model_files(client: MlflowClient, run_id: str, folder: Path, args: dict) -> str:

@@ -26,4 +26,24 @@ def tracking(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
     monkeypatch.chdir(tmp_path)
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    import mlflow
+
+    # MLflow's fluent API keeps the URI an earlier test set (``mlflow.set_tracking_uri``).
+    mlflow.set_tracking_uri(uri)
     return uri
+
+
+@pytest.fixture(scope="session")
+def tiny_search(ray_local, tmp_path_factory):
+    """One real search (small_cnn, 4 random trials of 2 epochs) in its own SQLite MLflow store,
+    shared by the tests that only read what it recorded (reports, browsing)."""
+    from raynas.config import SearchConfig
+    from raynas.experiment import search
+
+    root = tmp_path_factory.mktemp("tiny_search")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.chdir(root)  # the store's artifacts go to ./mlruns
+        return search(SearchConfig(
+            space="small_cnn", strategy="random", scheduler="fifo", num_trials=4, max_epochs=2,
+            retrain_epochs=1, tracking_uri=f"sqlite:///{root / 'mlflow.db'}",
+            storage=str(root / "ray")))

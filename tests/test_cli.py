@@ -41,7 +41,7 @@ def write(path: Path, text: str) -> str:
     (["--dataset", "npz:corrupt.npz"], r"corrupt.npz"),
     (["--objective", "val_acc:max"], r"no trial reports 'val_acc' \(did you mean "
                                      r"'val_accuracy'\?\)"),
-    (["--fidelity", "data:2"], r"--fidelity: expected epochs, data or data:MIN_FRACTION"),
+    (["--fidelity", "data:2"], r"--fidelity: expected epochs, data, width or resolution"),
     (["--max-failed-trials", "0"], r"--max-failed-trials: must be >= 1"),
     (["--resume", "no_such_folder"], r"not a raynas search folder"),
 ])

@@ -204,8 +204,11 @@ def mlflow_server(tmp_path_factory) -> Iterator[Server]:
 # --------------------------------------------------------------------------------------- tests
 
 
-def test_the_kubernetes_entrypoint_runs_on_two_nodes_into_the_mlflow_server(
+def test_the_kubernetes_entrypoint_resumes_itself_on_two_nodes_into_the_mlflow_server(
         cluster, mlflow_server, tmp_path):
+    """The RayJob's command, its driver killed mid-search (a lost head pod), then the very same
+    command again (KubeRay's retry): it finds the search on the shared storage and finishes it,
+    every trial once, one final model."""
     import mlflow
     import torch
     from mlflow.models import Model
@@ -215,15 +218,35 @@ def test_the_kubernetes_entrypoint_runs_on_two_nodes_into_the_mlflow_server(
     work.mkdir()
     command = shlex.split(kube.DEFAULT_ENTRYPOINT)
     assert command[:4] == ["raynas", "search", "--address", "auto"]
-    proc = raynas("launch", "cluster", "--address", cluster.address,
-                  "--tracking-uri", mlflow_server.url, "--storage", str(results),
-                  "--", *command[4:], cwd=work, env=cluster.submitter_env, timeout=420)
+    assert command[command.index("--resume") + 1] == "auto"
+    launch = ["launch", "cluster", "--address", cluster.address, "--tracking-uri",
+              mlflow_server.url, "--storage", str(results)]
+    first = raynas(*launch, "--no-wait", "--", *command[4:], cwd=work, env=cluster.submitter_env)
+    assert first.returncode == 0, first.stderr
+    ledger = results / "k8s-demo" / "mlflow-ledger.jsonl"  # --resume auto: STORAGE/EXPERIMENT
+
+    def two_trials_ended() -> bool:
+        ops = [json.loads(line) for line in ledger.read_text().splitlines()
+               if line.endswith("}")] if ledger.exists() else []
+        return sum(op["op"] == "end" and op["key"].startswith("trial/") for op in ops) >= 2
+
+    wait_for("two trials of the first job", two_trials_ended, 300)
+    drivers = [int(p.parent.name) for p in Path("/proc").glob("[0-9]*/cmdline") if p.exists()
+               and b"search\x00--address\x00auto" in p.read_bytes()]
+    assert len(drivers) == 1, drivers
+    os.kill(drivers[0], signal.SIGKILL)
+    wait_for("the first job to fail", lambda: launcher.state_name(
+        cluster.client().get_job_status(first.stdout.strip())) == "FAILED", 60)
+
+    proc = raynas(*launch, "--", *command[4:], cwd=work, env=cluster.submitter_env, timeout=420)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-2000:]
     job_id = re.search(r"submitted job (\S+)", proc.stderr).group(1)
     assert proc.stderr.strip().endswith(f"job {job_id} SUCCEEDED")
+    assert "--resume auto: " in proc.stdout and "resuming it" in proc.stdout, proc.stdout[-3000:]
 
-    # The job ran exactly the RayJob's command, pinned to this machine's versions.
+    # Both jobs ran exactly the RayJob's command, pinned to this machine's versions.
     info = cluster.client().get_job_info(job_id)
+    assert info.entrypoint == cluster.client().get_job_info(first.stdout.strip()).entrypoint
     assert info.entrypoint == kube.DEFAULT_ENTRYPOINT
     assert info.metadata == {f"{k}_version": v for k, v in launcher.local_versions().items()}
     pinned = re.search(r"versions match the submitter's on 2 node\(s\): .*; raynas from (\S+)",
@@ -246,6 +269,14 @@ def test_the_kubernetes_entrypoint_runs_on_two_nodes_into_the_mlflow_server(
         f"tags.mlflow.parentRunId = '{parent.info.run_id}' and tags.`raynas.role` = 'trial'",
         max_results=1000)
     assert len(trials) == summary["num_trials"]
+    # Exactly once: one search run, each trial one run with one point per budget step.
+    searches = client.search_runs([parent.info.experiment_id], "tags.`raynas.role` = 'search'")
+    assert [r.info.run_id for r in searches] == [parent.info.run_id]
+    assert len({r.data.tags["raynas.trial_id"] for r in trials}) == len(trials)
+    for run in trials:
+        assert run.info.status in ("FINISHED", "KILLED"), run.data.tags
+        steps = [m.step for m in client.get_metric_history(run.info.run_id, "val_accuracy")]
+        assert steps == sorted(set(steps)) and steps[0] == 1, steps
     # Trials ran on both nodes (two trials at a time, one CPU per node).
     on = [r.data.tags.get("raynas.node_id") for r in trials]
     assert set(on) == set(cluster.nodes.values()), {n: on.count(i)
@@ -268,7 +299,7 @@ def test_the_kubernetes_entrypoint_runs_on_two_nodes_into_the_mlflow_server(
                 if p.name in ("MLmodel", "mlflow.db", "mlruns", "mlartifacts")]
     assert not on_nodes
     # Tune's experiment dir went to RAYNAS_STORAGE.
-    assert list(results.glob(f"{name}-*/experiment_state-*.json"))
+    assert list(results.glob(f"{name}/experiment_state-*.json"))
 
 
 def test_status_and_stop_a_running_job(cluster, mlflow_server, tmp_path):

@@ -19,7 +19,7 @@ from raynas.estimation.fidelity import Fidelity, nested_order, parse_fidelity
 ])
 def test_parse_fidelity(text, rungs, fractions, max_budget):
     fidelity = parse_fidelity(text, max_epochs=5)
-    assert fidelity.data_rungs == rungs and fidelity.max_budget == max_budget
+    assert fidelity.rungs == rungs and fidelity.max_budget == max_budget
     assert [fidelity.fraction(k) for k in range(rungs)] == pytest.approx(fractions)
     assert [fidelity.budget(k) for k in range(rungs)] == [3**k for k in range(rungs)]
 

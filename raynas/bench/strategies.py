@@ -12,15 +12,15 @@ from __future__ import annotations
 import itertools
 import json
 import statistics
-import tempfile
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from raynas.bench.common import tune_fit
 from raynas.space import Arch, Space, load_space
-from raynas.strategies import StrategyContext, make_plan, scheduler_for
+from raynas.strategies import StrategyContext, make_plan
 
 SYNTHETIC_SPACE: dict[str, Any] = {
     "name": "synthetic",
@@ -105,29 +105,14 @@ def tune_run(strategy: str, seed: int, space: Space, data: Any, trials: int, max
     run through Tune exactly as ``raynas search`` runs it, minus MLflow and the retraining."""
     from ray import tune
 
-    from raynas.estimation.fidelity import Fidelity
-    from raynas.estimation.train import TrialSettings, train_trial
-
-    metric, mode = "val_accuracy", "max"
-    ctx = StrategyContext(space, metric, mode, seed, trials, concurrency, max_epochs, "fifo")
-    plan = make_plan(strategy, ctx)
     order: list[float] = []
 
     class Record(tune.Callback):
         def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any):
-            order.append((trial.last_result or {}).get(metric, 0.0))
+            order.append((trial.last_result or {}).get("val_accuracy", 0.0))
 
-    trainable = tune.with_resources(
-        tune.with_parameters(train_trial, space=space, data=data,
-                             settings=TrialSettings(Fidelity(max_epochs), seed)), {"cpu": 1})
-    tuner = tune.Tuner(trainable, param_space=plan.param_space, tune_config=tune.TuneConfig(
-        metric=metric, mode=mode, search_alg=plan.searcher,
-        scheduler=scheduler_for(plan, ctx),
-        num_samples=plan.num_trials, reuse_actors=True),
-        run_config=tune.RunConfig(callbacks=[Record()], verbose=0,
-                                  storage_path=str(Path(tempfile.mkdtemp()).resolve()),
-                                  failure_config=tune.FailureConfig(max_failures=0)))
-    tuner.fit()
+    tune_fit(space, data, strategy=strategy, scheduler="fifo", seed=seed, trials=trials,
+             max_epochs=max_epochs, concurrency=concurrency, callbacks=[Record()])
     return list(itertools.accumulate(order, max))
 
 

@@ -20,9 +20,10 @@ from torch import nn
 
 from raynas.data import Dataset
 from raynas.errors import SpaceError
-from raynas.estimation.fidelity import TIME_ATTR, Fidelity, nested_order
+from raynas.estimation.costs import FEASIBLE, CostSettings, judged, measure, rejected
+from raynas.estimation.fidelity import REAL_TASK, TIME_ATTR, Fidelity, ProxyTask, nested_order
+from raynas.estimation.tabular import Table, tabular_trial
 from raynas.models import build_model
-from raynas.objectives import count_flops, count_params
 from raynas.space import Space, arch_hash
 
 OPTIMIZERS = ("adam", "adamw", "sgd")
@@ -38,6 +39,7 @@ class TrialSettings:
     seed: int = 0
     cpus: float = 1.0
     gpus: float = 0.0
+    costs: CostSettings = CostSettings()  # constraints, latency measurement, scalarisation
 
     @property
     def max_epochs(self) -> int:
@@ -99,14 +101,19 @@ def seed_everything(seed: int, arch: dict[str, Any]) -> torch.Generator:
 
 
 class Run:
-    """A model with its optimizer and LR schedule, trained epoch by epoch."""
+    """A model with its optimizer and LR schedule, trained epoch by epoch; on a proxy task
+    (``task``) the model is narrower and sees downsampled inputs."""
 
     def __init__(self, space: Space, arch: dict[str, Any], input_shape: tuple[int, ...],
-                 num_classes: int, epochs: int, device: torch.device, seed: int) -> None:
+                 num_classes: int, epochs: int, device: torch.device, seed: int,
+                 task: ProxyTask = REAL_TASK) -> None:
         self.generator = seed_everything(seed, arch)
         self.hp = hyperparameters(arch)
         self.device = device
-        self.model = build_model(space, arch, input_shape, num_classes).to(device)
+        self.task = task
+        self.input_shape = task.shape(input_shape)
+        self.model = build_model(space, arch, self.input_shape, num_classes,
+                                 task.width).to(device)
         kwargs = {"lr": self.hp["lr"], "weight_decay": self.hp["weight_decay"]}
         if self.hp["optimizer"] == "sgd":
             self.opt = torch.optim.SGD(self.model.parameters(), momentum=0.9, nesterov=True,
@@ -120,6 +127,7 @@ class Run:
 
     def epochs(self, x: torch.Tensor, y: torch.Tensor, until: int) -> Iterator[float]:
         """Train up to epoch ``until``, yielding each epoch's mean training loss."""
+        x = self.inputs(x)
         batch = int(self.hp["batch_size"])
         while self.epoch < until:
             self.model.train()
@@ -145,6 +153,7 @@ class Run:
     @torch.no_grad()
     def evaluate(self, x: torch.Tensor, y: torch.Tensor) -> tuple[float, float]:
         """(mean loss, accuracy) on a split."""
+        x = self.inputs(x)
         self.model.eval()
         loss, correct = 0.0, 0
         for start in range(0, len(x), EVAL_BATCH):
@@ -153,6 +162,13 @@ class Run:
             loss += self.loss(out, target).item() * len(target)
             correct += (out.argmax(1) == target).sum().item()
         return loss / len(x), correct / len(x)
+
+    def inputs(self, x: torch.Tensor) -> torch.Tensor:
+        """Inputs at the proxy task's resolution: area interpolation averages each output
+        pixel's footprint, so downsampling does not alias."""
+        if tuple(x.shape[1:]) == self.input_shape:
+            return x
+        return nn.functional.interpolate(x, size=self.input_shape[1:], mode="area")
 
     def state(self) -> dict[str, Any]:
         return {"model": self.model.state_dict(), "opt": self.opt.state_dict(),
@@ -186,70 +202,90 @@ def tensors(device: torch.device, *arrays: np.ndarray) -> list[torch.Tensor]:
     return [torch.as_tensor(np.array(a), device=device) for a in arrays]
 
 
-def train_trial(config: dict[str, Any], *, space: Space, data: Dataset,
+def train_trial(config: dict[str, Any], *, space: Space, data: Dataset | Table,
                 settings: TrialSettings) -> None:
     """The Tune function trainable: decode, build, train; report and checkpoint at every step
-    of the fidelity (each epoch, or each data rung)."""
+    of the fidelity (each epoch, or each rung of the proxy task). Given a tabular benchmark
+    instead of a dataset, it looks the results up (see ``estimation.tabular``)."""
     import ray
     from ray import tune
 
+    if isinstance(data, Table):
+        return tabular_trial(config, space=space, table=data, settings=settings)
     torch.set_num_threads(max(1, int(settings.cpus)))
     arch = space.decode(config)
     device = device_for(settings.gpus)
 
-    def new_run() -> Run:
+    def new_run(task: ProxyTask) -> Run:
         return Run(space, arch, data.input_shape, data.num_classes, settings.max_epochs, device,
-                   settings.seed)
+                   settings.seed, task)
 
     state = None
     checkpoint = tune.get_checkpoint()
     if checkpoint:
         with checkpoint.as_directory() as folder:
             state = torch.load(Path(folder) / "state.pt", map_location=device, weights_only=False)
+    # Costs once per trial, before training, of the architecture itself (not of its narrower
+    # proxy-task model); a restored trial keeps the ones it measured. See ``costs``.
+    costs = (state or {}).get("costs") or measure(
+        space, arch, data, settings.costs, device, int(hyperparameters(arch)["batch_size"]))
+    fixed = {**costs, "arch_hash": arch_hash(arch),
+             "node_id": ray.get_runtime_context().get_node_id()}
+    if costs.get(FEASIBLE) is False:  # rejected: no epoch is spent on it
+        tune.report({**rejected(fixed, settings.costs), "epoch": 0, TIME_ATTR: 0})
+        return
     x_train, y_train, x_val, y_val = tensors(device, data.x_train, data.y_train, data.x_val,
                                              data.y_val)
-    steps = _by_data if settings.fidelity.data_rungs else _by_epoch
-    fixed: dict[str, Any] = {}
+    steps = _by_rung if settings.fidelity.rungs else _by_epoch
     for run, progress in steps(new_run, state, x_train, y_train, settings):
-        fixed = fixed or {"params": count_params(run.model),
-                          "flops": count_flops(run.model, data.input_shape),
-                          "arch_hash": arch_hash(arch),
-                          "node_id": ray.get_runtime_context().get_node_id()}
         val_loss, val_accuracy = run.evaluate(x_val, y_val)
         # lr as a metric: PBT changes it mid-trial (exploit + explore), and MLflow shows when.
         metrics = {"val_accuracy": val_accuracy, "val_loss": val_loss, "lr": run.hp["lr"],
                    **progress, **fixed}
+        metrics.update(judged(metrics, settings.costs))
         with tempfile.TemporaryDirectory() as folder:
-            torch.save({**run.state(), "rung": progress.get("rung")}, Path(folder) / "state.pt")
+            torch.save({**run.state(), "rung": progress.get("rung"), "costs": costs},
+                       Path(folder) / "state.pt")
             tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(folder))
 
 
 Steps = Iterator[tuple["Run", dict[str, Any]]]
 
 
-def _by_epoch(new_run: Callable[[], Run], state: dict | None, x: torch.Tensor, y: torch.Tensor,
-              settings: TrialSettings) -> Steps:
+def _subset(x: torch.Tensor, y: torch.Tensor, fraction: float,
+            seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The proxy task's share of the training data: a prefix of the nested, class-balanced
+    order (``nested_order``), so smaller shares are subsets of larger ones."""
+    if fraction >= 1:
+        return x, y
+    order = torch.as_tensor(nested_order(y.cpu().numpy(), seed), device=x.device)
+    keep = order[: max(2, math.ceil(fraction * len(order)))]
+    return x[keep], y[keep]
+
+
+def _by_epoch(new_run: Callable[[ProxyTask], Run], state: dict | None, x: torch.Tensor,
+              y: torch.Tensor, settings: TrialSettings) -> Steps:
     """Epoch fidelity: one model, a report after every epoch (budget = epochs trained)."""
-    run = new_run()
+    task = settings.fidelity.task
+    run = new_run(task)
     if state:
         run.load(state)
-    for train_loss in run.epochs(x, y, settings.max_epochs):
-        yield run, {"train_loss": train_loss, "epoch": run.epoch, TIME_ATTR: run.epoch}
+    shown = {} if task.full else task.metrics()
+    for train_loss in run.epochs(*_subset(x, y, task.data, settings.seed), settings.max_epochs):
+        yield run, {"train_loss": train_loss, "epoch": run.epoch, TIME_ATTR: run.epoch, **shown}
 
 
-def _by_data(new_run: Callable[[], Run], state: dict | None, x: torch.Tensor, y: torch.Tensor,
-             settings: TrialSettings) -> Steps:
-    """Data fidelity: a fresh model per rung, trained on that rung's nested subset (see
+def _by_rung(new_run: Callable[[ProxyTask], Run], state: dict | None, x: torch.Tensor,
+             y: torch.Tensor, settings: TrialSettings) -> Steps:
+    """Proxy-task rungs: a fresh model per rung, trained on that rung's task (see
     ``Fidelity``); a restored trial goes on with the first rung it had not reported."""
     fidelity = settings.fidelity
-    order = torch.as_tensor(nested_order(y.cpu().numpy(), settings.seed), device=x.device)
-    for rung in range((state or {}).get("rung") or 0, fidelity.data_rungs):
-        fraction = fidelity.fraction(rung)
-        subset = order[: max(2, math.ceil(fraction * len(order)))]
-        run = new_run()
-        losses = list(run.epochs(x[subset], y[subset], settings.max_epochs))
-        yield run, {"train_loss": losses[-1], "epoch": run.epoch, "data_fraction": fraction,
-                    "rung": rung + 1, TIME_ATTR: fidelity.budget(rung)}
+    for rung in range((state or {}).get("rung") or 0, fidelity.rungs):
+        task = fidelity.task_at(rung)
+        run = new_run(task)
+        losses = list(run.epochs(*_subset(x, y, task.data, settings.seed), settings.max_epochs))
+        yield run, {"train_loss": losses[-1], "epoch": run.epoch, "rung": rung + 1,
+                    TIME_ATTR: fidelity.budget(rung), **task.metrics()}
 
 
 @dataclass

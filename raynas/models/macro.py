@@ -57,17 +57,23 @@ class Layer(nn.Module):
 class MacroNet(nn.Module):
     """A chain of searched layers for inputs shaped (C, L) or (C, H, W)."""
 
-    def __init__(self, arch: dict[str, Any], input_shape: tuple[int, ...], num_classes: int):
+    def __init__(self, arch: dict[str, Any], input_shape: tuple[int, ...], num_classes: int,
+                 width: float = 1.0):
         super().__init__()
         dims = len(input_shape) - 1
         if dims not in DIMS:
             raise SpaceError(f"macro model: inputs must be (C, L) or (C, H, W), got {input_shape}")
-        stem = arch.get("stem_channels", DEFAULT_STEM_CHANNELS)
+
+        def scaled(channels: int) -> int:  # a width multiplier keeps at least one channel
+            return max(1, round(channels * width))
+
+        stem = scaled(arch.get("stem_channels", DEFAULT_STEM_CHANNELS))
         self.stem = DIMS[dims].conv_norm_act(input_shape[0], stem, 3, 1)
         size = min(input_shape[1:])
         channels = [stem]
         layers = []
         for spec in arch["layers"]:
+            spec = {**spec, "channels": scaled(spec["channels"])}
             stride = spec["stride"] if size > 1 else 1
             layers.append(Layer(spec, channels[-1], channels, stride, dims))
             size = math.ceil(size / stride)
@@ -120,5 +126,73 @@ def check(space: Space, origin: str) -> None:
                 raise fail(field, f"must be positive integers, got {v!r}")
 
 
-def build(arch: dict[str, Any], input_shape: tuple[int, ...], num_classes: int) -> nn.Module:
-    return MacroNet(arch, input_shape, num_classes)
+def build(arch: dict[str, Any], input_shape: tuple[int, ...], num_classes: int,
+          width: float = 1.0) -> nn.Module:
+    return MacroNet(arch, input_shape, num_classes, width)
+
+
+class _Sum(nn.Module):
+    """Stands in for a connection's ``y + side(x)`` in the latency table."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + x
+
+
+class _Concat(nn.Module):
+    """Stands in for a dense layer's concatenation of its inputs in the latency table."""
+
+    def __init__(self, parts: list[int]) -> None:
+        super().__init__()
+        self.parts = parts
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.cat(x.split(self.parts, dim=1), dim=1)
+
+
+def latency_units(arch: dict[str, Any], input_shape: tuple[int, ...], num_classes: int) -> list:
+    """The parts of ``MacroNet(arch)`` for the latency table (see ``raynas.latency``), with the
+    shapes the network gives them: the stem, each layer's op (twice for ``parallel``), its
+    shortcut projection and sum, a dense layer's pooling and concatenation, the head."""
+    from functools import partial
+
+    from raynas.latency import Unit
+
+    dims = len(input_shape) - 1
+    d = DIMS[dims]
+
+    def shape(*dims: int) -> str:
+        return "x".join(map(str, dims))
+
+    stem = arch.get("stem_channels", DEFAULT_STEM_CHANNELS)
+    spatial = tuple(input_shape[1:])
+    units = [Unit(f"stem:{shape(*input_shape)}>{stem}",
+                  partial(d.conv_norm_act, input_shape[0], stem, 3, 1), tuple(input_shape))]
+    channels, sizes = [stem], [spatial]
+    for spec in arch["layers"]:
+        op, c_out, conn = spec["op"], spec["channels"], spec["connection"]
+        stride = spec["stride"] if min(spatial) > 1 else 1
+        c_in = sum(channels) if conn == "dense" else channels[-1]
+        if conn == "dense":
+            for c, size in zip(channels, sizes, strict=True):
+                if size != spatial:
+                    units.append(Unit(f"pool:{shape(c, *size)}>{shape(*spatial)}",
+                                      partial(d.adaptive_avg_pool, spatial), (c, *size)))
+            units.append(Unit(f"concat:{'+'.join(map(str, channels))}@{shape(*spatial)}",
+                              partial(_Concat, list(channels)), (c_in, *spatial)))
+        units.append(Unit(f"{op}:{shape(c_in, *spatial)}>{c_out}/s{stride}",
+                          partial(OPS[op], c_in, c_out, stride, dims), (c_in, *spatial),
+                          2 if conn == "parallel" else 1))
+        out = tuple(math.ceil(s / stride) for s in spatial)
+        if conn == "skip":
+            units.append(Unit(f"projection:{shape(c_in, *spatial)}>{c_out}/s{stride}",
+                              partial(projection, c_in, c_out, stride, dims), (c_in, *spatial)))
+        if conn in ("skip", "parallel"):
+            units.append(Unit(f"sum:{shape(c_out, *out)}", _Sum, (c_out, *out)))
+        channels.append(c_out)
+        sizes.append(out)
+        spatial = out
+    units.append(Unit(f"head:{shape(channels[-1], *spatial)}>{num_classes}",
+                      partial(lambda c: nn.Sequential(d.adaptive_avg_pool(1), nn.Flatten(),
+                                                      nn.Linear(c, num_classes)), channels[-1]),
+                      (channels[-1], *spatial)))
+    return units

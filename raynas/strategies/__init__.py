@@ -33,6 +33,11 @@ class Plan:
     num_trials: int
     scheduler: Any = None
     notes: dict[str, str] = field(default_factory=dict)
+    artifacts: dict[str, Any] = field(default_factory=dict)  # JSON files for the parent run
+    arch_metrics: dict[str, dict[str, float]] = field(default_factory=dict)  # by arch hash
+    # Weight sharing (oneshot, darts): trials score with shared weights instead of training
+    # each architecture; gives the trainable, tracker and best arch (see weight_sharing).
+    estimator: Any = None
 
     @property
     def dedup(self) -> Any:
@@ -57,6 +62,11 @@ class StrategyContext:
     concurrency: int
     max_budget: int = 8  # in the fidelity's units (``TIME_ATTR``)
     scheduler: str = "fifo"
+    data: Any = None  # the Dataset, for strategies that look at it (zero_cost)
+    zero_cost: Any = None  # ZeroCostSettings for --strategy zero_cost
+    constraints: tuple[Any, ...] = ()  # objectives.Constraint: mo-asha never promotes a breach
+    supernet: str = "spos"  # --strategy oneshot: how the supernet's training samples paths
+    oneshot_searcher: str = "evolution"  # --strategy oneshot: the search against the supernet
 
     @property
     def trials(self) -> int:
@@ -144,6 +154,24 @@ def _nsga2_sampler(ctx: StrategyContext) -> Any:
 
     return optuna.samplers.NSGAIISampler(seed=ctx.seed,
                                          population_size=max(4, min(50, ctx.trials // 4)))
+
+
+def _zero_cost(ctx: StrategyContext) -> Plan:
+    from raynas.strategies import zero_cost
+
+    return zero_cost.plan(ctx)
+
+
+def _oneshot(ctx: StrategyContext) -> Plan:
+    from raynas.strategies import weight_sharing
+
+    return weight_sharing.oneshot_plan(ctx)
+
+
+def _darts(ctx: StrategyContext) -> Plan:
+    from raynas.strategies import weight_sharing
+
+    return weight_sharing.darts_plan(ctx)
 
 
 def _evolution(ctx: StrategyContext) -> Plan:
@@ -235,8 +263,16 @@ STRATEGIES: dict[str, tuple[Callable[[StrategyContext], Plan], str]] = {
     "rl": (_rl, "REINFORCE LSTM controller (Zoph & Le 2017)"),
     "nsga2": (_optuna(_nsga2_sampler), "multi-objective evolution: Optuna's NSGA-II"),
     "bohb": (_bohb, "BOHB: model-based sampling + Hyperband (brings its own scheduler)"),
+    "zero_cost": (_zero_cost, "score many sampled architectures with a zero-cost proxy, train "
+                              "the top-k"),
+    "oneshot": (_oneshot, "weight sharing: train a supernet (SPOS or ENAS), then search "
+                          "against it (--oneshot-searcher, default evolution)"),
+    "darts": (_darts, "gradient-based: a Tune sweep over DARTS runs (Liu et al. 2019)"),
 }
 MULTI_OBJECTIVE = ("nsga2", "random")
+# Under mo-asha the scheduler ranks by every objective, so a searcher that steers by the first
+# one (evolution) fits too.
+MO_ASHA_STRATEGIES = (*MULTI_OBJECTIVE, "evolution")
 PBT_STRATEGIES = ("random",)
 
 
@@ -274,6 +310,12 @@ def _median(max_budget: int, space: Space) -> Any:
                               min_samples_required=3)
 
 
+def _curve(max_budget: int, space: Space) -> Any:
+    from raynas.estimation.learning_curve import LearningCurveStopping
+
+    return LearningCurveStopping(time_attr=TIME_ATTR, max_t=max_budget)
+
+
 def _pbt(max_budget: int, space: Space) -> Any:
     from ray.tune.schedulers import PopulationBasedTraining
 
@@ -295,12 +337,24 @@ def _clip(decisions: dict[str, Any], config: dict[str, Any]) -> dict[str, Any]:
     return config
 
 
-SCHEDULERS: dict[str, tuple[Callable[[int, Space], Any], str]] = {
+def _mo_asha(ctx: StrategyContext) -> Any:
+    """Takes the context, not (max_budget, space): it ranks by every objective."""
+    from raynas.strategies.mo_asha import MultiObjectiveASHA
+
+    return MultiObjectiveASHA(list(zip(ctx.metric, ctx.mode, strict=True)), ctx.max_budget,
+                              constraints=ctx.constraints)
+
+
+SCHEDULERS: dict[str, tuple[Callable[..., Any], str]] = {
     "fifo": (_fifo, "train every trial for --max-epochs"),
     "asha": (_asha, "asynchronous successive halving: stop the weakest early (Li et al. 2020)"),
     "hyperband": (_hyperband, "synchronous Hyperband brackets (Li et al. 2018); pauses trials"),
     "median": (_median, "median stopping rule: stop a trial below the running median"),
+    "curve": (_curve, "learning-curve extrapolation: stop a trial unlikely to beat the best "
+                      "(Domhan et al. 2015)"),
     "pbt": (_pbt, "population-based training of the hyperparameters of a fixed architecture"),
+    "mo-asha": (_mo_asha, "multi-objective ASHA: stop dominated trials early (Schmucker et al. "
+                          "2021)"),
 }
 
 
@@ -311,7 +365,15 @@ def check_names(strategy: str, scheduler: str, num_objectives: int = 1) -> None:
     if scheduler not in SCHEDULERS:
         raise ConfigError(f"--scheduler: unknown scheduler {scheduler!r}"
                           f"{did_you_mean(scheduler, SCHEDULERS)}; known: {', '.join(SCHEDULERS)}")
-    if num_objectives > 1 and strategy not in MULTI_OBJECTIVE:
+    if scheduler == "mo-asha" and strategy not in MO_ASHA_STRATEGIES:
+        raise ConfigError(f"--scheduler mo-asha: needs --strategy "
+                          f"{', '.join(MO_ASHA_STRATEGIES)} (a strategy that takes several "
+                          f"objectives or steers by the first), not {strategy!r}")
+    if scheduler == "mo-asha" and num_objectives < 2:
+        raise ConfigError("--scheduler mo-asha: ranks trials by several objectives; give two or "
+                          "more, e.g. --objective val_accuracy:max --objective params:min, "
+                          "and no --scalarize")
+    if num_objectives > 1 and strategy not in MULTI_OBJECTIVE and scheduler != "mo-asha":
         raise ConfigError(f"--objective: {num_objectives} objectives need a multi-objective "
                           f"strategy ({', '.join(MULTI_OBJECTIVE)}), not {strategy!r}")
     if scheduler == "pbt" and strategy not in PBT_STRATEGIES:
@@ -328,6 +390,8 @@ def make_plan(strategy: str, ctx: StrategyContext) -> Plan:
 def scheduler_for(plan: Plan, ctx: StrategyContext) -> Any:
     """The scheduler a search runs with: the strategy's own if it brings one, else
     ``ctx.scheduler`` over budgets up to ``ctx.max_budget`` (pbt mutates ``ctx.space``)."""
+    if plan.scheduler is None and ctx.scheduler == "mo-asha":
+        return _mo_asha(ctx)
     return plan.scheduler or SCHEDULERS[ctx.scheduler][0](ctx.max_budget, ctx.space)
 
 

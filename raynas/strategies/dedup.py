@@ -27,6 +27,12 @@ def _metrics(metric: str | list[str] | None) -> list[str]:
     return [metric] if isinstance(metric, str) else list(metric)
 
 
+def _feasible(result: dict) -> bool:
+    """False for a result that breaks a ``--constraint`` (see ``estimation.costs``): the
+    strategy sees such a trial as a failed one."""
+    return result.get("feasible") is not False
+
+
 class Dedup(Searcher):
     """Wraps a searcher; a suggestion whose architecture hash has a result already is answered
     from that result (the wrapped searcher is told at once and asked again), and one whose
@@ -81,7 +87,7 @@ class Dedup(Searcher):
         return Searcher.FINISHED
 
     def on_trial_result(self, trial_id: str, result: dict) -> None:
-        if trial_id in self.running:
+        if trial_id in self.running and _feasible(result):
             self.searcher.on_trial_result(self.running[trial_id][0], result)
 
     def on_trial_complete(self, trial_id: str, result: dict | None = None,
@@ -90,10 +96,12 @@ class Dedup(Searcher):
             return
         inner_id, digest = self.running.pop(trial_id)
         metrics = _metrics(self.metric)
-        if not error and result and all(m in result for m in metrics):
+        if not error and result and _feasible(result) and all(m in result for m in metrics):
             self._observe(result)
-        elif self.worst:  # failed: the strategy sees the worst result so far (see ``penalty``)
+        elif self.worst:  # failed or infeasible: the strategy sees the worst result so far
             result, error = self.penalty(), False
+        elif not _feasible(result or {}):  # infeasible before any trial gave a scale
+            result, error = None, True
         self.searcher.on_trial_complete(inner_id, result=result, error=error)
         if not error and result:
             self.results[digest] = (trial_id, {k: v for k, v in result.items()

@@ -83,3 +83,44 @@ def pareto_plot(rows: Sequence[dict[str, Any]], front: Sequence[dict[str, Any]],
     fig.savefig(buffer, format="png", dpi=110)
     plt.close(fig)
     return buffer.getvalue()
+
+
+def load_front(run_id: str, tracking: str | None = None) -> dict[str, Any]:
+    """The ``pareto.json`` a multi-objective search logged on its parent run ``run_id``."""
+    import json
+    import os
+    import tempfile
+
+    from mlflow.exceptions import MlflowException
+
+    from raynas.tracking import connect, tracking_uri
+
+    uri = tracking_uri(tracking)
+    client = connect(uri)
+    try:
+        client.get_run(run_id)
+    except MlflowException:
+        raise ConfigError(f"RUN_ID: no MLflow run {run_id!r} in {uri}") from None
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # keep stdout a table
+    with tempfile.TemporaryDirectory() as folder:
+        try:
+            path = client.download_artifacts(run_id, "pareto.json", folder)
+        except (MlflowException, OSError):
+            raise ConfigError(f"RUN_ID: run {run_id} has no pareto.json (not the parent run of "
+                              "a finished multi-objective search)") from None
+        with open(path) as f:
+            return json.load(f)
+
+
+def front_table(pareto: dict[str, Any]) -> str:
+    """The front as an aligned text table, best first by the first objective."""
+    metrics = [text.rpartition(":")[0] for text in pareto["objectives"]]
+    columns = ["trial_id", "arch_hash", *metrics]
+    rows = [[f"{row.get(c):.6g}" if isinstance(row.get(c), float) else str(row.get(c, "-"))
+             for c in columns] for row in pareto["front"]]
+    header = ["trial_id", "arch_hash", *pareto["objectives"]]
+    widths = [max([len(h), *(len(r[i]) for r in rows)]) for i, h in enumerate(header)]
+    lines = ["  ".join(v.ljust(w) for v, w in zip(r, widths, strict=True)).rstrip()
+             for r in (header, *rows)]
+    lines.append(f"{len(rows)} non-dominated of {pareto['num_trials']} feasible trials")
+    return "\n".join(lines)
