@@ -66,10 +66,10 @@ def export_model(model_uri: str, fmt: str, output: str = "export",
         raise ConfigError(f"--format onnx: needs {', '.join(missing)}: "
                           "pip install 'raynas[export]'")
     client = connect(tracking_uri(tracking))
-    mlflow.set_tracking_uri(client.tracking_uri)
     with tempfile.TemporaryDirectory() as folder:
         try:
-            local = Path(mlflow.artifacts.download_artifacts(model_uri, dst_path=folder))
+            local = Path(mlflow.artifacts.download_artifacts(
+                model_uri, dst_path=folder, tracking_uri=client.tracking_uri))
             model = Model.load(local)
         except (MlflowException, OSError) as exc:
             raise ConfigError(f"MODEL_URI: {model_uri}: "

@@ -313,15 +313,22 @@ def log_model_files(client: MlflowClient, run_id: str, folder: Path, args: dict)
     example = np.load(folder / args["example"])
     with torch.no_grad():
         output = model(torch.as_tensor(example)).numpy()
+    # log_model exists only in MLflow's fluent API, whose tracking URI is process-wide and is
+    # copied to $MLFLOW_TRACKING_URI (inherited by every later subprocess): set it for this
+    # block only.
+    before = os.environ.get("MLFLOW_TRACKING_URI")
     mlflow.set_tracking_uri(client.tracking_uri)
-    with mlflow.start_run(run_id=run_id):
-        mlflow.log_dict(args["arch"], "architecture.json")
-        mlflow.log_text(args["space_yaml"], "space.yaml")
-        mlflow.log_metrics(args["metrics"])
-        info = mlflow.pytorch.log_model(model, name="model",
-                                        signature=infer_signature(example, output),
-                                        input_example=example,
-                                        registered_model_name=args["name"])
+    try:
+        with mlflow.start_run(run_id=run_id):
+            mlflow.log_dict(args["arch"], "architecture.json")
+            mlflow.log_text(args["space_yaml"], "space.yaml")
+            mlflow.log_metrics(args["metrics"])
+            info = mlflow.pytorch.log_model(model, name="model",
+                                            signature=infer_signature(example, output),
+                                            input_example=example,
+                                            registered_model_name=args["name"])
+    finally:
+        mlflow.set_tracking_uri(before)
     uri = f"models:/{args['name']}/{info.registered_model_version}"
     client.set_tag(run_id, "raynas.model_uri", uri)
     return uri
