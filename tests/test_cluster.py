@@ -35,6 +35,7 @@ import requests
 import yaml
 
 from raynas import kube, launcher
+from raynas.bench.scaling import free_ports
 
 REPO = Path(__file__).resolve().parents[1]
 BIN = str(Path(sys.executable).parent)  # ray, mlflow and raynas live next to this Python
@@ -47,18 +48,6 @@ def clean_env(**extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if k not in LEAKY}
     env["PATH"] = f"{BIN}{os.pathsep}{env.get('PATH', '')}"
     return {**env, **extra}
-
-
-def free_ports(n: int) -> list[int]:
-    """n distinct ports that are free now (all bound at once, so no two are the same)."""
-    socks = [socket.socket() for _ in range(n)]
-    try:
-        for s in socks:
-            s.bind(("127.0.0.1", 0))
-        return [s.getsockname()[1] for s in socks]
-    finally:
-        for s in socks:
-            s.close()
 
 
 def raynas(*args: str, cwd: Path, env: dict[str, str] | None = None,

@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -17,6 +16,7 @@ from pathlib import Path
 
 from mlflow.tracking import MlflowClient
 
+from raynas.bench.scaling import free_ports
 from raynas.config import SearchConfig
 from raynas.experiment import search
 
@@ -98,12 +98,6 @@ def test_a_killed_trial_worker_is_retried_from_its_checkpoint(ray_local, trackin
     assert sum(retries) >= 1
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def mlflow_server(tmp_path: Path, port: int) -> subprocess.Popen:
     server = subprocess.Popen(
         [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port),
@@ -130,7 +124,7 @@ def stop(process: subprocess.Popen) -> None:
 def search_against_a_server(tmp_path: Path, experiment: str, *flags: str
                             ) -> tuple[int, str, Path, subprocess.Popen]:
     """A search tracked by a real ``mlflow server``, which is stopped once a trial has ended."""
-    port = free_port()
+    (port,) = free_ports(1)
     uri = f"http://127.0.0.1:{port}"
     server = mlflow_server(tmp_path, port)
     results = tmp_path / "results"
