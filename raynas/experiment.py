@@ -339,7 +339,8 @@ def _run(config, space, data, ctx, plan, objectives, record, progress, yaml_text
     fidelity = fidelity_of(config)
     settings = TrialSettings(fidelity, config.seed, config.cpus_per_trial, config.gpus_per_trial,
                              _cost_settings(config, objectives, space, data, saved, record,
-                                            progress))
+                                            progress),
+                             checkpoint_last=config.scheduler == "pbt")
     trainable = tune.with_resources(
         # weight sharing: trials score with shared weights (oneshot trains its supernet here)
         plan.estimator.trainable(space, data, settings, record, saved["tune_path"], progress)
@@ -392,10 +393,6 @@ def _run(config, space, data, ctx, plan, objectives, record, progress, yaml_text
     if ledger.live:
         raise SearchInterrupted(f"interrupted with {len(ledger.live)} trials running; resume "
                                 f"with: raynas search --resume {ledger.folder}")
-    for key in ledger.lost():  # started just before the driver died, unknown to Tune's state
-        ledger.write("delete", key)
-        progress(f"{key}: lost with the previous driver (not in Tune's saved state); its "
-                 "MLflow run is deleted, Tune ran its budget slot again")
     # An extended search's best comes from all its parts (see ``extend``).
     results = [*(r for part in earlier for r in tune.ResultGrid(
         tune.ExperimentAnalysis(part["tune_path"]))), *grid]
@@ -465,6 +462,10 @@ def _run(config, space, data, ctx, plan, objectives, record, progress, yaml_text
     return SearchResult(
         experiment=experiment, parent_run_id=record.run_id, num_trials=len(results),
         num_failed=len(failed),
+    for key in ledger.lost({f"trial/{r.metrics['trial_id']}" for r in results}):
+        ledger.write("delete", key)
+        progress(f"{key}: lost with the previous driver (not in Tune's saved state); its "
+                 "MLflow run is deleted, Tune ran its budget slot again")
         best={"arch": arch, "trial_id": best.metrics["trial_id"], "val_accuracy": val_accuracy,
               "test_accuracy": test_accuracy, "arch_hash": arch_hash(arch),
               **({SIM_TIME: final["metrics"][SIM_TIME]} if tabular else {})},

@@ -17,6 +17,7 @@ idempotent by nature.
 from __future__ import annotations
 
 import json
+import math
 import os
 import sys
 import threading
@@ -30,7 +31,9 @@ from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 LEDGER, APPLIED = "mlflow-ledger.jsonl", "mlflow-applied.json"
-MAX_BATCH = 100  # MLflow's log_batch limit on params per call
+MAX_BATCH = 100  # MLflow's log_batch limit on params (and on tags) per call
+MAX_METRICS = 1000  # ... and on metrics, and on all three together
+BATCHED = ("params", "metrics", "tags")  # consecutive writes of these on a run: one log_batch
 BACKOFF_S = (1.0, 60.0)  # first and longest wait before retrying an unreachable store
 # Errors that mean "not now" rather than "never": the write stays pending.
 TRANSIENT_CODES = {"INTERNAL_ERROR", "TEMPORARILY_UNAVAILABLE", "REQUEST_LIMIT_EXCEEDED",
@@ -50,11 +53,6 @@ def _transient(exc: Exception) -> bool:
     import sqlalchemy.exc
 
     return isinstance(exc, OSError | requests.RequestException | sqlalchemy.exc.OperationalError)
-
-
-def _chunks(items: list, size: int = MAX_BATCH):
-    for start in range(0, len(items), size):
-        yield items[start : start + size]
 
 
 class Ledger:
@@ -85,20 +83,22 @@ class Ledger:
         self.applied: int = state.get("applied", 0)
         self.runs: dict[str, str] = state.get("runs", {})  # key -> MLflow run id
         self.outputs: dict[str, Any] = state.get("outputs", {})  # e.g. the final model's URI
-        self.uncertain = self.pending > 0  # the first pending write may have reached the store
+        # Writes an earlier process recorded: any of them may have reached the store already
+        # (the applied count is saved after each write; a mirrored ledger can be older still).
+        self.replayed = len(self.ops)
+        self.uncertain = self.pending > 0
         self.retry_at, self.delay, self.down_since = 0.0, BACKOFF_S[0], None
         # What was written, per run key (applied or not): the tracker's memory across resumes.
         self.last_step: dict[str, int] = {}
         self.tags: dict[str, dict[str, str]] = {}
         self.status: dict[str, str] = {}
-        # Trials this process saw start, and those still running (not persisted): after Tune
-        # returns, a running one means the search was interrupted; a created one never seen
-        # was lost with a killed driver (Tune's saved state does not know it).
-        self.seen: set[str] = set()
+        # Trials still running in this process (not persisted): after Tune returns, a running
+        # one means the search was interrupted.
         self.live: set[str] = set()
         self._lock = threading.RLock()  # one applier at a time: the background one or flush()
         self._wake = threading.Event()
         self._applier: threading.Thread | None = None
+        self._one_by_one = 0  # up to this op, apply singly: a batch of them was refused
         for op in self.ops:
             self._index(op)
 
@@ -114,10 +114,14 @@ class Ledger:
         return key in self.runs or any(op["op"] == "create" and op["key"] == key
                                        for op in self.ops[self.applied :])
 
-    def lost(self) -> list[str]:
-        created = {op["key"] for op in self.ops if op["op"] == "create"}
-        return sorted(k for k in created if k.startswith("trial/") and k not in self.status
-                      and k not in self.seen)
+    def lost(self, known: set[str]) -> list[str]:
+        """Trial runs created, not deleted, that Tune does not ``known``: they started - or
+        even ended - after the Tune state a resume began from was saved (a killed driver; with
+        a remote storage, Tune's upload of its state can lag the ledger's copy)."""
+        created = {op["key"] for op in self.ops
+                   if op["op"] == "create" and op["key"].startswith("trial/")}
+        deleted = {op["key"] for op in self.ops if op["op"] == "delete"}
+        return sorted(created - deleted - known)
 
     def bind(self, key: str, run_id: str) -> None:
         """A run created outside the ledger (the parent, created while the store must be up)."""
@@ -164,17 +168,46 @@ class Ledger:
                 if time.monotonic() + pause > deadline:
                     break
                 time.sleep(pause)
-            entry = self.ops[self.applied]
+            entries = self._batch()
             try:
-                self._apply(entry)
+                if len(entries) > 1:
+                    self._apply_batch(entries)
+                else:
+                    self._apply(entries[0])
             except Exception as exc:  # noqa: BLE001 - classified right below
                 if _transient(exc):
                     self._unreachable(exc)
                     continue
+                if len(entries) > 1:  # skip only the write it refuses: go one by one
+                    self._one_by_one = self.applied + len(entries)
+                    continue
+                entry = entries[0]
                 self.warn(f"MLflow refused {entry['op']} on {entry['key']} (skipped): "
                           f"{str(exc).splitlines()[0][:300]}")
-            self._advance()
+            self._advance(len(entries))
         return self.pending
+
+    def _batch(self) -> list[dict[str, Any]]:
+        """The next pending write and the params/metrics/tags writes on the same run right
+        after it, within one ``log_batch``'s limits: one round trip instead of several (a
+        trial's start is 2-3 of them, each of its steps 1-3)."""
+        first = self.ops[self.applied]
+        if first["op"] not in BATCHED or self.applied < self._one_by_one:
+            return [first]
+        entries, counts = [], {"params": 0, "metrics": 0, "tags": 0}
+        params: set[str] = set()  # a param set twice is refused by MLflow: not in one batch
+        for entry in self.ops[self.applied :]:
+            if entry["op"] not in BATCHED or entry["key"] != first["key"] or (
+                    entry["op"] == "params" and params & entry["args"]["params"].keys()):
+                break
+            if entry["op"] == "params":
+                params |= entry["args"]["params"].keys()
+            counts[entry["op"]] += len(entry["args"][entry["op"]])
+            if (entries and (max(counts["params"], counts["tags"]) > MAX_BATCH
+                             or sum(counts.values()) > MAX_METRICS)):
+                break
+            entries.append(entry)
+        return entries
 
     # ------------------------------------------------------------------------------ internals
     def _index(self, entry: dict[str, Any]) -> None:
@@ -199,8 +232,8 @@ class Ledger:
         self.retry_at = time.monotonic() + self.delay
         self.delay = min(self.delay * 2, BACKOFF_S[1])
 
-    def _advance(self) -> None:
-        self.applied += 1
+    def _advance(self, count: int = 1) -> None:
+        self.applied += count
         self.uncertain = False
         self.delay = BACKOFF_S[0]
         if self.down_since is not None and not self.pending:
@@ -218,22 +251,22 @@ class Ledger:
     def _apply(self, entry: dict[str, Any]) -> None:
         op, key, args = entry["op"], entry["key"], entry["args"]
         if op == "create":
-            self.runs[key] = (self.uncertain and self._find(key)) or self.client.create_run(
+            maybe_done = self.uncertain or self.applied < self.replayed
+            self.runs[key] = (maybe_done and self._find(key)) or self.client.create_run(
                 self.experiment_id, run_name=args["name"],
                 tags={**args["tags"], "raynas.key": key,
                       "mlflow.parentRunId": self.runs["parent"]}).info.run_id
             return
         run_id = self.runs[key]
-        if op == "params":
-            for chunk in _chunks([Param(k, str(v)) for k, v in args["params"].items()]):
-                self.client.log_batch(run_id, params=chunk)
-        elif op == "metrics":
-            metrics = [Metric(k, float(v), args["time"], args["step"])
-                       for k, v in args["metrics"].items()]
-            self.client.log_batch(run_id, metrics=metrics)
-        elif op == "tags":
-            self.client.log_batch(run_id, tags=[RunTag(k, str(v)) for k, v in
-                                                args["tags"].items()])
+        if op in BATCHED:
+            self._apply_batch([entry])
+        elif op == "diagram":  # drawn here, off Tune's event loop (see ``report.trial``)
+            from raynas.report.trial import render
+
+            path = self.folder / args["file"]
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_bytes(render(args["model"], args["arch"], args["title"]))
+            self.client.log_artifact(run_id, str(path))
         elif op == "dict":
             self.client.log_dict(run_id, args["data"], args["file"])
         elif op == "text":
@@ -257,6 +290,29 @@ class Ledger:
             self.client.set_registered_model_alias(name, args["alias"], version)
         else:
             raise ValueError(f"unknown ledger op {op!r}")
+
+    def _apply_batch(self, entries: list[dict[str, Any]]) -> None:
+        """params/metrics/tags writes on one run (see ``_batch``), in as few calls as the
+        limits allow: one, unless a single write has more than ``MAX_BATCH`` params or tags."""
+        params: dict[str, str] = {}
+        tags: dict[str, str] = {}
+        metrics: list[Metric] = []
+        for entry in entries:
+            args = entry["args"]
+            if entry["op"] == "params":
+                params.update(args["params"])
+            elif entry["op"] == "tags":
+                tags.update(args["tags"])
+            else:
+                metrics += [Metric(k, float(v), args["time"], args["step"])
+                            for k, v in args["metrics"].items()]
+        run_id = self.runs[entries[0]["key"]]
+        params_ = [Param(k, str(v)) for k, v in params.items()]
+        tags_ = [RunTag(k, str(v)) for k, v in tags.items()]
+        for i in range(max(1, math.ceil(max(len(params_), len(tags_)) / MAX_BATCH))):
+            part = slice(i * MAX_BATCH, (i + 1) * MAX_BATCH)
+            self.client.log_batch(run_id, params=params_[part], tags=tags_[part],
+                                  metrics=metrics if i == 0 else [])
 
     def _find(self, key: str) -> str | None:
         """The run a create that may have reached the store made, if it did."""

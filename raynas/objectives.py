@@ -39,7 +39,7 @@ def count_flops(model: nn.Module, input_shape: tuple[int, ...]) -> int:
 
 
 def measure_latency(model: nn.Module, input_shape: tuple[int, ...], batch: int = 1,
-                    repeats: int = 61, budget_s: float = 0.25) -> float:
+                    repeats: int = 21, budget_s: float = 0.1) -> float:
     """Median milliseconds of one forward pass of ``batch`` samples in eval mode, on the
     model's device, with the threads torch uses now.
 

@@ -195,7 +195,6 @@ class MLflowTracker(Callback):
 
     def on_trial_start(self, iteration: int, trials: list, trial, **info) -> None:
         key = f"trial/{trial.trial_id}"
-        self.ledger.seen.add(key)
         self.ledger.live.add(key)
         if self.ledger.has(key):  # a retried or resumed trial keeps its run
             return
@@ -205,9 +204,6 @@ class MLflowTracker(Callback):
             "raynas.trial_id": trial.trial_id, "raynas.arch_hash": arch_hash(arch),
             "raynas.role": "trial", **({"raynas.genotype": genotype} if genotype else {})})
         self.record.log_params(key, {f"arch.{k}": v for k, v in self.space.encode(arch).items()})
-        self.record.log_dict(key, arch, "architecture.json")
-        log_structure(self.record, key, self.space.model, arch,
-                      f"trial {trial.trial_id} ({arch_hash(arch)})", self.progress)
         if known := self.arch_metrics.get(arch_hash(arch)):
             self.record.log_metrics(key, known, 0)
 
@@ -222,12 +218,16 @@ class MLflowTracker(Callback):
         key = f"trial/{trial.trial_id}"
         step = int(result.get(TIME_ATTR, 0))
         # A trial restored from a checkpoint (retry, resume) reports again the steps after that
+        # params, tags and metrics first: consecutive, the ledger applies them as one batch
         # checkpoint that were logged already: MLflow keeps the first report of each step.
         if step > self.ledger.last_step.get(key, 0):
             self.record.log_metrics(key, recorded(result), step)
         node = result.get("node_id")
         if node and self.ledger.tags.get(key, {}).get("raynas.node_id") != node:
             self.record.tag(key, {"raynas.node_id": node})  # once, again if it moves
+        log_structure(self.record, key, self.space.model, arch,
+                      f"trial {trial.trial_id} ({arch_hash(arch)})")
+        self.record.log_dict(key, arch, "architecture.json")
         sizes = {k: v for k, v in recorded(result).items() if k in ("params", "flops")}
         if sizes and "raynas.params" not in self.ledger.tags.get(key, {}):
             # as tags too (once): runs filter and sort by them in the MLflow UI

@@ -196,3 +196,30 @@ def test_two_searches_at_once_share_one_sqlite_store_without_mixing(tmp_path):
         assert all(len(client.get_metric_history(r.info.run_id, "val_accuracy")) == 1
                    for r in children)
     assert len(client.search_model_versions("name = 'shared'")) == 2
+
+
+def test_a_write_the_store_refuses_is_skipped_alone_not_with_its_batch(tmp_path):
+    """Consecutive params/metrics/tags writes on a run go to MLflow as one log_batch; when MLflow
+    refuses the batch (here: a param name it does not accept), the others still land and only
+    that write is skipped, with a warning naming it; so is a param changed later."""
+    from raynas.ledger import Ledger
+
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    experiment = client.create_experiment("batch", artifact_location=(tmp_path / "a").as_uri())
+    warnings: list[str] = []
+    ledger = Ledger(tmp_path / "search", client.tracking_uri, experiment, warnings.append)
+    ledger.bind("parent", client.create_run(experiment).info.run_id)
+    ledger.write("create", "trial/1", name="t1", tags={"raynas.role": "trial"})
+    ledger.write("params", "trial/1", params={"lr": "0.1"})
+    ledger.write("metrics", "trial/1", metrics={"val_accuracy": 0.5}, step=1, time=1)
+    ledger.write("params", "trial/1", params={"no!": "1"})  # not a valid param name
+    ledger.write("params", "trial/1", params={"lr": "0.2"})  # MLflow keeps params immutable
+    ledger.write("tags", "trial/1", tags={"raynas.depth": "3"})
+    ledger.write("end", "trial/1", status="FINISHED")
+    assert ledger.flush(wait_s=5) == 0
+    run = client.get_run(ledger.runs["trial/1"])
+    assert run.data.params == {"lr": "0.1"}
+    assert run.data.metrics == {"val_accuracy": 0.5}
+    assert run.data.tags["raynas.depth"] == "3" and run.info.status == "FINISHED"
+    assert len(warnings) == 2, warnings
+    assert all(w.startswith("MLflow refused params on trial/1") for w in warnings), warnings

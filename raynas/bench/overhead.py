@@ -11,16 +11,20 @@ the architecture's network, train it for one epoch, measure validation accuracy.
 cheap as it can be without removing it - the smallest useful space (one tiny layer) and a tiny
 slice of ``digits`` (one training batch) - and both sides run the very same code for it
 (``raynas.estimation.train.Run``), so what is left to differ is orchestration alone.
-Everything raynas does on top of that counts as overhead: decoding the flat config, params and
-FLOPs counting, a checkpoint per epoch (fault tolerance), the dedup wrapper, the MLflow child
-run per trial (params, per-epoch metrics, ``architecture.json``, tags, status) written through
-the durable ledger by the driver. With a near-zero evaluation the ratio is the worst case: a
-real trial (seconds to hours of training) dilutes the same absolute cost, printed as ms/trial.
+Everything raynas does on top of that counts as overhead: decoding the flat config, measuring
+params, FLOPs, latency and memory, the dedup wrapper, the MLflow child run per trial (params,
+per-epoch metrics, ``architecture.json``, structure tags, the architecture diagram, status)
+written through the durable ledger. (Checkpoints: one after every epoch but the last, which
+nothing would resume from - so none here, with one epoch per trial.) With a near-zero
+evaluation the ratio is the worst case: a real trial (seconds to hours of training) dilutes the
+same absolute cost, printed as ms/trial.
 
-What is timed is the search phase, ``Tuner.fit`` (for raynas: from its ``searching:`` progress
-line to its ``best:`` line); raynas's fixed cost per search (the parent run, retraining the best
-architecture, logging and registering it) is reported separately, since it does not grow with
-the number of trials. Repeats alternate the order of the two sides.
+What is timed is the search phase, ``Tuner.fit``: for raynas, from its ``searching:`` progress
+line to its ``best:`` line plus the time the ledger then takes to apply the trials' MLflow
+writes still pending (its background thread draws the diagrams; ``backlog_writes`` says how
+many were left). raynas's fixed cost per search (the parent run, retraining the best
+architecture, logging and registering it, the report) is reported separately, since it does
+not grow with the number of trials. Repeats alternate the order of the two sides.
 """
 
 from __future__ import annotations
@@ -33,6 +37,7 @@ from typing import Any
 
 from raynas.bench.common import Print, Report, interleaved, machine, paired_ratio, sig
 from raynas.data import Dataset
+from raynas.ledger import Ledger
 
 SPACE_YAML = """\
 name: bench_trivial
@@ -126,15 +131,26 @@ def plain_tune(space: Any, data: Dataset, trials: int, concurrency: int, seed: i
 
 
 class Phases:
-    """A ``progress`` callable for ``search``: when its search phase started and ended."""
+    """A ``progress`` callable for ``search``: when its search phase started and ended.
+
+    It ends once every MLflow write of the trials is in the store, not when ``Tuner.fit``
+    returns: the ledger applies writes in a background thread (diagrams are drawn there too),
+    and a backlog left at the end is per-trial work all the same."""
 
     def __init__(self) -> None:
         self.marks: dict[str, float] = {}
+        self.folder = ""
+        self.backlog = 0  # writes still pending when Tuner.fit returned
 
     def __call__(self, message: str) -> None:
-        for phase in ("searching:", "best:"):
-            if message.startswith(phase):
-                self.marks[phase] = time.perf_counter()
+        if message.startswith("searching:"):
+            self.folder = message.rpartition("; folder ")[2]
+            self.marks["searching:"] = time.perf_counter()
+        elif message.startswith("best:"):
+            ledger = Ledger.open(self.folder, "", "")  # the search's own (one per process)
+            self.backlog = ledger.pending
+            ledger.flush(wait_s=10)
+            self.marks["best:"] = time.perf_counter()
 
     def search_seconds(self) -> float:
         if len(self.marks) != 2:
@@ -144,8 +160,9 @@ class Phases:
 
 
 def raynas_search(space_path: Path, dataset: str, trials: int, concurrency: int, seed: int,
-                  folder: Path) -> tuple[float, float]:
-    """(seconds of the search phase, seconds of the whole ``search`` call)."""
+                  folder: Path) -> tuple[float, float, int]:
+    """(seconds of the search phase, seconds of the whole ``search`` call, MLflow writes
+    still pending when ``Tuner.fit`` returned)."""
     from raynas.config import SearchConfig
     from raynas.experiment import search
 
@@ -160,7 +177,7 @@ def raynas_search(space_path: Path, dataset: str, trials: int, concurrency: int,
     total = time.perf_counter() - started
     if result.num_trials != trials or result.num_failed:
         raise RuntimeError(f"raynas search: {result.num_failed} of {result.num_trials} failed")
-    return phases.search_seconds(), total
+    return phases.search_seconds(), total, phases.backlog
 
 
 def run(trials: int, repeats: int, concurrency: int, output: Path, warm_up: bool = True,
@@ -185,11 +202,13 @@ def run(trials: int, repeats: int, concurrency: int, output: Path, warm_up: bool
             print_fn(f"overhead: {trials} trivial trials ({data.summary()}; 1 epoch, one "
                      f"batch), {concurrency} at a time, {repeats} repeats, alternating")
             whole: list[float] = []
+            backlog: list[int] = []
 
             def with_raynas(seed: int) -> float:
-                search_s, total_s = raynas_search(space_path, dataset, trials, concurrency,
-                                                  seed, folder)
+                search_s, total_s, pending = raynas_search(space_path, dataset, trials,
+                                                           concurrency, seed, folder)
                 whole.append(total_s)
+                backlog.append(pending)
                 return search_s
 
             def with_tune(seed: int) -> float:
@@ -207,7 +226,8 @@ def run(trials: int, repeats: int, concurrency: int, output: Path, warm_up: bool
             ray.shutdown()
     rows = [{"repeat": i, "system": name, "trials": trials, "search_s": sig(s),
              "trials_per_s": sig(trials / s),
-             **({"whole_search_s": sig(whole[i])} if name == "raynas" else {})}
+             **({"whole_search_s": sig(whole[i]), "backlog_writes": backlog[i]}
+                if name == "raynas" else {})}
             for name, values in seconds.items() for i, s in enumerate(values)]
     per_trial = {name: statistics.median(values) / trials for name, values in seconds.items()}
     ratio = paired_ratio(seconds["raynas"], seconds["tune"])
