@@ -3,9 +3,11 @@ architecture -> retrain on train+val -> test accuracy -> MLflow model and regist
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
+import shutil
 import sys
 import time
 import uuid
@@ -22,6 +24,8 @@ from raynas.estimation.costs import FEASIBLE, VIOLATIONS, CostSettings
 from raynas.estimation.tabular import SIM_TIME, Table, tabular_outcome
 from raynas.estimation.train import TrialSettings, retrain, train_trial
 from raynas.ledger import Ledger
+from raynas.mirror import FOLDER as MIRROR
+from raynas.mirror import Mirror
 from raynas.objectives import parse_constraints
 from raynas.report.search import attach as attach_report
 from raynas.scalarize import (
@@ -60,7 +64,8 @@ METRIC, MODE = "val_accuracy", "max"
 STATE = "raynas.json"  # in a search's folder: its config, MLflow run and Tune path
 AUTO = "auto"  # --resume auto: resume the search at --storage/EXPERIMENT if there is one
 DEFAULT_STORAGE = "~/ray_results"  # Tune's default
-LEDGERS = Path("~/.raynas/ledgers").expanduser()  # the ledger of a search stored at a URI
+# The folder of a search whose storage is a URI (mirrored there: see raynas.mirror).
+LEDGERS = Path(os.environ.get("RAYNAS_LEDGERS") or "~/.raynas/ledgers").expanduser().resolve()
 # Checkpointing every epoch is deliberate (fault tolerance); Tune's warning about it is noise.
 os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
 # Trials without GPUs must not hide the GPUs from a driver that has them (Ray 2.60 warns).
@@ -158,7 +163,8 @@ def search(config: SearchConfig, progress: Callable[[str], None] = _stderr,
         yaml_text = to_yaml(space)
         if saved:
             record = SearchRecord(Ledger.open(saved["folder"], uri, saved["experiment_id"],
-                                              progress))
+                                              progress), _mirror(saved))
+            _forget_unknown_runs(record, progress)
             record.ledger.write("reopen", "parent")
             progress(f"resuming {saved['tune_path']} (MLflow run {record.run_id}); "
                      f"{record.ledger.flush(wait_s=10)} MLflow writes still pending")
@@ -167,7 +173,11 @@ def search(config: SearchConfig, progress: Callable[[str], None] = _stderr,
             name = experiment if config.resume == AUTO else (
                 f"{experiment}-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:4]}")
             base = _storage(config)
-            folder = Path(base).expanduser() / name if "://" not in base else LEDGERS / name
+            folder = _folder(base, name)
+            tune_path = f"{base.rstrip('/')}/{name}" if "://" in base else str(folder)
+            remote = {"mirror": f"{tune_path}/{MIRROR}"} if "://" in base else {}
+            if remote:  # a missing bucket is an error now, before there is a run in MLflow
+                Mirror.of(remote["mirror"], folder).check()
             record = SearchRecord.start(client, experiment, folder.resolve(), tags={
                 "raynas.name": name, "raynas.role": "search", "raynas.space": space.name,
                 "raynas.strategy": config.strategy, "raynas.scheduler": config.scheduler,
@@ -178,9 +188,10 @@ def search(config: SearchConfig, progress: Callable[[str], None] = _stderr,
             }, params={k: v for k, v in asdict(config).items() if v is not None},
                 space_yaml=yaml_text, warn=progress)
             saved = {"config": asdict(config), "tracking_uri": uri, "folder": str(folder),
-                     "tune_path": f"{base.rstrip('/')}/{name}" if "://" in base else str(folder),
-                     "experiment_id": record.ledger.experiment_id}
-            (folder / STATE).write_text(json.dumps(saved, indent=1))
+                     "tune_path": tune_path, "experiment_id": record.ledger.experiment_id,
+                     **remote}
+            record.mirror = _mirror(saved)
+            _save_state(saved, record.mirror)
         try:
             result = _run(config, space, data, ctx, plan, objectives, record, progress,
                           yaml_text, experiment, saved, started)
@@ -190,6 +201,8 @@ def search(config: SearchConfig, progress: Callable[[str], None] = _stderr,
         except BaseException:
             record.end("parent", "FAILED")
             raise
+        finally:  # how the search ended is on the storage too
+            record.push()
         return result
     finally:
         if we_started_ray:
@@ -200,15 +213,66 @@ def _storage(config: SearchConfig) -> str:
     return config.storage or os.environ.get("RAYNAS_STORAGE") or DEFAULT_STORAGE
 
 
+def _folder(base: str, name: str) -> Path:
+    """A search's own folder (raynas.json, the MLflow ledger): ``STORAGE/NAME`` with Tune's
+    files, or for a URI ``LEDGERS/<hash of the URI>/NAME`` on this machine (two buckets'
+    searches of one name do not meet), mirrored to ``STORAGE/NAME/raynas``."""
+    if "://" not in base:
+        return Path(base).expanduser() / name
+    return LEDGERS / hashlib.sha256(base.rstrip("/").encode()).hexdigest()[:12] / name
+
+
 def _auto_folder(config: SearchConfig, experiment: str) -> Path:
-    """Where ``--resume auto`` keeps a search: ``STORAGE/EXPERIMENT``, on a filesystem that
-    every (re)start of the driver sees - a KubeRay retry runs on a brand-new cluster."""
+    """Where ``--resume auto`` keeps a search: ``STORAGE/EXPERIMENT``, where every (re)start of
+    the driver finds it - a KubeRay retry runs on a brand-new cluster. For a URI the copy in
+    the storage is the truth (Tune resumes from the state there): it replaces the local folder,
+    and a local folder the storage does not have is dropped."""
     base = _storage(config)
-    if "://" in base:
-        raise ConfigError(f"--resume auto: --storage {base}: needs a filesystem path that "
-                          "every restart of the driver sees (a PVC or NFS mount), because the "
-                          "search's MLflow ledger lives there with Tune's state")
-    return (Path(base).expanduser() / experiment).resolve()
+    folder = _folder(base, experiment).resolve()
+    if "://" in base and not Mirror.of(f"{base.rstrip('/')}/{experiment}/{MIRROR}",
+                                       folder).pull():
+        shutil.rmtree(folder, ignore_errors=True)
+    return folder
+
+
+def _mirror(saved: dict[str, Any]) -> Mirror | None:
+    return Mirror.of(saved["mirror"], saved["folder"]) if saved.get("mirror") else None
+
+
+def _save_state(saved: dict[str, Any], mirror: Mirror | None) -> None:
+    """Write a search's raynas.json (and copy it to a remote storage)."""
+    (Path(saved["folder"]) / STATE).write_text(json.dumps(saved, indent=1))
+    if mirror is not None:
+        mirror.push()
+
+
+def _forget_unknown_runs(record: SearchRecord, progress: Callable[[str], None]) -> None:
+    """Before a search resumes: delete the trial runs its ledger does not know. With a remote
+    storage the ledger resumed from is the copy taken at Tune's last experiment checkpoint, so
+    runs created after it are unknown to Tune's state as well: those trials run again, under
+    new runs. Runs it knows may have steps logged after that copy: noted, so that a trial
+    resumed from an earlier checkpoint does not log them twice."""
+    ledger = record.ledger
+    keys = {op["key"] for op in ledger.ops}
+    try:
+        runs = ledger.client.search_runs(
+            [ledger.experiment_id], f"tags.mlflow.parentRunId = '{record.run_id}'",
+            max_results=50_000)
+        unknown = []
+        for run in runs:
+            key = run.data.tags.get("raynas.key")
+            if key is not None and key not in keys:
+                ledger.client.delete_run(run.info.run_id)
+                unknown.append(key)
+            elif key is not None and (steps := [m.step for m in run.data.to_proto().metrics]):
+                ledger.last_step[key] = max(ledger.last_step.get(key, 0), *steps)
+    except Exception as exc:  # noqa: BLE001 - MLflow unreachable: the resume goes on
+        progress(f"warning: cannot check MLflow for runs the ledger does not know "
+                 f"({type(exc).__name__}); any such run stays RUNNING")
+        return
+    if unknown or record.mirror is not None:
+        progress(f"MLflow runs newer than the search's ledger (their trials run again): "
+                 f"{len(unknown)} deleted")
 
 
 def _saved_config(saved: dict[str, Any], given: SearchConfig) -> SearchConfig:
@@ -261,7 +325,7 @@ def extend(target: str, num_trials: int, tracking: str | None = None,
     parts = segments(saved)
     saved["segments"] = [*parts, {"tune_path": f"{parts[0]['tune_path']}-ext{len(parts)}",
                                   "num_trials": num_trials}]
-    (Path(saved["folder"]) / STATE).write_text(json.dumps(saved, indent=1))
+    _save_state(saved, _mirror(saved))
     progress(f"extending {folder} by {num_trials} trials (part {len(parts) + 1})")
     return search(replace(config, resume=saved["folder"]), progress)
 
@@ -289,6 +353,8 @@ def sync(path: str, wait_s: float = 60.0, progress: Callable[[str], None] = _std
                          progress)
     before = ledger.pending
     left = ledger.flush(wait_s=wait_s)
+    if (mirror := _mirror(saved)) is not None:  # what is applied now is not applied again
+        mirror.push(progress)
     progress(f"{before - left} MLflow writes applied, {left} pending")
     return left
 
@@ -325,7 +391,7 @@ def _cost_settings(config: SearchConfig, objectives: list, space: Space, data: A
                                                                      len(objectives)),
                                      data.num_classes, sample)
         saved["scalarizer"] = asdict(scalarizer)
-        (Path(saved["folder"]) / STATE).write_text(json.dumps(saved, indent=1))
+        _save_state(saved, record.mirror)
         record.tag("parent", {"raynas.scalarize": kind})
         record.log_dict("parent", scalarizer.describe(), "scalarization.json")
     return replace(costs, scalarizer=scalarizer, search_metrics=(SCALAR,))
@@ -396,6 +462,10 @@ def _run(config, space, data, ctx, plan, objectives, record, progress, yaml_text
     # An extended search's best comes from all its parts (see ``extend``).
     results = [*(r for part in earlier for r in tune.ResultGrid(
         tune.ExperimentAnalysis(part["tune_path"]))), *grid]
+    for key in ledger.lost({f"trial/{r.metrics['trial_id']}" for r in results}):
+        ledger.write("delete", key)
+        progress(f"{key}: lost with the previous driver (not in Tune's saved state); its "
+                 "MLflow run is deleted, Tune ran its budget slot again")
     failed = [r for r in results if r.error]
     finished = [r for r in results if not r.error and metric in (r.metrics or {})
                 and r.metrics.get(FEASIBLE) is not False]  # the best is a feasible one
@@ -454,6 +524,7 @@ def _run(config, space, data, ctx, plan, objectives, record, progress, yaml_text
                        len(earlier))  # step: the part of an extended search
     record.log_dict("parent", arch, "best_architecture.json")
     waited = ledger.flush(wait_s=config.tracking_wait)  # the report reads what MLflow has
+    record.push()  # the final model's write is applied: a resume must not apply it again
     attach_report(record, progress)  # report.html and its pictures; warns if it cannot
     record.end("parent")
     if pending := ledger.flush(wait_s=0 if waited else config.tracking_wait):
@@ -462,10 +533,6 @@ def _run(config, space, data, ctx, plan, objectives, record, progress, yaml_text
     return SearchResult(
         experiment=experiment, parent_run_id=record.run_id, num_trials=len(results),
         num_failed=len(failed),
-    for key in ledger.lost({f"trial/{r.metrics['trial_id']}" for r in results}):
-        ledger.write("delete", key)
-        progress(f"{key}: lost with the previous driver (not in Tune's saved state); its "
-                 "MLflow run is deleted, Tune ran its budget slot again")
         best={"arch": arch, "trial_id": best.metrics["trial_id"], "val_accuracy": val_accuracy,
               "test_accuracy": test_accuracy, "arch_hash": arch_hash(arch),
               **({SIM_TIME: final["metrics"][SIM_TIME]} if tabular else {})},

@@ -24,6 +24,7 @@ from raynas.errors import ConfigError
 from raynas.estimation.costs import FEASIBLE, VIOLATIONS
 from raynas.estimation.fidelity import TIME_ATTR, Fidelity
 from raynas.ledger import Ledger
+from raynas.mirror import Mirror
 from raynas.models import describe
 from raynas.report.trial import log_structure
 from raynas.scalarize import SCALAR
@@ -99,10 +100,19 @@ def trial_error(trial) -> str:
 class SearchRecord:
     """The parent run of one search, and every write under it, through the search's ledger
     (so a tracking outage delays writes instead of losing them). Runs are named by key:
-    ``parent``, ``trial/<id>``, ``final``."""
+    ``parent``, ``trial/<id>``, ``final``. With a ``mirror`` (remote storage) the search's
+    folder is copied there by ``push`` (see ``raynas.mirror``)."""
 
-    def __init__(self, ledger: Ledger) -> None:
+    mirror: Mirror | None = None  # also for a record pickled before mirrors existed
+
+    def __init__(self, ledger: Ledger, mirror: Mirror | None = None) -> None:
         self.ledger = ledger
+        self.mirror = mirror
+
+    def push(self) -> None:
+        """Copy the search's folder to its remote storage, if it has one."""
+        if self.mirror is not None:
+            self.mirror.push(self.ledger.warn)
 
     @classmethod
     def start(cls, client: MlflowClient, experiment: str, folder: Path, tags: dict[str, str],
@@ -181,6 +191,14 @@ class MLflowTracker(Callback):
     def ledger(self) -> Ledger:
         return self.record.ledger
 
+    def get_state(self) -> None:
+        """Tune asks for this when it saves its experiment state, after taking its snapshot and
+        before uploading it: the search's folder goes to the storage first, so the copy there is
+        never older than the Tune state a resume starts from. No state of its own (None: Tune
+        saves no callback file)."""
+        self.record.push()
+        return None
+
     @property
     def failed(self) -> int:
         return sum(key.startswith("trial/") and status == "FAILED"
@@ -203,9 +221,13 @@ class MLflowTracker(Callback):
         self.record.child(key, f"trial-{trial.trial_id}", {
             "raynas.trial_id": trial.trial_id, "raynas.arch_hash": arch_hash(arch),
             "raynas.role": "trial", **({"raynas.genotype": genotype} if genotype else {})})
+        # params, tags and metrics first: consecutive, the ledger applies them as one batch
         self.record.log_params(key, {f"arch.{k}": v for k, v in self.space.encode(arch).items()})
         if known := self.arch_metrics.get(arch_hash(arch)):
             self.record.log_metrics(key, known, 0)
+        log_structure(self.record, key, self.space.model, arch,
+                      f"trial {trial.trial_id} ({arch_hash(arch)})")
+        self.record.log_dict(key, arch, "architecture.json")
 
     def on_trial_recover(self, iteration: int, trials: list, trial, **info) -> None:
         key = f"trial/{trial.trial_id}"
@@ -218,16 +240,12 @@ class MLflowTracker(Callback):
         key = f"trial/{trial.trial_id}"
         step = int(result.get(TIME_ATTR, 0))
         # A trial restored from a checkpoint (retry, resume) reports again the steps after that
-        # params, tags and metrics first: consecutive, the ledger applies them as one batch
         # checkpoint that were logged already: MLflow keeps the first report of each step.
         if step > self.ledger.last_step.get(key, 0):
             self.record.log_metrics(key, recorded(result), step)
         node = result.get("node_id")
         if node and self.ledger.tags.get(key, {}).get("raynas.node_id") != node:
             self.record.tag(key, {"raynas.node_id": node})  # once, again if it moves
-        log_structure(self.record, key, self.space.model, arch,
-                      f"trial {trial.trial_id} ({arch_hash(arch)})")
-        self.record.log_dict(key, arch, "architecture.json")
         sizes = {k: v for k, v in recorded(result).items() if k in ("params", "flops")}
         if sizes and "raynas.params" not in self.ledger.tags.get(key, {}):
             # as tags too (once): runs filter and sort by them in the MLflow UI

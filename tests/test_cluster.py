@@ -9,7 +9,9 @@ listen on ports picked free (none of Ray's defaults), and RAY_ADDRESS exists onl
 jobs. Teardown stops the processes this module started, by id.
 
 The search submitted is exactly the Kubernetes RayJob's entrypoint (raynas.kube.DEFAULT_ENTRYPOINT):
-the MLflow server and the results folder reach it as environment variables, as on Kubernetes.
+the MLflow server and the results folder reach it as environment variables, as on Kubernetes. The
+nodes reach an S3 server (moto's, the ``s3`` fixture) as they would a bucket: AWS_ENDPOINT_URL and
+credentials in their environment.
 """
 
 from __future__ import annotations
@@ -105,7 +107,7 @@ class Cluster:
 
 
 @pytest.fixture(scope="module")
-def cluster() -> Iterator[Cluster]:
+def cluster(s3) -> Iterator[Cluster]:
     if (error := _dashboard_missing()) is not None:
         pytest.fail(f"the Ray Jobs API needs the dashboard: pip install 'ray[default]' ({error})")
     # One temp dir per node, as on separate machines: two nodes sharing one would share the
@@ -115,7 +117,7 @@ def cluster() -> Iterator[Cluster]:
     token_file = temp / "auth_token"
     token_file.write_text(os.urandom(32).hex())
     env = clean_env(RAY_AUTH_MODE="token", RAY_AUTH_TOKEN_PATH=str(token_file),
-                    RAY_USAGE_STATS_ENABLED="0")
+                    RAY_USAGE_STATS_ENABLED="0", **s3.env)
     (gcs, dashboard, client_port, *ports) = free_ports(15)
     ray = [sys.executable, "-m", "ray.scripts.scripts", "start", "--block",
            "--node-ip-address", "127.0.0.1", "--num-cpus", "1", "--num-gpus", "0",
@@ -150,7 +152,7 @@ def cluster() -> Iterator[Cluster]:
         wait_for("two Ray nodes", both_nodes, 120,
                  alive=lambda: all(p.poll() is None for p in procs))
         yield Cluster(address, temp, token_file.read_text(), nodes,
-                      clean_env(RAY_AUTH_TOKEN_PATH=str(token_file)), procs[1])
+                      clean_env(RAY_AUTH_TOKEN_PATH=str(token_file), **s3.env), procs[1])
     finally:
         _stop_jobs(f"http://127.0.0.1:{dashboard}", token_file.read_text())
         for proc in reversed(procs):  # `ray start --block` takes its node's processes down
@@ -194,29 +196,32 @@ def mlflow_server(tmp_path_factory) -> Iterator[Server]:
 
 
 def test_the_kubernetes_entrypoint_resumes_itself_on_two_nodes_into_the_mlflow_server(
-        cluster, mlflow_server, tmp_path):
-    """The RayJob's command, its driver killed mid-search (a lost head pod), then the very same
-    command again (KubeRay's retry): it finds the search on the shared storage and finishes it,
-    every trial once, one final model."""
+        cluster, mlflow_server, s3, tmp_path):
+    """The RayJob's command with its storage in a bucket, its driver killed mid-search (a lost
+    head pod) and its local disk gone, then the very same command again (KubeRay's retry on a
+    new cluster): it finds the search in the bucket and finishes it, every trial once, one final
+    model."""
     import mlflow
     import torch
     from mlflow.models import Model
     from mlflow.tracking import MlflowClient
 
-    work, results = tmp_path / "work", tmp_path / "results"
+    work, ledgers = tmp_path / "work", tmp_path / "ledgers"  # the driver's disk: see below
     work.mkdir()
     command = shlex.split(kube.DEFAULT_ENTRYPOINT)
     assert command[:4] == ["raynas", "search", "--address", "auto"]
     assert command[command.index("--resume") + 1] == "auto"
     launch = ["launch", "cluster", "--address", cluster.address, "--tracking-uri",
-              mlflow_server.url, "--storage", str(results)]
+              mlflow_server.url, "--storage", f"s3://{s3.bucket}/results",
+              "--env", f"RAYNAS_LEDGERS={ledgers}"]
     first = raynas(*launch, "--no-wait", "--", *command[4:], cwd=work, env=cluster.submitter_env)
     assert first.returncode == 0, first.stderr
-    ledger = results / "k8s-demo" / "mlflow-ledger.jsonl"  # --resume auto: STORAGE/EXPERIMENT
+    # --resume auto: STORAGE/EXPERIMENT, the search's own folder mirrored in raynas/ there
+    ledger = "results/k8s-demo/raynas/mlflow-ledger.jsonl"
 
     def two_trials_ended() -> bool:
-        ops = [json.loads(line) for line in ledger.read_text().splitlines()
-               if line.endswith("}")] if ledger.exists() else []
+        ops = [json.loads(line) for line in (s3.read(ledger) or b"").decode().splitlines()
+               if line.endswith("}")]
         return sum(op["op"] == "end" and op["key"].startswith("trial/") for op in ops) >= 2
 
     wait_for("two trials of the first job", two_trials_ended, 300)
@@ -226,6 +231,10 @@ def test_the_kubernetes_entrypoint_resumes_itself_on_two_nodes_into_the_mlflow_s
     os.kill(drivers[0], signal.SIGKILL)
     wait_for("the first job to fail", lambda: launcher.state_name(
         cluster.client().get_job_status(first.stdout.strip())) == "FAILED", 60)
+    # The new driver has an empty disk (a new head pod): all it finds is in the bucket.
+    (local,) = ledgers.glob("*/k8s-demo")
+    assert (local / "mlflow-ledger.jsonl").is_file()
+    shutil.rmtree(ledgers)
 
     proc = raynas(*launch, "--", *command[4:], cwd=work, env=cluster.submitter_env, timeout=420)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-2000:]
@@ -257,7 +266,7 @@ def test_the_kubernetes_entrypoint_resumes_itself_on_two_nodes_into_the_mlflow_s
         [parent.info.experiment_id],
         f"tags.mlflow.parentRunId = '{parent.info.run_id}' and tags.`raynas.role` = 'trial'",
         max_results=1000)
-    assert len(trials) == summary["num_trials"]
+    assert len(trials) == summary["num_trials"], proc.stdout[-3000:]
     # Exactly once: one search run, each trial one run with one point per budget step.
     searches = client.search_runs([parent.info.experiment_id], "tags.`raynas.role` = 'search'")
     assert [r.info.run_id for r in searches] == [parent.info.run_id]
@@ -287,8 +296,10 @@ def test_the_kubernetes_entrypoint_resumes_itself_on_two_nodes_into_the_mlflow_s
     on_nodes = [p for p in cluster.temp.rglob("*")
                 if p.name in ("MLmodel", "mlflow.db", "mlruns", "mlartifacts")]
     assert not on_nodes
-    # Tune's experiment dir went to RAYNAS_STORAGE.
-    assert list(results.glob(f"{name}/experiment_state-*.json"))
+    # Tune's experiment dir went to RAYNAS_STORAGE, the trials' checkpoints too (from the nodes).
+    stored = s3.keys(f"results/{name}/")
+    assert [k for k in stored if re.fullmatch(rf"results/{name}/experiment_state-.*\.json", k)]
+    assert [k for k in stored if "/checkpoint_" in k]
 
 
 def test_status_and_stop_a_running_job(cluster, mlflow_server, tmp_path):
