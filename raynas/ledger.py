@@ -265,7 +265,7 @@ class Ledger:
 
             path = self.folder / args["file"]
             path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_bytes(render(args["model"], args["arch"], args["title"]))
+            path.write_bytes(render(args["model"], args["arch"], args["title"], args["file"]))
             self.client.log_artifact(run_id, str(path))
         elif op == "dict":
             self.client.log_dict(run_id, args["data"], args["file"])

@@ -26,7 +26,8 @@ from raynas.estimation.fidelity import TIME_ATTR, Fidelity
 from raynas.ledger import Ledger
 from raynas.mirror import Mirror
 from raynas.models import describe
-from raynas.report.trial import log_structure
+from raynas.report.graph import GRAPHS
+from raynas.report.trial import artist, log_structure
 from raynas.scalarize import SCALAR
 from raynas.space import Space, arch_hash
 
@@ -190,6 +191,11 @@ class MLflowTracker(Callback):
     @property
     def ledger(self) -> Ledger:
         return self.record.ledger
+
+    def setup(self, **info: Any) -> None:
+        """At the start of Tune's run: start the actor that draws the trials' diagrams."""
+        if self.space.model in GRAPHS:
+            artist()
 
     def get_state(self) -> None:
         """Tune asks for this when it saves its experiment state, after taking its snapshot and

@@ -14,7 +14,7 @@ if TYPE_CHECKING:
 #: Quick sizes skip the warm-ups: their numbers are for sanity checks, not for reading.
 BENCHMARKS: dict[str, tuple[str, dict[str, Any], dict[str, Any]]] = {
     "overhead": ("per-trial orchestration overhead of raynas search vs plain Ray Tune",
-                 {"trials": 24, "repeats": 3, "concurrency": 2},
+                 {"trials": 24, "repeats": 5, "concurrency": 2},
                  {"trials": 4, "repeats": 1, "concurrency": 2, "warm_up": False}),
     "throughput": ("training samples/s of raynas's training loop vs a hand-written one",
                    {"repeats": 7, "epochs": 3, "threads": 1},

@@ -14,30 +14,60 @@ def log_structure(record: Any, key: str, model: str, arch: dict[str, Any], title
     """Tag ``raynas.depth`` and ``raynas.ops`` on run ``key`` of ``record`` (a
     ``SearchRecord``) and queue its diagram; a builder without a graph function gets neither.
 
-    The diagram is a ledger write of its own, drawn when the ledger applies it, in the ledger's
-    background thread: drawing takes ~0.1 s, which on Tune's event loop (this runs in a
-    callback) was most of what raynas added to each trial."""
+    Drawing takes ~50 ms of Python. On Tune's event loop (this runs in a callback), or in the
+    ledger's thread of the driver (holding the GIL against that loop), it was most of what
+    raynas added to a trial; so an actor draws it, starting now, and the diagram is a ledger
+    write of its own that takes the picture when it is applied (``render``)."""
     if model not in GRAPHS:
         return
     found = facts(GRAPHS[model](arch))
     record.tag(key, {"raynas.depth": found["depth"], "raynas.ops": found["ops"]})
-    record.ledger.write("diagram", key, model=model, arch=arch, title=title,
-                        file=f"{key}/{DIAGRAM}")
+    file = f"{key}/{DIAGRAM}"
+    if (drawing := _draw_elsewhere(model, arch, title)) is not None:
+        _DRAWING[file] = drawing
+    record.ledger.write("diagram", key, model=model, arch=arch, title=title, file=file)
 
 
-def render(model: str, arch: dict[str, Any], title: str) -> bytes:
-    """The PNG of ``arch``'s diagram; while Ray is up, drawn by an actor of its own: drawing is
-    ~50 ms of Python, and in the driver's ledger thread it would hold the GIL against Tune's
-    event loop (measured: half of what raynas added per trial). (Not a process pool: spawning
-    one re-imports the user's ``__main__``.)"""
+def render(model: str, arch: dict[str, Any], title: str, file: str) -> bytes:
+    """The PNG of a queued diagram: the actor's, or drawn here (``raynas sync``, a replay)."""
     import ray
 
-    if not ray.is_initialized():  # e.g. raynas sync
-        return _draw(model, arch, title)
-    job = ray.get_runtime_context().get_job_id()
-    if job not in _ARTISTS:
-        _ARTISTS[job] = ray.remote(num_cpus=0)(_Artist).remote()
-    return ray.get(_ARTISTS[job].draw.remote(model, arch, title))
+    session, drawing = _DRAWING.pop(file, (None, None))
+    if drawing is not None and ray.is_initialized() and session == _session():
+        return ray.get(drawing)
+    return _draw(model, arch, title)
+
+
+_DRAWING: dict[str, tuple[str, Any]] = {}  # file -> (Ray session, ObjectRef of its PNG)
+_ARTISTS: dict[str, Any] = {}  # Ray session -> its drawing actor
+
+
+def artist() -> Any:
+    """This driver's drawing actor, started on first call (one process, so matplotlib is
+    imported once; not a process pool: spawning one re-imports the user's ``__main__``). A
+    search calls it when it starts, so that the actor is up before the first trial is."""
+    import ray
+
+    session = _session()
+    if session not in _ARTISTS:
+        _ARTISTS[session] = ray.remote(num_cpus=0)(_Artist).remote()
+    return _ARTISTS[session]
+
+
+def _draw_elsewhere(model: str, arch: dict[str, Any], title: str) -> tuple[str, Any] | None:
+    """(Ray session, the ObjectRef of the PNG drawn by ``artist``); None without Ray."""
+    import ray
+
+    return (_session(), artist().draw.remote(model, arch, title)) if ray.is_initialized() else None
+
+
+def _session() -> str:
+    """This driver's connection to Ray: its node and job (a new local cluster numbers its
+    jobs from 1 again)."""
+    import ray
+
+    context = ray.get_runtime_context()
+    return f"{context.get_node_id()}:{context.get_job_id()}"
 
 
 def _draw(model: str, arch: dict[str, Any], title: str) -> bytes:
@@ -46,9 +76,9 @@ def _draw(model: str, arch: dict[str, Any], title: str) -> bytes:
     return draw(GRAPHS[model](arch), title)
 
 
-_ARTISTS: dict[str, Any] = {}  # Ray job id -> its drawing actor
-
-
 class _Artist:
+    def __init__(self) -> None:
+        import raynas.report.diagram  # noqa: F401 - matplotlib's import, before the first call
+
     def draw(self, model: str, arch: dict[str, Any], title: str) -> bytes:
         return _draw(model, arch, title)
