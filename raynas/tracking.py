@@ -347,10 +347,13 @@ def log_model_files(client: MlflowClient, run_id: str, folder: Path, args: dict)
             mlflow.log_dict(args["arch"], "architecture.json")
             mlflow.log_text(args["space_yaml"], "space.yaml")
             mlflow.log_metrics(args["metrics"])
-            info = mlflow.pytorch.log_model(model, name="model",
-                                            signature=infer_signature(example, output),
-                                            input_example=example,
-                                            registered_model_name=args["name"])
+            # Requirements given, not inferred: MLflow infers them by loading the model in a
+            # subprocess (~10 s of a search's end), and misses raynas, whose classes it needs.
+            info = mlflow.pytorch.log_model(
+                model, name="model", signature=infer_signature(example, output),
+                input_example=example, registered_model_name=args["name"],
+                pip_requirements=[*mlflow.pytorch.get_default_pip_requirements(),
+                                  f"raynas=={raynas.__version__}"])
     finally:
         mlflow.set_tracking_uri(before)
     uri = f"models:/{args['name']}/{info.registered_model_version}"

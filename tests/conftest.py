@@ -114,6 +114,10 @@ def s3() -> Iterator[S3]:
         "AWS_ENDPOINT_URL": endpoint, "AWS_ACCESS_KEY_ID": "testing",
         "AWS_SECRET_ACCESS_KEY": "testing", "AWS_REGION": "us-east-1",
         "AWS_DEFAULT_REGION": "us-east-1", "AWS_EC2_METADATA_DISABLED": "true"})
+    import requests
+
+    # moto keeps its buckets in this process, not in the server: start from none
+    requests.post(f"{endpoint}/moto-api/reset", timeout=10).raise_for_status()
     try:
         found.client().create_bucket(Bucket=found.bucket)
         yield found

@@ -129,7 +129,7 @@ def search_against_a_server(tmp_path: Path, experiment: str, *flags: str
     server = mlflow_server(tmp_path, port)
     results = tmp_path / "results"
     driver = raynas("search", "--space", "small_cnn", "--dataset", "mnist5k", "--strategy",
-                    "grid", "--scheduler", "fifo", "--num-trials", "4", "--max-epochs", "3",
+                    "grid", "--scheduler", "fifo", "--num-trials", "3", "--max-epochs", "2",
                     "--retrain-epochs", "1", "--storage", str(results), "--tracking-uri", uri,
                     "--experiment", experiment, "--json", *flags, cwd=tmp_path)
     wait_for(lambda: ended_trials(results) >= 1 or driver.poll() is not None, what="a trial")
@@ -153,7 +153,7 @@ def test_tracking_outage_queues_writes_durably_and_sync_flushes_them(tmp_path):
         sync = subprocess.run([sys.executable, "-m", "raynas.cli", "sync", str(folder)],
                               capture_output=True, text=True, timeout=300)
         assert sync.returncode == 0, sync.stderr[-2000:]
-        assert_exact_record(uri, "o", trials=4, epochs=3)
+        assert_exact_record(uri, "o", trials=3, epochs=2)
     finally:
         stop(server)
 
@@ -169,7 +169,7 @@ def test_writes_queued_during_an_outage_flush_when_the_server_is_back(tmp_path):
         assert "is unreachable" in err and "MLflow is back" in err
         summary = json.loads(out.strip().splitlines()[-1])
         assert summary["model_uri"] == "models:/b/1"
-        assert_exact_record(uri, "b", trials=4, epochs=3)
+        assert_exact_record(uri, "b", trials=3, epochs=2)
     finally:
         stop(server)
 

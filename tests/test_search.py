@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import mlflow
 import numpy as np
@@ -10,6 +11,7 @@ import pytest
 import torch
 from mlflow.tracking import MlflowClient
 
+import raynas
 from raynas.config import SearchConfig
 from raynas.data import load_dataset
 from raynas.errors import RaynasError
@@ -69,6 +71,11 @@ def test_default_search_finds_an_accurate_architecture_and_mlflow_holds_it_all(
     with torch.no_grad():
         predicted = model(torch.as_tensor(data.x_test)).argmax(1).numpy()
     assert np.mean(predicted == data.y_test) == pytest.approx(result.best["test_accuracy"])
+    # its environment names what unpickling it takes: torch, and raynas (its module classes)
+    requirements = (Path(mlflow.artifacts.download_artifacts(result.model_uri))
+                    / "requirements.txt").read_text().split()
+    assert f"raynas=={raynas.__version__}" in requirements
+    assert any(r.startswith("torch==") for r in requirements)
 
 
 def test_failing_trial_is_recorded_and_the_search_goes_on(ray_local, tracking, tmp_path):
