@@ -92,8 +92,9 @@ class Ledger:
         self.last_step: dict[str, int] = {}
         self.tags: dict[str, dict[str, str]] = {}
         self.status: dict[str, str] = {}
-        # Trials still running in this process (not persisted): after Tune returns, a running
-        # one means the search was interrupted.
+        # Trials this process saw start, and those still running (not persisted): after Tune
+        # returns, a running one means the search was interrupted.
+        self.seen: set[str] = set()
         self.live: set[str] = set()
         self._lock = threading.RLock()  # one applier at a time: the background one or flush()
         self._wake = threading.Event()
@@ -115,13 +116,15 @@ class Ledger:
                                        for op in self.ops[self.applied :])
 
     def lost(self, known: set[str]) -> list[str]:
-        """Trial runs created, not deleted, that Tune does not ``known``: they started - or
-        even ended - after the Tune state a resume began from was saved (a killed driver; with
-        a remote storage, Tune's upload of its state can lag the ledger's copy)."""
+        """Trial runs created, not deleted, that neither Tune's results (``known``) nor this
+        process saw: they started - or even ended - after the Tune state a resume began from
+        was saved (a killed driver; with a remote storage, Tune's upload of its state can lag
+        the ledger's copy). (Seen counts too: after a PBT exploit a trial's last result can
+        carry the id of the trial it cloned.)"""
         created = {op["key"] for op in self.ops
                    if op["op"] == "create" and op["key"].startswith("trial/")}
         deleted = {op["key"] for op in self.ops if op["op"] == "delete"}
-        return sorted(created - deleted - known)
+        return sorted(created - deleted - known - self.seen)
 
     def bind(self, key: str, run_id: str) -> None:
         """A run created outside the ledger (the parent, created while the store must be up)."""

@@ -219,6 +219,7 @@ class MLflowTracker(Callback):
 
     def on_trial_start(self, iteration: int, trials: list, trial, **info) -> None:
         key = f"trial/{trial.trial_id}"
+        self.ledger.seen.add(key)
         self.ledger.live.add(key)
         if self.ledger.has(key):  # a retried or resumed trial keeps its run
             return

@@ -232,6 +232,7 @@ class DartsTracker(MLflowTracker):
 
     def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         key = f"trial/{trial.trial_id}"
+        self.ledger.seen.add(key)
         self.ledger.live.add(key)
         if self.ledger.has(key):  # a retried or resumed trial keeps its run
             return
