@@ -42,7 +42,8 @@ TRANSIENT_CODES = {"INTERNAL_ERROR", "TEMPORARILY_UNAVAILABLE", "REQUEST_LIMIT_E
 _OPEN: dict[Path, Ledger] = {}  # one ledger per folder and process: see ``__reduce__``
 
 
-def _stderr(message: str) -> None:
+def stderr(message: str) -> None:
+    """A warning on stderr, when no progress callable was given."""
     print(f"[raynas] {message}", file=sys.stderr, flush=True)
 
 
@@ -65,7 +66,7 @@ class Ledger:
         process, so the tracker a restored Tuner unpickles writes through the live ledger."""
         folder = Path(directory).resolve()
         if folder not in _OPEN:
-            _OPEN[folder] = cls(folder, tracking_uri, experiment_id, warn or _stderr)
+            _OPEN[folder] = cls(folder, tracking_uri, experiment_id, warn or stderr)
         return _OPEN[folder]
 
     def __init__(self, folder: Path, tracking_uri: str, experiment_id: str,

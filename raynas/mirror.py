@@ -20,22 +20,17 @@ from __future__ import annotations
 
 import contextlib
 import shutil
-import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from raynas.errors import ConfigError
-from raynas.ledger import APPLIED, LEDGER
+from raynas.ledger import APPLIED, LEDGER, stderr
 
 FOLDER = "raynas"  # the mirror's folder in Tune's experiment folder
 STATE = "raynas.json"  # (= experiment.STATE) a search's folder has it
 
 _OPEN: dict[tuple[str, str], Mirror] = {}  # one mirror per (remote, local) and process
-
-
-def _stderr(message: str) -> None:
-    print(f"[raynas] {message}", file=sys.stderr, flush=True)
 
 
 def _line(exc: BaseException) -> str:
@@ -124,7 +119,7 @@ class Mirror:
         self._pushed = {rel: sig for rel, sig in self._signatures().items()}
         return True
 
-    def push(self, warn: Callable[[str], None] = _stderr) -> int:
+    def push(self, warn: Callable[[str], None] = stderr) -> int:
         """Upload the files of ``local`` that changed since the last push (whole files);
         returns how many. A failure is a warning (once until a push succeeds again): the next
         push tries again, and Tune's own upload of its state fails alike."""
