@@ -73,6 +73,31 @@ def assert_exact_record(uri: str, experiment: str, trials: int, epochs: int) -> 
 
 def raynas(*args: str, env: dict | None = None, **kwargs) -> subprocess.Popen:
     return subprocess.Popen([sys.executable, "-m", "raynas.cli", *args], text=True,
+def trial_workers() -> list[int]:
+    """The pids of Ray Tune trial workers (``ray::ImplicitFunc``) on this machine."""
+    found = []
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            if cmdline.read_bytes().startswith(b"ray::ImplicitFunc"):
+                found.append(int(cmdline.parent.name))
+        except OSError:  # the process ended meanwhile
+            pass
+    return found
+
+
+def ancestors(pid: int) -> set[int]:
+    """The pids above ``pid`` up to init (each process's parent, from /proc/PID/stat)."""
+    found: set[int] = set()
+    while pid > 1:
+        try:
+            stat = Path(f"/proc/{pid}/stat").read_text()
+        except OSError:
+            break
+        pid = int(stat.rsplit(")", 1)[1].split()[1])
+        found.add(pid)
+    return found
+
+
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             start_new_session=True, env={**os.environ, **(env or {})}, **kwargs)
 
@@ -86,8 +111,8 @@ def test_a_killed_trial_worker_is_retried_from_its_checkpoint(ray_local, trackin
     thread = threading.Thread(target=lambda: box.update(result=search(config, lambda m: None)))
     thread.start()
     wait_for(lambda: any(op["op"] == "metrics" for op in ledger_ops(results)), what="epoch 1")
-    workers = [int(p.parent.name) for p in Path("/proc").glob("[0-9]*/cmdline")
-               if p.exists() and p.read_bytes().startswith(b"ray::ImplicitFunc")]
+    workers = [pid for pid in trial_workers() if os.getpid() in ancestors(pid)]  # ours only:
+    # another pytest-xdist worker runs its own Ray instance on this machine
     assert workers, "no trial worker process found"
     os.kill(workers[0], signal.SIGKILL)  # mid-trial
     thread.join(timeout=300)
