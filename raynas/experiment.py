@@ -210,7 +210,9 @@ def search(config: SearchConfig, progress: Callable[[str], None] = _stderr,
 
 
 def _storage(config: SearchConfig) -> str:
-    return config.storage or os.environ.get("RAYNAS_STORAGE") or DEFAULT_STORAGE
+    """The storage path or URI; a local path made absolute (Tune takes no relative one)."""
+    base = config.storage or os.environ.get("RAYNAS_STORAGE") or DEFAULT_STORAGE
+    return base if "://" in base else str(Path(base).expanduser().absolute())
 
 
 def _folder(base: str, name: str) -> Path:
@@ -281,14 +283,19 @@ def _saved_config(saved: dict[str, Any], given: SearchConfig) -> SearchConfig:
                    address=given.address or saved["config"]["address"])
 
 
-def read_state(path: str) -> dict[str, Any]:
-    """What a search folder says about its search (``--resume``, ``raynas sync``)."""
+def read_state(path: str, search: bool = True) -> dict[str, Any]:
+    """What a search folder says about its search (``--resume``, ``extend``), or, with
+    ``search=False``, any ledger folder (``raynas sync``: a retrain's too)."""
     folder = Path(path).expanduser().resolve()
     if not (folder / STATE).is_file():
         raise ConfigError(f"--resume: {path}: not a raynas search folder (no {STATE}); the "
                           "folder is printed when a search starts and tagged raynas.folder on "
                           "its MLflow run")
-    return {**json.loads((folder / STATE).read_text()), "folder": str(folder)}
+    saved = json.loads((folder / STATE).read_text())
+    if search and "config" not in saved:
+        raise ConfigError(f"--resume: {path}: the ledger folder of a {saved.get('role', 'retrain')}"
+                          ", not of a search: only raynas sync takes it")
+    return {**saved, "folder": str(folder)}
 
 
 def segments(saved: dict[str, Any]) -> list[dict[str, Any]]:
@@ -347,7 +354,7 @@ def find_search(target: str, tracking: str | None = None) -> str:
 
 def sync(path: str, wait_s: float = 60.0, progress: Callable[[str], None] = _stderr) -> int:
     """Apply a search's pending MLflow writes (after an outage); returns how many remain."""
-    saved = read_state(path)
+    saved = read_state(path, search=False)
     connect(saved["tracking_uri"])
     ledger = Ledger.open(saved["folder"], saved["tracking_uri"], saved["experiment_id"],
                          progress)

@@ -24,6 +24,13 @@ def ray_local():
         ray.shutdown()
 
 
+@pytest.fixture(autouse=True)
+def results_in_tmp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Searches that name no --storage keep Tune's results in the test's temp dir, not in
+    ~/ray_results (where they would pile up run after run)."""
+    monkeypatch.setenv("RAYNAS_STORAGE", str(tmp_path / "ray_results"))
+
+
 @pytest.fixture
 def tracking(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
     """A fresh SQLite MLflow store (and artifact folder) in the test's temp dir."""

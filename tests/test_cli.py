@@ -44,6 +44,8 @@ def write(path: Path, text: str) -> str:
     (["--fidelity", "data:2"], r"--fidelity: expected epochs, data, width or resolution"),
     (["--max-failed-trials", "0"], r"--max-failed-trials: must be >= 1"),
     (["--resume", "no_such_folder"], r"not a raynas search folder"),
+    (["--resume", "retrain_ledger"], r"retrain_ledger: the ledger folder of a retrain, not of a "
+                                     r"search: only raynas sync takes it"),
 ])
 def test_bad_input_is_one_line_exit_2_and_writes_nothing(tmp_path, args, message):
     import re
@@ -54,6 +56,8 @@ def test_bad_input_is_one_line_exit_2_and_writes_nothing(tmp_path, args, message
     write(tmp_path / "empty_choice.yaml", "space:\n  layers:\n    repeat: [1, 2]\n"
           + GOOD_LAYER.replace("[conv_3x3]", "[]"))
     (tmp_path / "corrupt.npz").write_bytes(b"PK\x03\x04 this is not a zip archive")
+    (tmp_path / "retrain_ledger").mkdir()
+    write(tmp_path / "retrain_ledger" / "raynas.json", '{"role": "retrain"}')
     proc = raynas("search", *args, cwd=tmp_path, timeout=120)
     assert proc.returncode == 2, proc.stderr
     lines = proc.stderr.strip().splitlines()
@@ -71,11 +75,13 @@ def test_spaces_lists_builtin_spaces_with_sizes(tmp_path):
 
 def test_search_json_is_the_last_line_of_stdout(tmp_path):
     proc = raynas("search", "--space", "small_cnn", "--num-trials", "2", "--max-epochs", "1",
-                  "--retrain-epochs", "1", "--experiment", "cli", "--json", cwd=tmp_path)
+                  "--retrain-epochs", "1", "--experiment", "cli", "--storage", "results",
+                  "--json", cwd=tmp_path)  # a relative storage path: from the working dir
     assert proc.returncode == 0, proc.stderr[-3000:]
     summary = json.loads(proc.stdout.strip().splitlines()[-1])
     assert summary["experiment"] == "cli" and summary["num_trials"] == 2
     assert set(summary["best"]) >= {"arch", "trial_id", "val_accuracy", "test_accuracy"}
     assert summary["model_uri"] == "models:/cli/1"
+    assert Path(summary["folder"]).parent == tmp_path / "results"
     assert (tmp_path / "mlflow.db").exists()
     assert "trial" in proc.stderr  # progress was visible while it ran
