@@ -35,6 +35,7 @@ MAX_BATCH = 100  # MLflow's log_batch limit on params (and on tags) per call
 MAX_METRICS = 1000  # ... and on metrics, and on all three together
 BATCHED = ("params", "metrics", "tags")  # consecutive writes of these on a run: one log_batch
 BACKOFF_S = (1.0, 60.0)  # first and longest wait before retrying an unreachable store
+WAITING_RETRY_S = 5.0  # ... and the longest while someone waits on a flush (a search's end)
 # Errors that mean "not now" rather than "never": the write stays pending.
 TRANSIENT_CODES = {"INTERNAL_ERROR", "TEMPORARILY_UNAVAILABLE", "REQUEST_LIMIT_EXCEEDED",
                    "DEADLINE_EXCEEDED", "ENDPOINT_NOT_FOUND"}
@@ -168,6 +169,8 @@ class Ledger:
         deadline = time.monotonic() + wait_s
         while self.pending:
             pause = self.retry_at - time.monotonic()
+            if wait_s:  # someone waits for this flush: retry often, not on the search's backoff
+                pause = min(pause, WAITING_RETRY_S)
             if pause > 0:
                 if time.monotonic() + pause > deadline:
                     break

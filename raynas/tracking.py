@@ -38,6 +38,11 @@ def tracking_uri(explicit: str | None) -> str:
     return uri or f"sqlite:///{Path('mlflow.db').resolve()}"
 
 
+# MLflow retries a refused request 7 times with exponential backoff (minutes); the ledger
+# retries on its own schedule, so a write fails fast while the server is away.
+FAIL_FAST = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "1", "MLFLOW_HTTP_REQUEST_TIMEOUT": "20"}
+
+
 def connect(uri: str) -> MlflowClient:
     """A client for ``uri``; a one-line ConfigError if the store cannot be reached."""
     if not any(uri.startswith(p) for p in ("sqlite:///", "http://", "https://", "file:",
@@ -46,10 +51,8 @@ def connect(uri: str) -> MlflowClient:
     if uri.startswith(("http://", "https://")):
         import requests
 
-        # MLflow retries a refused request 7 times with exponential backoff (minutes); the
-        # ledger retries on its own schedule, so a write fails fast while the server is away.
-        os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "1")
-        os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "20")
+        for name, value in FAIL_FAST.items():
+            os.environ.setdefault(name, value)
 
         try:
             requests.get(uri.rstrip("/") + "/health", timeout=5).raise_for_status()

@@ -10,17 +10,13 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import signal
 import socket
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import requests
 from mlflow.tracking import MlflowClient
+from servers import start_mlflow, stop
 
 from raynas.report import diagram, search
 
@@ -41,34 +37,11 @@ def mlflow_ui(tiny_search, tmp_path) -> Iterator[str]:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    env = {**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true"}
-    log = (tmp_path / "server.log").open("w")
-    server = subprocess.Popen(
-        [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port),
-         "--workers", "1", "--backend-store-uri", tiny_search.tracking_uri],
-        stdout=log, stderr=subprocess.STDOUT, env=env,
-        start_new_session=True)  # its own process group: uvicorn's worker goes with it
-    url = f"http://127.0.0.1:{port}"
+    server = start_mlflow(port, tiny_search.tracking_uri, tmp_path / "server.log")
     try:
-        deadline = time.monotonic() + 120
-        while True:
-            try:
-                if requests.get(f"{url}/health", timeout=2).ok:
-                    break
-            except requests.RequestException:
-                pass
-            assert server.poll() is None, (tmp_path / "server.log").read_text()[-2000:]
-            assert time.monotonic() < deadline, "mlflow server did not start in 120 s"
-            time.sleep(0.5)
-        yield url
+        yield f"http://127.0.0.1:{port}"
     finally:
-        os.killpg(server.pid, signal.SIGTERM)
-        try:
-            server.wait(30)
-        except subprocess.TimeoutExpired:
-            os.killpg(server.pid, signal.SIGKILL)
-            server.wait(10)
-        log.close()
+        stop(server)
 
 
 def test_the_mlflow_ui_shows_the_runs_a_metric_chart_the_diagram_and_the_report(

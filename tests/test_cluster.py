@@ -35,6 +35,7 @@ from pathlib import Path
 import pytest
 import requests
 import yaml
+from servers import start_mlflow, stop
 
 from raynas import kube, launcher
 from raynas.bench.scaling import free_ports
@@ -174,22 +175,12 @@ def mlflow_server(tmp_path_factory) -> Iterator[Server]:
     root = tmp_path_factory.mktemp("mlflow")
     (port,) = free_ports(1)
     env = clean_env(MLFLOW_SERVER_ALLOWED_HOSTS=_manifest_allowed_hosts())
-    proc = spawn(
-        [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port),
-         "--workers", "1", "--backend-store-uri", f"sqlite:///{root / 'mlflow.db'}",
-         "--artifacts-destination", str(root / "artifacts")], root / "server.log", env, cwd=root)
-    url = f"http://127.0.0.1:{port}"
+    server = start_mlflow(port, f"sqlite:///{root / 'mlflow.db'}", root / "server.log",
+                          artifacts=root / "artifacts", env=env)
     try:
-        wait_for("mlflow server", lambda: _healthy(url), 120, alive=lambda: proc.poll() is None)
-        yield Server(url, root)
+        yield Server(f"http://127.0.0.1:{port}", root)
     finally:
-        if proc.poll() is None:  # its own process group: uvicorn's worker goes with it
-            os.killpg(proc.pid, signal.SIGTERM)
-            try:
-                proc.wait(20)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait(10)
+        stop(server)
 
 
 # --------------------------------------------------------------------------------------- tests
@@ -550,13 +541,6 @@ def _kill_leftovers(temp: Path) -> None:
         if mark in text:
             with contextlib.suppress(OSError):  # it ended meanwhile
                 os.kill(int(entry.name), signal.SIGKILL)
-
-
-def _healthy(url: str) -> bool:
-    try:
-        return requests.get(f"{url}/health", timeout=2).ok
-    except requests.RequestException:
-        return False
 
 
 def _manifest_allowed_hosts() -> str:

@@ -15,10 +15,12 @@ from collections.abc import Callable
 from pathlib import Path
 
 from mlflow.tracking import MlflowClient
+from servers import start_mlflow, stop
 
 from raynas.bench.scaling import free_ports
 from raynas.config import SearchConfig
 from raynas.experiment import search
+from raynas.tracking import FAIL_FAST
 
 
 def wait_for(condition: Callable[[], object], timeout: float = 240, what: str = "") -> object:
@@ -71,8 +73,6 @@ def assert_exact_record(uri: str, experiment: str, trials: int, epochs: int) -> 
     return {"parent": parent, "trials": runs["trial"]}
 
 
-def raynas(*args: str, env: dict | None = None, **kwargs) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "raynas.cli", *args], text=True,
 def trial_workers() -> list[int]:
     """The pids of Ray Tune trial workers (``ray::ImplicitFunc``) on this machine."""
     found = []
@@ -98,6 +98,8 @@ def ancestors(pid: int) -> set[int]:
     return found
 
 
+def raynas(*args: str, env: dict | None = None, **kwargs) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "raynas.cli", *args], text=True,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             start_new_session=True, env={**os.environ, **(env or {})}, **kwargs)
 
@@ -124,26 +126,8 @@ def test_a_killed_trial_worker_is_retried_from_its_checkpoint(ray_local, trackin
 
 
 def mlflow_server(tmp_path: Path, port: int) -> subprocess.Popen:
-    server = subprocess.Popen(
-        [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port),
-         "--backend-store-uri", f"sqlite:///{tmp_path / 'server.db'}",
-         "--artifacts-destination", str(tmp_path / "artifacts"), "--workers", "1"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-    import requests
-
-    def healthy() -> bool:
-        try:
-            return requests.get(f"http://127.0.0.1:{port}/health", timeout=1).ok
-        except requests.RequestException:
-            return False
-
-    wait_for(healthy, timeout=90, what="mlflow server")
-    return server
-
-
-def stop(process: subprocess.Popen) -> None:
-    os.killpg(process.pid, signal.SIGTERM)
-    process.wait(timeout=30)
+    return start_mlflow(port, f"sqlite:///{tmp_path / 'server.db'}", tmp_path / "server.log",
+                        artifacts=tmp_path / "artifacts")
 
 
 def search_against_a_server(tmp_path: Path, experiment: str, *flags: str
@@ -183,18 +167,42 @@ def test_tracking_outage_queues_writes_durably_and_sync_flushes_them(tmp_path):
         stop(server)
 
 
-def test_writes_queued_during_an_outage_flush_when_the_server_is_back(tmp_path):
-    port, uri, results, driver = search_against_a_server(tmp_path, "b")
-    applied = lambda: json.loads(next(results.glob("*/mlflow-applied.json")).read_text())  # noqa: E731
-    wait_for(lambda: len(ledger_ops(results)) > applied()["applied"] + 3, what="queued writes")
-    server = mlflow_server(tmp_path, port)  # back, mid-search
+def test_writes_queued_during_an_outage_apply_by_themselves_once_the_server_is_back(
+        tmp_path, monkeypatch):
+    """While the server is away, each write waits in the ledger, in order; once the server
+    answers again, the ledger's own thread applies them - no flush, no sync - and says so. (A
+    whole search through an outage: the test above.)"""
+    from raynas.ledger import Ledger
+
+    for name, value in FAIL_FAST.items():  # as raynas.tracking.connect sets them
+        monkeypatch.setenv(name, value)
+    (port,) = free_ports(1)
+    uri = f"http://127.0.0.1:{port}"
+    server = mlflow_server(tmp_path, port)
+    client = MlflowClient(uri)
+    experiment = client.create_experiment("b")
+    warnings: list[str] = []
+    ledger = Ledger(tmp_path / "search", uri, experiment, warnings.append)
+    ledger.bind("parent", client.create_run(experiment).info.run_id)
+    stop(server)
+    ledger.write("create", "trial/1", name="t1", tags={"raynas.role": "trial"})
+    for step in (1, 2):
+        ledger.write("metrics", "trial/1", metrics={"val_accuracy": step / 4}, step=step,
+                     time=step)
+    ledger.write("end", "trial/1", status="FINISHED")
+    ledger.write("end", "parent", status="FINISHED")
+    wait_for(lambda: warnings, what="the outage warning")
+    assert "is unreachable" in warnings[0] and ledger.pending == 5
+    server = mlflow_server(tmp_path, port)
     try:
-        out, err = driver.communicate(timeout=600)
-        assert driver.returncode == 0, err[-3000:]
-        assert "is unreachable" in err and "MLflow is back" in err
-        summary = json.loads(out.strip().splitlines()[-1])
-        assert summary["model_uri"] == "models:/b/1"
-        assert_exact_record(uri, "b", trials=3, epochs=2)
+        wait_for(lambda: ledger.pending == 0, timeout=150, what="the queued writes")
+        assert warnings[-1].startswith("MLflow is back after")
+        trial = client.get_run(ledger.runs["trial/1"])
+        assert trial.info.status == "FINISHED" and trial.data.tags["raynas.role"] == "trial"
+        assert [m.step for m in client.get_metric_history(trial.info.run_id,
+                                                          "val_accuracy")] == [1, 2]
+        assert client.get_run(ledger.runs["parent"]).info.status == "FINISHED"
+        assert len(client.search_runs([experiment])) == 2
     finally:
         stop(server)
 
