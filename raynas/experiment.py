@@ -9,6 +9,7 @@ import logging
 import os
 import shutil
 import sys
+import tempfile
 import time
 import uuid
 from collections.abc import Callable
@@ -184,7 +185,7 @@ def search(config: SearchConfig, progress: Callable[[str], None] = _stderr,
                 "raynas.dataset": config.dataset, "raynas.seed": str(config.seed),
                 "raynas.version": raynas.__version__, "raynas.git_sha": git_sha() or "unknown",
                 "raynas.objectives": ",".join(f"{m}:{mode}" for m, mode in objectives),
-                **{f"raynas.{k}": v for k, v in plan.notes.items()},
+                **{f"raynas.{k}": v for k, v in {**plan.notes, **remote}.items()},
             }, params={k: v for k, v in asdict(config).items() if v is not None},
                 space_yaml=yaml_text, warn=progress)
             saved = {"config": asdict(config), "tracking_uri": uri, "folder": str(folder),
@@ -307,9 +308,20 @@ def segments(saved: dict[str, Any]) -> list[dict[str, Any]]:
 def restore_searcher(searcher: Any, tune_path: str) -> None:
     """Load the state a finished Tune experiment saved for ``searcher`` (and its wrappers) into
     this freshly built searcher, as Tune's own restore would."""
+    import pyarrow.fs
     from ray.tune.search import SearchGenerator
 
-    SearchGenerator(searcher).restore_from_dir(tune_path)
+    if "://" not in tune_path:
+        SearchGenerator(searcher).restore_from_dir(tune_path)
+        return
+    # Tune reads these files with a local glob: from a bucket, they are copied out first.
+    fs, path = pyarrow.fs.FileSystem.from_uri(tune_path)
+    with tempfile.TemporaryDirectory() as local:
+        for info in fs.get_file_info(pyarrow.fs.FileSelector(path)):
+            if info.base_name.startswith(("search_gen_state-", "searcher-state-")):
+                pyarrow.fs.copy_files(info.path, f"{local}/{info.base_name}",
+                                      source_filesystem=fs)
+        SearchGenerator(searcher).restore_from_dir(local)
 
 
 def extend(target: str, num_trials: int, tracking: str | None = None,
@@ -349,7 +361,17 @@ def find_search(target: str, tracking: str | None = None) -> str:
     if not runs:
         raise ConfigError(f"{target}: neither a search folder nor an MLflow experiment with a "
                           f"search in {client.tracking_uri}")
-    return runs[0].data.tags["raynas.folder"]
+    tags = runs[0].data.tags
+    folder, remote = tags["raynas.folder"], tags.get("raynas.mirror")
+    if Path(folder).is_dir() or remote is None:
+        return folder
+    # It ran on another machine (a cluster's driver) with its storage in a bucket: the copy
+    # there, in this machine's folder for that storage, as a resume there would use it.
+    local = _folder(remote.rsplit("/", 2)[0], tags["raynas.name"]).resolve()
+    if not Mirror.of(remote, local).pull():
+        raise ConfigError(f"{target}: its search folder is neither here ({folder}) nor in "
+                          f"{remote}")
+    return str(local)
 
 
 def sync(path: str, wait_s: float = 60.0, progress: Callable[[str], None] = _stderr) -> int:

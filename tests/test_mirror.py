@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import pickle
+import shutil
 from pathlib import Path
 
 import pytest
@@ -123,3 +124,26 @@ def test_a_resume_deletes_runs_newer_than_its_ledger_and_notes_steps_logged_afte
     assert ledger.last_step["trial/a"] == 3  # a resumed trial logs step 4 on, not 2 and 3 again
     assert lines == ["MLflow runs newer than the search's ledger (their trials run again): 1 "
                      "deleted"]
+
+
+def test_extend_by_name_on_another_machine_takes_the_search_from_its_bucket(
+        ray_local, tracking, on_s3, tmp_path):
+    """A search that ran elsewhere (a cluster's driver) with its storage in a bucket: here,
+    MLflow and the bucket are all there is; `raynas extend EXPERIMENT` finds it through the
+    parent run's tags and goes on in the same run."""
+    from mlflow.tracking import MlflowClient
+
+    config = SearchConfig(space="small_cnn", strategy="random", scheduler="fifo", num_trials=2,
+                          max_epochs=1, retrain_epochs=1, concurrency=1, seed=1,
+                          storage=f"s3://{on_s3.bucket}/far", experiment="far")
+    first = experiment.search(config, progress=lambda _: None)
+    shutil.rmtree(tmp_path / "ledgers")  # another machine: an empty disk
+    extended = experiment.extend("far", 1, progress=lambda _: None)
+    assert extended.parent_run_id == first.parent_run_id and extended.num_trials == 3
+    assert Path(extended.folder).is_relative_to(tmp_path / "ledgers")
+    client = MlflowClient(tracking)
+    trials = client.search_runs([client.get_experiment_by_name("far").experiment_id],
+                                "tags.`raynas.role` = 'trial'")
+    assert {r.data.tags["mlflow.parentRunId"] for r in trials} == {first.parent_run_id}
+    assert len(trials) == 3
+    assert any(k.startswith(f"far/{Path(first.folder).name}-ext1/") for k in on_s3.keys("far/"))
