@@ -105,18 +105,6 @@ def test_max_failed_trials_ends_the_search(ray_local, tracking, tmp_path):
                             max_epochs=2, max_retries=0, max_failed_trials=2))
 
 
-def test_grid_and_random_strategies_cover_distinct_architectures(ray_local, tracking):
-    for strategy in ("grid", "random"):
-        result = search(SearchConfig(space="small_cnn", strategy=strategy, scheduler="fifo",
-                                     num_trials=4, max_epochs=1, retrain_epochs=1,
-                                     experiment=f"e-{strategy}"))
-        runs = child_runs(MlflowClient(tracking), result, "trial")
-        hashes = {r.data.tags["raynas.arch_hash"] for r in runs}
-        assert len(runs) == 4
-        if strategy == "grid":
-            assert len(hashes) == 4  # a grid never repeats an architecture
-
-
 def test_sequence_data_builds_conv1d_networks_that_learn(ray_local, tracking, tmp_path):
     """(N, C, L) arrays from an .npz: the same space builds Conv1d networks, which beat chance."""
     rng = np.random.default_rng(0)
