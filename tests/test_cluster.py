@@ -325,6 +325,9 @@ def test_status_and_stop_a_running_job(cluster, mlflow_server, tmp_path):
     status = raynas("status", job_id, "--address", cluster.address, cwd=work,
                     env=cluster.submitter_env)
     assert status.stdout.startswith(f"{job_id}: STOPPED\n")
+    # ... and its trials are gone with it: the cluster's CPUs are free for the next job
+    wait_for("the stopped job's trials to end",
+             lambda: not _trial_actors(cluster.address, cluster.token), 120)
     unknown = raynas("status", "raysubmit_nosuchjob", "--address", cluster.address, cwd=work,
                      env=cluster.submitter_env)
     assert unknown.returncode == 2
@@ -456,7 +459,17 @@ def test_zz_a_removed_worker_node_costs_retries_not_trials(cluster, mlflow_serve
             [experiment.experiment_id], f"tags.`raynas.node_id` = '{cluster.nodes['node_b']}' "
             "and attributes.status = 'RUNNING'"))
 
-    wait_for("a trial training on node_b", training_on_b, 480)  # slow when CPUs are shared
+    def running() -> bool:
+        if launcher.state_name(jobs.get_job_status(job_id)) in launcher.TERMINAL:
+            print(jobs.get_job_logs(job_id)[-3000:])  # shown with the failure
+            return False
+        return True
+
+    try:  # slow when CPUs are shared
+        wait_for("a trial training on node_b", training_on_b, 480, alive=running)
+    except BaseException:  # pytest.fail: what the job and the cluster were doing
+        print(jobs.get_job_logs(job_id)[-3000:], _trial_actors(cluster.address, cluster.token))
+        raise
     cluster.worker.kill()  # the node crashes: its `ray start`, raylet, workers, all SIGKILLed
     _kill_leftovers(cluster.temp / "b")
     wait_for("the job to end", lambda: launcher.state_name(jobs.get_job_status(job_id))
@@ -506,6 +519,18 @@ def _alive_nodes(address: str, token: str) -> dict[str, str]:
         return {}
     return {name: n.node_id for n in nodes if n.state == "ALIVE"
             for name in ("node_a", "node_b") if name in (n.resources_total or {})}
+
+
+def _trial_actors(address: str, token: str) -> list[tuple[str, str]]:
+    """(node id, pid) of the Tune trial actors alive on the cluster (the Ray state API)."""
+    from ray.util.state.api import StateApiClient
+    from ray.util.state.common import ListApiOptions, StateResource
+
+    client = StateApiClient(address, headers={"authorization": f"Bearer {token}"})
+    actors = client.list(StateResource.ACTORS, ListApiOptions(filters=[
+        ("class_name", "=", "ImplicitFunc"), ("state", "=", "ALIVE")]),
+        raise_on_missing_output=False)
+    return [(a.node_id, a.pid) for a in actors]
 
 
 def _stop_jobs(address: str, token: str) -> None:
