@@ -263,13 +263,14 @@ def test_the_kubernetes_entrypoint_resumes_itself_on_two_nodes_into_the_mlflow_s
     assert [r.info.run_id for r in searches] == [parent.info.run_id]
     assert len({r.data.tags["raynas.trial_id"] for r in trials}) == len(trials)
     for run in trials:
-        assert run.info.status in ("FINISHED", "KILLED"), run.data.tags
+        assert run.info.status in ("FINISHED", "KILLED"), (
+            run.data.tags.get("raynas.error"), proc.stdout[-3000:])
         steps = [m.step for m in client.get_metric_history(run.info.run_id, "val_accuracy")]
         assert steps == sorted(set(steps)) and steps[0] == 1, steps
     # Trials ran on both nodes (two trials at a time, one CPU per node).
     on = [r.data.tags.get("raynas.node_id") for r in trials]
-    assert set(on) == set(cluster.nodes.values()), {n: on.count(i)
-                                                    for n, i in cluster.nodes.items()}
+    assert set(on) == set(cluster.nodes.values()), (
+        {n: on.count(i) for n, i in cluster.nodes.items()}, proc.stdout[-3000:])
 
     # The final model: registered once, stored by the server, loadable through it.
     name = summary["experiment"]
@@ -468,7 +469,8 @@ def test_zz_a_removed_worker_node_costs_retries_not_trials(cluster, mlflow_serve
     try:  # slow when CPUs are shared
         wait_for("a trial training on node_b", training_on_b, 480, alive=running)
     except BaseException:  # pytest.fail: what the job and the cluster were doing
-        print(jobs.get_job_logs(job_id)[-3000:], _trial_actors(cluster.address, cluster.token))
+        print(jobs.get_job_logs(job_id)[-6000:], _trial_actors(cluster.address, cluster.token),
+              _alive_nodes(cluster.address, cluster.token))
         raise
     cluster.worker.kill()  # the node crashes: its `ray start`, raylet, workers, all SIGKILLed
     _kill_leftovers(cluster.temp / "b")
