@@ -461,10 +461,7 @@ def test_zz_a_removed_worker_node_costs_retries_not_trials(cluster, mlflow_serve
             "and attributes.status = 'RUNNING'"))
 
     def running() -> bool:
-        if launcher.state_name(jobs.get_job_status(job_id)) in launcher.TERMINAL:
-            print(jobs.get_job_logs(job_id)[-3000:])  # shown with the failure
-            return False
-        return True
+        return launcher.state_name(jobs.get_job_status(job_id)) not in launcher.TERMINAL
 
     try:  # slow when CPUs are shared
         wait_for("a trial training on node_b", training_on_b, 480, alive=running)
@@ -509,14 +506,20 @@ def _listening(port: int) -> bool:
         return False
 
 
+def _state(address: str, token: str):
+    """A client of the cluster's Ray state API (through its dashboard, with the token)."""
+    from ray.util.state.api import StateApiClient
+
+    return StateApiClient(address, headers={"authorization": f"Bearer {token}"})
+
+
 def _alive_nodes(address: str, token: str) -> dict[str, str]:
     """node_a / node_b -> node id, for the nodes that are up (the Ray state API)."""
-    from ray.util.state.api import StateApiClient
     from ray.util.state.common import ListApiOptions, StateResource
 
     try:
-        client = StateApiClient(address, headers={"authorization": f"Bearer {token}"})
-        nodes = client.list(StateResource.NODES, ListApiOptions(), raise_on_missing_output=False)
+        nodes = _state(address, token).list(StateResource.NODES, ListApiOptions(),
+                                            raise_on_missing_output=False)
     except Exception:  # the dashboard is still starting
         return {}
     return {name: n.node_id for n in nodes if n.state == "ALIVE"
@@ -525,11 +528,9 @@ def _alive_nodes(address: str, token: str) -> dict[str, str]:
 
 def _trial_actors(address: str, token: str) -> list[tuple[str, str]]:
     """(node id, pid) of the Tune trial actors alive on the cluster (the Ray state API)."""
-    from ray.util.state.api import StateApiClient
     from ray.util.state.common import ListApiOptions, StateResource
 
-    client = StateApiClient(address, headers={"authorization": f"Bearer {token}"})
-    actors = client.list(StateResource.ACTORS, ListApiOptions(filters=[
+    actors = _state(address, token).list(StateResource.ACTORS, ListApiOptions(filters=[
         ("class_name", "=", "ImplicitFunc"), ("state", "=", "ALIVE")]),
         raise_on_missing_output=False)
     return [(a.node_id, a.pid) for a in actors]
