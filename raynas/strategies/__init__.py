@@ -150,9 +150,9 @@ def _gp_sampler(ctx: StrategyContext) -> Any:
 
 
 def _nsga2_sampler(ctx: StrategyContext) -> Any:
-    import optuna
+    from raynas.strategies.samplers import NSGAIISampler
 
-    return optuna.samplers.NSGAIISampler(seed=ctx.seed,
+    return NSGAIISampler(seed=ctx.seed,
                                          population_size=max(4, min(50, ctx.trials // 4)))
 
 
