@@ -8,10 +8,10 @@ for a new cluster) with a token of the test's own. They never meet the session's
 listen on ports picked free (none of Ray's defaults), and RAY_ADDRESS exists only inside their
 jobs. Teardown stops the processes this module started, by id.
 
-The search submitted is exactly the Kubernetes RayJob's entrypoint (raynas.kube.DEFAULT_ENTRYPOINT):
-the MLflow server and the results folder reach it as environment variables, as on Kubernetes. The
-nodes reach an S3 server (moto's, the ``s3`` fixture) as they would a bucket: AWS_ENDPOINT_URL and
-credentials in their environment.
+The search submitted is exactly the Kubernetes RayJob's entrypoint
+(raynas.deploy.kube.DEFAULT_ENTRYPOINT): the MLflow server and the results folder reach it as
+environment variables, as on Kubernetes. The nodes reach an S3 server (moto's, the ``s3`` fixture)
+as they would a bucket: AWS_ENDPOINT_URL and credentials in their environment.
 """
 
 from __future__ import annotations
@@ -37,8 +37,8 @@ import requests
 import yaml
 from servers import start_mlflow, stop
 
-from raynas import kube, launcher
 from raynas.bench.scaling import free_ports
+from raynas.deploy import kube, launcher
 
 REPO = Path(__file__).resolve().parents[1]
 BIN = str(Path(sys.executable).parent)  # ray, mlflow and raynas live next to this Python

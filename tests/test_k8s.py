@@ -1,22 +1,31 @@
 """The Kubernetes manifests (k8s/): rendered with the real `kubectl kustomize`, validated offline.
 
 Core kinds are checked against kubernetes-validate's schemas, RayCluster/RayJob against KubeRay's
-CRD schemas with unknown fields rejected. No cluster and no network needed.
+CRD schemas with unknown fields rejected. No cluster and no network needed. The manifests are read
+as package data (``raynas.deploy.manifests``), as an installed wheel has them.
 """
 
 from __future__ import annotations
 
 import copy
+import importlib.util
 import os
 import shlex
+import shutil
+import sys
+import zipfile
+import zipimport
 from collections.abc import Iterator
+from importlib import resources
 from pathlib import Path
 
 import pytest
 import yaml
 
-from raynas import kube
+from raynas.deploy import kube
 from raynas.errors import RaynasError
+
+REPO_K8S = Path(__file__).resolve().parents[1] / "k8s"
 
 GPU = "nvidia.com/gpu"
 ALL_KINDS = {
@@ -123,9 +132,9 @@ def test_rayjob_runs_the_default_entrypoint_and_cleans_up(rendered):
         assert job["shutdownAfterJobFinishes"] is True
         assert job["ttlSecondsAfterFinished"] > 0 and job["backoffLimit"] >= 1
     # The entrypoint is written once in the manifests: the base RayJob.
-    base = (kube.K8S_DIR / "base" / "rayjob.yaml").read_text()
+    base = (REPO_K8S / "base" / "rayjob.yaml").read_text()
     assert yaml.safe_load(base)["spec"]["entrypoint"] == kube.DEFAULT_ENTRYPOINT
-    assert sum(p.read_text().count("raynas search") for p in kube.K8S_DIR.rglob("*.yaml")) == 1
+    assert sum(p.read_text().count("raynas search") for p in REPO_K8S.rglob("*.yaml")) == 1
     # Host-specific settings come from the head's environment, so tests/test_cluster.py runs this
     # very command on a two-node Ray cluster.
     args = shlex.split(kube.DEFAULT_ENTRYPOINT)
@@ -234,12 +243,13 @@ def test_user_overlay_can_retag_the_image_with_kustomize(tmp_path: Path):
     # kustomize's `images:` must reach the containers nested in RayCluster/RayJob (v5 does).
     overlay = tmp_path / "mine"
     overlay.mkdir()
-    base = os.path.relpath(kube.OVERLAYS_DIR / "gpu", overlay)  # kustomize wants relative paths
-    (overlay / "kustomization.yaml").write_text(
-        f"resources: [{base}]\nimages:\n  - {{name: raynas, newName: reg.example/raynas, "
-        f"newTag: v7}}\n"
-    )
-    objs = kube.render(overlay)
+    with kube.manifests_dir() as shipped:
+        base = os.path.relpath(shipped / "overlays" / "gpu", overlay)  # kustomize: relative paths
+        (overlay / "kustomization.yaml").write_text(
+            f"resources: [{base}]\nimages:\n  - {{name: raynas, newName: reg.example/raynas, "
+            f"newTag: v7}}\n"
+        )
+        objs = kube.render(overlay)
     images = {
         c["image"]
         for cluster in clusters(objs)
@@ -269,6 +279,69 @@ def test_bad_overrides_are_rejected(overlay, kwargs, match):
     with pytest.raises(kube.KubeError, match=match) as info:
         kube.render(overlay, **kwargs)
     assert isinstance(info.value, RaynasError) and isinstance(info.value, ValueError)
+
+
+# --------------------------------------------------------------------------------- package data
+
+
+def _install_manifests_module(monkeypatch, spec) -> None:
+    """Make ``raynas.deploy.manifests`` import from ``spec`` (importlib.resources follows it)."""
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    monkeypatch.setitem(sys.modules, kube.MANIFESTS_PACKAGE, module)
+
+
+def test_the_package_data_holds_every_manifest_of_the_repo():
+    shipped = resources.files(kube.MANIFESTS_PACKAGE)
+    wanted = [p.relative_to(REPO_K8S) for p in REPO_K8S.rglob("*") if p.suffix == ".yaml"]
+    assert len(wanted) >= 15
+    for rel in [*wanted, Path("crds", "NOTICE")]:
+        assert shipped.joinpath(*rel.parts).read_bytes() == (REPO_K8S / rel).read_bytes(), rel
+
+
+def test_manifests_are_rendered_from_the_package_data_not_the_source_tree(tmp_path, monkeypatch):
+    # A copy of the package data away from the repo, imported as raynas.deploy.manifests (as an
+    # installed wheel has it): a k8s/ path found from kube.py's own location would not see it.
+    with resources.as_file(resources.files(kube.MANIFESTS_PACKAGE)) as source:
+        target = tmp_path / "site-packages" / "raynas" / "deploy" / "manifests"
+        shutil.copytree(source, target, ignore=shutil.ignore_patterns("__pycache__"))
+    _install_manifests_module(
+        monkeypatch,
+        importlib.util.spec_from_file_location(
+            kube.MANIFESTS_PACKAGE, target / "__init__.py", submodule_search_locations=[str(target)]
+        ),
+    )
+    rayjob = target / "base" / "rayjob.yaml"
+    rayjob.write_text(rayjob.read_text().replace(kube.DEFAULT_ENTRYPOINT, "raynas search --x 1"))
+    shutil.copytree(target / "overlays" / "cpu", target / "overlays" / "edge")
+
+    assert Path(str(kube.manifests())) == target
+    assert kube.overlays() == ["cpu", "edge", "gpu"]
+    for name in ("cpu", "edge"):
+        objs = kube.render(name)
+        assert one(objs, "RayJob")["spec"]["entrypoint"] == "raynas search --x 1"
+        for obj in objs:
+            kube.validate(obj)
+
+
+def test_manifests_render_from_a_zipped_install(tmp_path, monkeypatch):
+    # No real directory to hand to kubectl: manifests_dir() copies the tree out, then removes it.
+    archive = tmp_path / "raynas.zip"
+    with zipfile.ZipFile(archive, "w") as zf:
+        for path in sorted(REPO_K8S.rglob("*")):
+            if path.is_file() and "__pycache__" not in path.parts:
+                zf.write(path, "raynas/deploy/manifests/" + path.relative_to(REPO_K8S).as_posix())
+    loader = zipimport.zipimporter(f"{archive}/raynas/deploy/")
+    _install_manifests_module(monkeypatch, loader.find_spec(kube.MANIFESTS_PACKAGE))
+    assert not isinstance(kube.manifests(), Path)
+
+    with kube.manifests_dir() as copied:
+        assert (copied / "overlays" / "gpu" / "kustomization.yaml").is_file()
+    assert not copied.exists()
+    objs = kube.render("gpu", gpus=2)
+    assert {o["kind"] for o in objs} == ALL_KINDS
+    for obj in objs:
+        kube.validate(obj)
 
 
 def test_missing_kubectl_is_a_clear_error(monkeypatch, tmp_path):

@@ -1,5 +1,8 @@
 """Render and validate raynas' Kubernetes manifests (the kustomize tree in ``k8s/``).
 
+The manifests ship inside the package as ``raynas.deploy.manifests`` (``k8s/`` at the top of the
+repo, mapped there by pyproject.toml), so an installed raynas renders them from anywhere.
+
 Everything here is offline: ``kubectl kustomize`` needs no cluster, core kinds are checked with the
 schemas bundled in ``kubernetes-validate``, and KubeRay's ``RayCluster``/``RayJob`` against the CRD
 schemas copied into ``k8s/crds/``. A plain CRD schema lets typos through (the API server silently
@@ -10,12 +13,16 @@ path of the offending field.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import re
 import shutil
 import subprocess
+import tempfile
 from collections.abc import Iterable, Iterator, Mapping
+from importlib import resources
+from importlib.resources.abc import Traversable
 from os import PathLike
 from pathlib import Path
 from typing import Any
@@ -25,9 +32,8 @@ import yaml
 
 from raynas.errors import RaynasError, did_you_mean
 
-K8S_DIR = Path(__file__).resolve().parents[1] / "k8s"
-CRD_DIR = K8S_DIR / "crds"
-OVERLAYS_DIR = K8S_DIR / "overlays"
+#: The package that holds the manifests (``k8s/`` in the repo): base/, overlays/<name>/, crds/.
+MANIFESTS_PACKAGE = "raynas.deploy.manifests"
 
 #: The command the RayJob runs; k8s/base/rayjob.yaml holds the same string (a test compares them)
 #: and tests/test_cluster.py runs exactly this on a two-node Ray cluster. Nothing in it is
@@ -64,12 +70,49 @@ class KubeError(RaynasError, ValueError):
     """A manifest cannot be rendered, an override is invalid, or an object fails validation."""
 
 
+# ------------------------------------------------------------------------------------ manifests
+
+
+def manifests() -> Traversable:
+    """The shipped manifests, as package data (read them with ``/``, ``read_text``, ``iterdir``)."""
+    return resources.files(MANIFESTS_PACKAGE)
+
+
+@contextlib.contextmanager
+def manifests_dir() -> Iterator[Path]:
+    """The shipped manifests as a real directory, which ``kubectl kustomize`` needs.
+
+    An install made of files (a wheel, an editable install) gives its own folder; anything else
+    (e.g. a zipped install) is copied into a temporary directory, removed on exit. (``as_file``
+    materialises a directory only from Python 3.12 on.)
+    """
+    root = manifests()
+    if isinstance(root, Path) and root.is_dir():
+        yield root
+        return
+    with tempfile.TemporaryDirectory(prefix="raynas-manifests-") as tmp:
+        target = Path(tmp) / "manifests"
+        _copy_tree(root, target)
+        yield target
+
+
+def _copy_tree(source: Traversable, target: Path) -> None:
+    target.mkdir(parents=True, exist_ok=True)
+    for entry in source.iterdir():
+        if entry.is_dir():
+            if entry.name != "__pycache__":
+                _copy_tree(entry, target / entry.name)
+        else:
+            (target / entry.name).write_bytes(entry.read_bytes())
+
+
 # --------------------------------------------------------------------------------------- render
 
 
 def overlays() -> list[str]:
-    """Names of the overlays shipped in k8s/overlays (what ``render(overlay=...)`` accepts)."""
-    return sorted(p.name for p in OVERLAYS_DIR.iterdir() if (p / "kustomization.yaml").is_file())
+    """Names of the shipped overlays, k8s/overlays/<name> (what ``render(overlay=...)`` accepts)."""
+    shipped = manifests() / "overlays"
+    return sorted(p.name for p in shipped.iterdir() if (p / "kustomization.yaml").is_file())
 
 
 def render(
@@ -93,7 +136,11 @@ def render(
     ``entrypoint`` = the RayJob's command. ``namespace`` moves every namespaced object and renames
     the Namespace.
     """
-    objs = _kustomize(_overlay_dir(overlay))
+    if str(overlay) in overlays():
+        with manifests_dir() as root:
+            objs = _kustomize(root / "overlays" / str(overlay))
+    else:
+        objs = _kustomize(_overlay_dir(overlay))
     clusters = list(_ray_cluster_specs(objs))
     if image is not None:
         if not isinstance(image, str) or not image or any(c.isspace() for c in image):
@@ -148,9 +195,7 @@ def render(
 
 
 def _overlay_dir(overlay: str | PathLike[str]) -> Path:
-    """A shipped overlay's directory, or the kustomization directory the caller names."""
-    if str(overlay) in overlays():
-        return OVERLAYS_DIR / str(overlay)
+    """The kustomization directory the caller names (not a shipped overlay's name)."""
     path = Path(overlay)
     if any(
         (path / f).is_file() for f in ("kustomization.yaml", "kustomization.yml", "Kustomization")
@@ -168,8 +213,8 @@ def _kustomize(directory: Path) -> list[dict]:
     kubectl = shutil.which("kubectl")
     if kubectl is None:
         raise KubeError(
-            "kubectl not found on PATH: install kubectl >= 1.27 (it renders k8s/ with "
-            "`kubectl kustomize`, offline)"
+            "kubectl not found on PATH: install kubectl >= 1.27 (it renders the manifests "
+            "with `kubectl kustomize`, offline)"
         )
     try:
         proc = subprocess.run(
@@ -359,8 +404,8 @@ def _check_replicas(obj: Mapping[str, Any], label: str) -> None:
 @functools.cache
 def _crd_versions(kind: str) -> dict[str, dict]:
     """The served versions of a KubeRay CRD: name -> its openAPIV3Schema (parsed once)."""
-    with open(CRD_DIR / _CRD_FILES[kind], encoding="utf-8") as f:
-        crd = yaml.load(f, Loader=_YAML_LOADER)
+    text = (manifests() / "crds" / _CRD_FILES[kind]).read_text(encoding="utf-8")
+    crd = yaml.load(text, Loader=_YAML_LOADER)
     return {v["name"]: v["schema"]["openAPIV3Schema"] for v in crd["spec"]["versions"]}
 
 

@@ -1,0 +1,1 @@
+"""raynas' Kubernetes manifests, shipped inside the package as ``raynas.deploy.manifests``."""

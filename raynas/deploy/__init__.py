@@ -1,0 +1,1 @@
+"""Deploying raynas: the Ray Jobs launcher and the Kubernetes manifests (render and validate)."""
