@@ -2,28 +2,20 @@
 
 from __future__ import annotations
 
+from importlib import import_module
+from typing import Any
+
 __version__ = "0.1.0"
 
-__all__ = ["SearchConfig", "__version__", "load_dataset", "load_space", "search"]
+#: The public API, imported lazily: ``import raynas`` stays fast (the CLI's error paths never
+#: import Ray or torch).
+_PUBLIC = {"SearchConfig": "raynas.config", "load_dataset": "raynas.data",
+           "load_space": "raynas.estimation", "resolve": "raynas.experiment.resolve",
+           "search": "raynas.experiment.driver", "extend": "raynas.experiment.driver"}
+__all__ = ["__version__", *_PUBLIC]
 
 
-def __getattr__(name: str):
-    # Lazy: `import raynas` stays fast (the CLI's error paths never import Ray or torch).
-    if name == "search":
-        from raynas.experiment import search
-
-        return search
-    if name == "SearchConfig":
-        from raynas.config import SearchConfig
-
-        return SearchConfig
-    if name == "load_space":
-        from raynas.space import load_space
-
-        return load_space
-    if name == "load_dataset":
-        from raynas.data import load_dataset
-
-        return load_dataset
-    raise AttributeError(name)
-
+def __getattr__(name: str) -> Any:
+    if name not in _PUBLIC:
+        raise AttributeError(name)
+    return getattr(import_module(_PUBLIC[name]), name)

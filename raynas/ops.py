@@ -104,3 +104,14 @@ OPS: dict[str, OpFactory] = {
     "identity": projection,
     "zero": lambda c_in, c_out, stride, dims: Zero(c_out, stride),
 }
+
+
+@dataclass(frozen=True)
+class Unit:
+    """One part of a network for the table: ``make()`` builds it, it takes ``input_shape``
+    (without the batch), and runs ``count`` times per forward pass."""
+
+    key: str
+    make: Callable[[], nn.Module]
+    input_shape: tuple[int, ...]
+    count: int = 1

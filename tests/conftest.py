@@ -49,7 +49,7 @@ def tiny_search(ray_local, tmp_path_factory):
     """One real search (small_cnn, 4 random trials of 2 epochs) in its own SQLite MLflow store,
     shared by the tests that only read what it recorded (reports, browsing)."""
     from raynas.config import SearchConfig
-    from raynas.experiment import search
+    from raynas.experiment.driver import search
 
     root = tmp_path_factory.mktemp("tiny_search")
     with pytest.MonkeyPatch.context() as mp:

@@ -13,11 +13,13 @@ import yaml
 from mlflow.tracking import MlflowClient
 from torch import nn
 
-from raynas.config import SearchConfig, validate
+from raynas.config import SearchConfig
 from raynas.data import load_dataset
 from raynas.errors import ConfigError, SpaceError
+from raynas.estimation import load_space
 from raynas.estimation.tabular import load_table, table_key, tabulate
-from raynas.experiment import search
+from raynas.experiment.driver import search
+from raynas.experiment.resolve import resolve
 from raynas.models import build_model, describe, from_genotype
 from raynas.models.cell import (
     DARTS_OPS,
@@ -27,7 +29,6 @@ from raynas.models.cell import (
     nb201_field,
     parse_genotype,
 )
-from raynas.space import load_space
 
 # A tiny NAS-Bench-201 space of 6 cells: 3 ops on one edge x 2 on another, the rest fixed.
 TINY = {"name": "nb201_tiny", "model": "nb201", "space": {
@@ -251,10 +252,10 @@ def test_a_bad_table_or_search_is_one_line_at_validation(table_csv, tmp_path, ed
     (tmp_path / "tiny.yaml").write_text(yaml.safe_dump(TINY))
     settings = {"space": str(tmp_path / "tiny.yaml"), "max_epochs": EPOCHS, **flags}
     with pytest.raises(ConfigError, match=message) as error:
-        validate(SearchConfig(dataset=f"tabular:{bad}", **settings))
+        resolve(SearchConfig(dataset=f"tabular:{bad}", **settings))
     assert "\n" not in str(error.value)
     with pytest.raises(ConfigError, match="no such file"):
-        validate(SearchConfig(dataset=f"tabular:{tmp_path / 'nope.csv'}", **settings))
+        resolve(SearchConfig(dataset=f"tabular:{tmp_path / 'nope.csv'}", **settings))
 
 
 def test_bench_compares_strategies_at_simulated_time(ray_local, table_csv):

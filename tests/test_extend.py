@@ -11,7 +11,7 @@ from mlflow.tracking import MlflowClient
 
 from raynas.cli import main
 from raynas.config import SearchConfig
-from raynas.experiment import extend, search
+from raynas.experiment.driver import extend, search
 
 
 def quiet(message: str) -> None:

@@ -19,8 +19,8 @@ from servers import start_mlflow, stop
 
 from raynas.bench.scaling import free_ports
 from raynas.config import SearchConfig
-from raynas.experiment import search
-from raynas.tracking import FAIL_FAST
+from raynas.experiment.driver import search
+from raynas.tracking.store import FAIL_FAST
 
 
 def wait_for(condition: Callable[[], object], timeout: float = 240, what: str = "") -> object:
@@ -172,7 +172,7 @@ def test_writes_queued_during_an_outage_apply_by_themselves_once_the_server_is_b
     """While the server is away, each write waits in the ledger, in order; once the server
     answers again, the ledger's own thread applies them - no flush, no sync - and says so. (A
     whole search through an outage: the test above.)"""
-    from raynas.ledger import Ledger
+    from raynas.tracking.ledger import Ledger
 
     for name, value in FAIL_FAST.items():  # as raynas.tracking.connect sets them
         monkeypatch.setenv(name, value)
@@ -235,7 +235,7 @@ def test_a_write_the_store_refuses_is_skipped_alone_not_with_its_batch(tmp_path)
     """Consecutive params/metrics/tags writes on a run go to MLflow as one log_batch; when MLflow
     refuses the batch (here: a param name it does not accept), the others still land and only
     that write is skipped, with a warning naming it; so is a param changed later."""
-    from raynas.ledger import Ledger
+    from raynas.tracking.ledger import Ledger
 
     client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
     experiment = client.create_experiment("batch", artifact_location=(tmp_path / "a").as_uri())

@@ -5,9 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from raynas.config import SearchConfig, validate
+from raynas.config import SearchConfig
 from raynas.errors import ConfigError
 from raynas.estimation.fidelity import Fidelity, nested_order, parse_fidelity
+from raynas.experiment.resolve import resolve
 
 
 @pytest.mark.parametrize(("text", "rungs", "fractions", "max_budget"), [
@@ -45,7 +46,7 @@ def test_nested_subsets_are_class_balanced_at_every_size():
 
 def test_pbt_needs_the_epoch_fidelity():
     with pytest.raises(ConfigError, match="--scheduler pbt: needs --fidelity epochs"):
-        validate(SearchConfig(space="fixed_cnn", strategy="random", scheduler="pbt",
+        resolve(SearchConfig(space="fixed_cnn", strategy="random", scheduler="pbt",
                               fidelity="data"))
 
 

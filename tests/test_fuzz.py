@@ -24,10 +24,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from raynas.errors import RaynasError, SpaceError
+from raynas.estimation import load_space
 from raynas.estimation.train import OPTIMIZERS, TRAIN_DEFAULTS, hyperparameters
 from raynas.models.macro import CONNECTIONS, LAYER_FIELDS
 from raynas.ops import OPS
-from raynas.space import Space, arch_hash, builtin_spaces, load_space
+from raynas.space import Space, arch_hash, builtin_spaces
 
 BUILTINS = {name: yaml.safe_load(path.read_text()) for name, path in builtin_spaces().items()}
 TEXTS = {name: path.read_text() for name, path in builtin_spaces().items()}

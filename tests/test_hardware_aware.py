@@ -18,22 +18,22 @@ from raynas.cli import main
 from raynas.config import SearchConfig
 from raynas.data import load_dataset
 from raynas.errors import ConfigError, RaynasError
-from raynas.estimation.costs import FEASIBLE, PREDICTED_LATENCY, VIOLATIONS, CostSettings, measure
-from raynas.experiment import search
-from raynas.latency import LatencyTable, Unit, latency_units
-from raynas.models import build_model
-from raynas.objectives import (
+from raynas.estimation import load_space
+from raynas.estimation.costs import PREDICTED_LATENCY, CostSettings, measure
+from raynas.experiment.driver import search
+from raynas.models import build_model, latency_units
+from raynas.objectives.constraints import (
+    FEASIBLE,
+    VIOLATIONS,
     Constraint,
-    count_flops,
-    count_params,
-    measure_latency,
     parse_constraints,
-    peak_memory_mb,
     violations,
 )
-from raynas.scalarize import Scalarizer, parse_weights
-from raynas.space import load_space
-from raynas.strategies.pareto import dominates
+from raynas.objectives.latency import LatencyTable
+from raynas.objectives.measure import count_flops, count_params, measure_latency, peak_memory_mb
+from raynas.objectives.pareto import dominates
+from raynas.objectives.scalarize import Scalarizer, parse_weights
+from raynas.ops import Unit
 
 
 def test_params_and_flops_match_a_hand_count():
@@ -149,10 +149,11 @@ def test_an_infeasible_trial_is_a_failed_one_to_the_strategy():
     feasible result an infeasible trial is a failure; after one, it counts as the worst."""
     from optuna.trial import TrialState
 
-    from raynas.strategies import StrategyContext, make_plan
+    from raynas import strategies
+    from raynas.strategies.base import StrategyContext
 
-    plan = make_plan("tpe", StrategyContext(load_space("small_cnn"), "val_accuracy", "max", 0,
-                                            8, 1))
+    plan = strategies.get("tpe").build(StrategyContext(load_space("small_cnn"), "val_accuracy",
+                                                       "max", 0, 8, 1))
     plan.searcher.set_search_properties("val_accuracy", "max", {})
     study = plan.dedup.searcher._ot_study
     rejected = {"val_accuracy": math.nan, "params": 9000, FEASIBLE: False,

@@ -12,17 +12,17 @@ from pathlib import Path
 
 import pytest
 
-from raynas import experiment
 from raynas.config import SearchConfig
 from raynas.errors import ConfigError
-from raynas.mirror import Mirror
+from raynas.experiment import driver, state
+from raynas.tracking.mirror import Mirror
 
 
 @pytest.fixture
 def on_s3(s3, monkeypatch, tmp_path):
     for key, value in s3.env.items():
         monkeypatch.setenv(key, value)
-    monkeypatch.setattr(experiment, "LEDGERS", tmp_path / "ledgers")
+    monkeypatch.setattr(state, "LEDGERS", tmp_path / "ledgers")
     return s3
 
 
@@ -68,19 +68,19 @@ def test_a_mirror_pushes_what_changed_and_pulls_it_back(on_s3, tmp_path):
 
 def test_resume_auto_finds_a_search_on_a_path_or_in_a_bucket(on_s3, tmp_path):
     path = SearchConfig(storage=str(tmp_path / "results"), resume="auto")
-    assert experiment._auto_folder(path, "exp") == (tmp_path / "results" / "exp").resolve()
+    assert state.auto_folder(path, "exp") == (tmp_path / "results" / "exp").resolve()
 
     storage = f"s3://{on_s3.bucket}/auto"
     bucket = SearchConfig(storage=storage, resume="auto")
-    folder = experiment._auto_folder(bucket, "exp")
+    folder = state.auto_folder(bucket, "exp")
     assert folder.is_relative_to(tmp_path / "ledgers") and folder.name == "exp"
-    assert experiment._auto_folder(SearchConfig(storage=f"{storage}2"), "exp") != folder
+    assert state.auto_folder(SearchConfig(storage=f"{storage}2"), "exp") != folder
     a_search_folder(folder)  # a search the bucket does not have: not resumed
-    assert experiment._auto_folder(bucket, "exp") == folder and not folder.exists()
+    assert state.auto_folder(bucket, "exp") == folder and not folder.exists()
 
     pushed = a_search_folder(tmp_path / "elsewhere")  # what the first driver left
     Mirror(f"{storage}/exp/raynas", pushed).push()
-    assert experiment._auto_folder(bucket, "exp") == folder
+    assert state.auto_folder(bucket, "exp") == folder
     assert files(folder) == files(pushed)
 
 
@@ -88,7 +88,7 @@ def test_a_missing_bucket_is_one_line_before_anything_runs(on_s3, tmp_path):
     config = SearchConfig(space="small_cnn", storage="s3://no-such-bucket/results",
                           resume="auto", tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}")
     with pytest.raises(ConfigError) as raised:
-        experiment.search(config, progress=lambda _: None)
+        driver.search(config, progress=lambda _: None)
     assert str(raised.value) == ("--storage: s3://no-such-bucket/results/small_cnn: there is "
                                  "no bucket 'no-such-bucket' (create it first)")
     assert not (tmp_path / "mlflow.db").exists()
@@ -98,8 +98,8 @@ def test_a_resume_deletes_runs_newer_than_its_ledger_and_notes_steps_logged_afte
                                                                                      tmp_path):
     from mlflow.tracking import MlflowClient
 
-    from raynas.ledger import Ledger
-    from raynas.tracking import SearchRecord
+    from raynas.tracking.ledger import Ledger
+    from raynas.tracking.tracker import SearchRecord
 
     client = MlflowClient(tracking)
     experiment_id = client.create_experiment("resumed")
@@ -117,7 +117,7 @@ def test_a_resume_deletes_runs_newer_than_its_ledger_and_notes_steps_logged_afte
     run_b = client.create_run(experiment_id, tags={"raynas.key": "trial/b",
                                                    "mlflow.parentRunId": parent}).info.run_id
     lines: list[str] = []
-    experiment._forget_unknown_runs(SearchRecord(ledger, Mirror("s3://b/e/raynas", "x")),
+    driver._forget_unknown_runs(SearchRecord(ledger, Mirror("s3://b/e/raynas", "x")),
                                     lines.append)
     assert client.get_run(run_b).info.lifecycle_stage == "deleted"
     assert client.get_run(run_a).info.lifecycle_stage == "active"
@@ -136,9 +136,9 @@ def test_extend_by_name_on_another_machine_takes_the_search_from_its_bucket(
     config = SearchConfig(space="small_cnn", strategy="random", scheduler="fifo", num_trials=2,
                           max_epochs=1, retrain_epochs=1, concurrency=1, seed=1,
                           storage=f"s3://{on_s3.bucket}/far", experiment="far")
-    first = experiment.search(config, progress=lambda _: None)
+    first = driver.search(config, progress=lambda _: None)
     shutil.rmtree(tmp_path / "ledgers")  # another machine: an empty disk
-    extended = experiment.extend("far", 1, progress=lambda _: None)
+    extended = driver.extend("far", 1, progress=lambda _: None)
     assert extended.parent_run_id == first.parent_run_id and extended.num_trials == 3
     assert Path(extended.folder).is_relative_to(tmp_path / "ledgers")
     client = MlflowClient(tracking)

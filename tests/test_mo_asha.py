@@ -13,12 +13,13 @@ from mlflow.tracking import MlflowClient
 from ray.tune.experiment import Trial
 from ray.tune.schedulers import TrialScheduler
 
-from raynas import SearchConfig, search
-from raynas.config import validate
+from raynas.config import SearchConfig
 from raynas.errors import ConfigError
-from raynas.objectives import parse_constraints
-from raynas.strategies.mo_asha import MultiObjectiveASHA
-from raynas.strategies.pareto import dominates
+from raynas.experiment.driver import search
+from raynas.experiment.resolve import resolve
+from raynas.objectives.constraints import parse_constraints
+from raynas.objectives.pareto import dominates
+from raynas.schedulers.mo_asha import MultiObjectiveASHA
 
 CONTINUE, STOP = TrialScheduler.CONTINUE, TrialScheduler.STOP
 OBJECTIVES = [("val_accuracy", "max"), ("params", "min")]
@@ -117,10 +118,10 @@ def test_tune_config_metric_must_be_the_first_objective():
 def test_mo_asha_needs_several_objectives_and_a_strategy_that_takes_them():
     with pytest.raises(ConfigError, match=r"^--scheduler mo-asha: ranks trials by several "
                                           r"objectives; give two or more"):
-        validate(SearchConfig(strategy="random", scheduler="mo-asha"))
-    with pytest.raises(ConfigError, match=r"^--scheduler mo-asha: needs --strategy nsga2, "
-                                          r"random, evolution .*, not 'tpe'$"):
-        validate(SearchConfig(strategy="tpe", scheduler="mo-asha",
+        resolve(SearchConfig(strategy="random", scheduler="mo-asha"))
+    with pytest.raises(ConfigError, match=r"^--scheduler mo-asha: needs --strategy random, "
+                                          r"evolution, nsga2 .*, not .tpe.$"):
+        resolve(SearchConfig(strategy="tpe", scheduler="mo-asha",
                               objective=["val_accuracy:max", "params:min"]))
 
 

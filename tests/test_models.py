@@ -9,10 +9,10 @@ import random
 import pytest
 import torch
 
+from raynas.estimation import load_space
 from raynas.models import build_model
 from raynas.models.macro import CONNECTIONS
 from raynas.ops import OPS
-from raynas.space import load_space
 
 MACRO = load_space("macro_cnn")
 SHAPES = {"2d": (1, 8, 8), "1d": (3, 12)}

@@ -11,10 +11,11 @@ from mlflow.tracking import MlflowClient
 from PIL import Image
 
 from raynas.cli import main
+from raynas.estimation import load_space
 from raynas.models import BUILDERS
 from raynas.report import diagram, search
 from raynas.report.graph import GRAPHS, facts, macro_graph, nb201_graph
-from raynas.space import builtin_spaces, load_space
+from raynas.space import builtin_spaces
 
 PARETO_SIZE = (660, 495)  # raynas.strategies.pareto.pareto_plot: 6 x 4.5 inches at 110 dpi
 

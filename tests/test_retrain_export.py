@@ -17,9 +17,9 @@ from mlflow.tracking import MlflowClient
 from raynas.cli import main
 from raynas.config import SearchConfig
 from raynas.data import load_dataset
-from raynas.experiment import search
-from raynas.export import export_model
-from raynas.retrain import CHAMPION, retrain_best
+from raynas.experiment.driver import search
+from raynas.experiment.export import export_model
+from raynas.experiment.retrain import CHAMPION, retrain_best
 
 
 @pytest.fixture(scope="module")

@@ -15,7 +15,7 @@ import raynas
 from raynas.config import SearchConfig
 from raynas.data import load_dataset
 from raynas.errors import RaynasError
-from raynas.experiment import search
+from raynas.experiment.driver import search
 
 
 def child_runs(client: MlflowClient, result, role: str):
@@ -121,3 +121,31 @@ def test_sequence_data_builds_conv1d_networks_that_learn(ray_local, tracking, tm
     ops = {str(n.target) for n in model.graph.nodes if n.op == "call_function"}
     assert "aten.conv1d.default" in ops and "aten.conv2d.default" not in ops
     assert result.best["test_accuracy"] > 0.8  # chance is 1/3
+
+
+def test_nsga2_under_asha_searches_two_objectives_end_to_end(ray_local, tracking):
+    """Issue 20: the README's multi-objective pair under the default scheduler."""
+    result = search(SearchConfig(strategy="nsga2", objective=["val_accuracy:max", "params:min"],
+                                 num_trials=4, max_epochs=2, retrain_epochs=1, seed=0))
+    assert result.num_trials == 4 and result.num_failed == 0
+    client = MlflowClient(tracking)
+    pareto = json.loads(mlflow.artifacts.load_text(
+        f"runs:/{result.parent_run_id}/pareto.json"))
+    assert pareto["objectives"] == ["val_accuracy:max", "params:min"] and pareto["front"]
+    assert client.get_run(result.parent_run_id).data.tags["raynas.scheduler"] == "asha"
+
+
+def test_a_time_budget_stops_the_trials_and_fits_the_retraining_in_the_rest(ray_local,
+                                                                            tracking):
+    """--time-budget covers the whole search: Tune stops the trials with a fifth of it left,
+    and the retraining runs as many epochs as fit in what remains."""
+    budget = 45
+    result = search(SearchConfig(strategy="random", scheduler="fifo", num_trials=500,
+                                 max_epochs=3, retrain_epochs=10_000, time_budget=f"{budget}s"))
+    assert 0 < result.num_trials < 500  # stopped by the budget, not by the trial count
+    final = MlflowClient(tracking).search_runs(
+        [MlflowClient(tracking).get_experiment_by_name(result.experiment).experiment_id],
+        "tags.`raynas.role` = 'final'")[0]
+    epochs = len(MlflowClient(tracking).get_metric_history(final.info.run_id, "train_loss"))
+    assert 1 <= epochs < 10_000  # cut to the time left, not the 10,000 asked for
+    assert result.wall_time_s < 2 * budget

@@ -9,6 +9,7 @@ import statistics
 import pytest
 from ray.tune.search import Searcher
 
+from raynas import schedulers, strategies
 from raynas.bench.strategies import (
     SYNTHETIC_SPACE,
     SYNTHETIC_TARGET,
@@ -18,11 +19,15 @@ from raynas.bench.strategies import (
     synthetic_run,
 )
 from raynas.errors import ConfigError
-from raynas.space import arch_hash, load_space
-from raynas.strategies import STRATEGIES, StrategyContext, check_names, make_plan
+from raynas.estimation import load_space
+from raynas.experiment.resolve import check_combination
+from raynas.experiment.tuner import plan_search
+from raynas.objectives.pareto import pareto_front, parse_objectives
+from raynas.space import arch_hash
+from raynas.strategies import STRATEGIES
+from raynas.strategies.base import StrategyContext
 from raynas.strategies.dedup import Dedup
 from raynas.strategies.evolution import RegularizedEvolution, crossover
-from raynas.strategies.pareto import pareto_front, parse_objectives
 from raynas.strategies.rl import ReinforceController
 
 SYNTH = load_space(SYNTHETIC_SPACE)
@@ -180,7 +185,7 @@ def test_a_failed_trial_counts_as_the_worst_result_so_far():
 
 
 def test_dedup_finishes_when_every_architecture_was_trained():
-    plan = make_plan("random", StrategyContext(SMALL, "score", "max", 0, 500, 1))
+    plan = strategies.get("random").build(StrategyContext(SMALL, "score", "max", 0, 500, 1))
     curve = drive(plan.searcher, lambda arch: 0.5, SMALL, budget=500)
     assert len(curve) == SMALL.size() == 72  # each architecture once, then FINISHED
 
@@ -189,14 +194,16 @@ def test_registry_names_and_errors():
     for name in ("random", "grid", "tpe", "gp", "evolution", "rl", "nsga2", "bohb"):
         assert name in STRATEGIES
     with pytest.raises(ConfigError, match="did you mean 'evolution'"):
-        check_names("evolutoin", "fifo")
+        strategies.get("evolutoin")
+    with pytest.raises(ConfigError, match="did you mean 'asha'"):
+        schedulers.get("ahsa")
     with pytest.raises(ConfigError, match="multi-objective"):
-        check_names("tpe", "asha", num_objectives=2)
+        check_combination(strategies.get("tpe"), schedulers.get("asha"), 2)
     with pytest.raises(ConfigError, match="pbt"):
-        check_names("evolution", "pbt")
+        check_combination(strategies.get("evolution"), schedulers.get("pbt"), 1)
     with pytest.raises(ConfigError, match="fixed architecture"):
-        make_plan("random", StrategyContext(SMALL, "val_accuracy", "max", 0, 4, 1,
-                                            scheduler="pbt"))
+        plan_search(strategies.get("random"), schedulers.get("pbt"),
+                    StrategyContext(SMALL, "val_accuracy", "max", 0, 4, 1, scheduler="pbt"))
 
 
 def test_objectives_parse_and_pareto_front_is_non_dominated():
@@ -219,7 +226,7 @@ def test_tune_checkpoints_and_restores_the_whole_searcher_chain(strategy, tmp_pa
 
     def fresh():
         ctx = StrategyContext(SYNTH, "score", "max", 3, 40, 1)
-        return make_plan(strategy, ctx).searcher
+        return strategies.get(strategy).build(ctx).searcher
 
     whole = fresh()
     expected = run_steps(whole, 0, 30)

@@ -9,7 +9,8 @@ import optuna
 import pytest
 
 from raynas.errors import SpaceError
-from raynas.space import arch_hash, builtin_spaces, load_space
+from raynas.estimation import load_space
+from raynas.space import arch_hash, builtin_spaces
 
 MACRO = load_space("macro_cnn")
 SMALL = load_space("small_cnn")

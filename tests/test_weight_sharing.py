@@ -13,13 +13,15 @@ import torch
 import yaml
 from mlflow.tracking import MlflowClient
 
-from raynas.config import SearchConfig, validate
+from raynas.config import SearchConfig
 from raynas.errors import ConfigError
-from raynas.experiment import search
+from raynas.estimation import load_space
+from raynas.experiment.driver import search
+from raynas.experiment.resolve import resolve
 from raynas.models import build_model, describe
 from raynas.models.cell import DARTS_OPS, NB201_OPS, parse_genotype
 from raynas.models.supernet import MixedOp, Supernet, skip_count
-from raynas.space import Space, arch_hash, load_space
+from raynas.space import Space, arch_hash
 
 SMALL = {"nb201_cell": {"channels": 4}, "darts_cell": {"channels": 4, "layers": 3}}
 
@@ -153,11 +155,11 @@ def test_nb201_derivation_is_the_argmax_op_of_every_edge():
 
 def test_weight_sharing_needs_a_cell_space_and_known_names():
     with pytest.raises(ConfigError, match="--space macro_cnn: weight sharing needs a cell"):
-        validate(SearchConfig(strategy="oneshot", space="macro_cnn"))
+        resolve(SearchConfig(strategy="oneshot", space="macro_cnn"))
     with pytest.raises(ConfigError, match="--supernet: unknown sampler 'spso'"):
-        validate(SearchConfig(strategy="oneshot", space="nb201_cell", supernet="spso"))
+        resolve(SearchConfig(strategy="oneshot", space="nb201_cell", supernet="spso"))
     with pytest.raises(ConfigError, match="--oneshot-searcher: 'darts'"):
-        validate(SearchConfig(strategy="oneshot", space="nb201_cell", oneshot_searcher="darts"))
+        resolve(SearchConfig(strategy="oneshot", space="nb201_cell", oneshot_searcher="darts"))
 
 
 def test_oneshot_search_ranks_candidates_against_the_supernet(ray_local, tracking, tiny_nb201):

@@ -74,7 +74,7 @@ def run(seeds: int, trials: int, max_epochs: int, concurrency: int, output: Path
     import ray
 
     from raynas.data import load_dataset
-    from raynas.space import load_space
+    from raynas.estimation import load_space
 
     space = load_space(SPACE)
     started_ray = not ray.is_initialized()

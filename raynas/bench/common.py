@@ -22,7 +22,6 @@ from pathlib import Path
 from typing import Any
 
 from raynas.space import Space
-from raynas.strategies import StrategyContext, make_plan, scheduler_for
 
 Print = Callable[[str], None]
 
@@ -105,26 +104,30 @@ def finite(values: Iterable[float]) -> list[float]:
 
 def tune_fit(space: Space, data: Any, *, strategy: str, scheduler: str, seed: int, trials: int,
              max_epochs: int, concurrency: int, callbacks: Sequence[Any] = (),
-             cpus: float = 1.0, gpus: float = 0.0, metric: str = "val_accuracy") -> Any:
+             cpus: float = 1.0, gpus: float = 0.0,
+             objectives: Sequence[tuple[str, str]] = (("val_accuracy", "max"),)) -> Any:
     """One search through Tune exactly as ``raynas search`` sets it up (the same trainable,
-    searcher chain, scheduler and ``reuse_actors``), minus MLflow and the retraining: what a
+    searcher chain, scheduler and ``build_tuner``), minus MLflow and the retraining: what a
     benchmark of the search itself (not of tracking) runs. Returns Tune's ``ResultGrid``."""
     from ray import tune
 
+    from raynas import schedulers, strategies
+    from raynas.estimation import trial_function
     from raynas.estimation.fidelity import Fidelity
-    from raynas.estimation.train import TrialSettings, train_trial
+    from raynas.estimation.train import TrialSettings
+    from raynas.experiment.tuner import build_tuner, plan_search
+    from raynas.strategies.base import StrategyContext
 
-    ctx = StrategyContext(space, metric, "max", seed, trials, concurrency, max_epochs, scheduler)
-    plan = make_plan(strategy, ctx)
+    metrics, modes = [m for m, _ in objectives], [mode for _, mode in objectives]
+    ctx = StrategyContext(space, metrics if len(metrics) > 1 else metrics[0],
+                          modes if len(modes) > 1 else modes[0], seed, trials, concurrency,
+                          max_epochs, scheduler)
+    plan, chosen = plan_search(strategies.get(strategy), schedulers.get(scheduler), ctx)
     trainable = tune.with_resources(
-        tune.with_parameters(train_trial, space=space, data=data,
+        tune.with_parameters(trial_function(data), space=space, data=data,
                              settings=TrialSettings(Fidelity(max_epochs), seed, cpus, gpus)),
         {"cpu": cpus, "gpu": gpus})
     with tempfile.TemporaryDirectory(prefix="raynas-bench-") as folder:
-        tuner = tune.Tuner(trainable, param_space=plan.param_space, tune_config=tune.TuneConfig(
-            metric=metric, mode="max", search_alg=plan.searcher,
-            scheduler=scheduler_for(plan, ctx), num_samples=plan.num_trials, reuse_actors=True),
-            run_config=tune.RunConfig(callbacks=list(callbacks), verbose=0,
-                                      storage_path=str(Path(folder).resolve()),
-                                      failure_config=tune.FailureConfig(max_failures=0)))
+        tuner = build_tuner(trainable, plan, chosen, metric=metrics[0], mode=modes[0],
+                            storage=str(Path(folder).resolve()), callbacks=callbacks)
         return tuner.fit()  # its metrics are in memory; its checkpoints go with the folder

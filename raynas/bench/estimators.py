@@ -25,11 +25,12 @@ import torch
 from scipy.stats import kendalltau, spearmanr
 
 from raynas.data import Dataset, load_dataset
+from raynas.estimation import load_space
 from raynas.estimation.fidelity import REAL_TASK, ProxyTask
 from raynas.estimation.learning_curve import extrapolate
 from raynas.estimation.train import Run, tensors
 from raynas.estimation.zero_cost import PROXIES, minibatch, score
-from raynas.space import Arch, Space, arch_hash, load_space
+from raynas.space import Arch, Space, arch_hash
 from raynas.strategies.zero_cost import sample_candidates
 
 BENCH_SPACE: dict[str, Any] = {

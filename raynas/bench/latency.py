@@ -1,7 +1,7 @@
 """``raynas bench latency``: the latency table's predictions against measured latencies.
 
 For a random sample of a space's architectures, the latency predicted from the table (the sum
-of its units' latencies, see ``raynas.latency``) is compared with the latency of the built
+of its units' latencies, see ``raynas.objectives.latency``) is compared with the latency of the
 network, measured twice. It reports the mean absolute percentage error (MAPE), the Spearman
 rank correlation (what matters to a search: does the table order candidates right), the
 measurement's own stability (how far the two measurements of one network differ), and as its
@@ -22,10 +22,11 @@ from scipy.stats import spearmanr
 from raynas.bench.common import Print, Report, machine
 from raynas.data import load_dataset
 from raynas.errors import ConfigError
-from raynas.latency import LatencyTable, latency_units
-from raynas.models import build_model
-from raynas.objectives import measure_latency
-from raynas.space import arch_hash, load_space
+from raynas.estimation import load_space
+from raynas.models import build_model, latency_units
+from raynas.objectives.latency import LatencyTable
+from raynas.objectives.measure import measure_latency
+from raynas.space import arch_hash
 
 
 def run(space_name: str, dataset: str, samples: int, batch: int, device: str, threads: int,

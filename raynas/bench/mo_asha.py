@@ -17,14 +17,13 @@ so that a front's extreme points add volume too; the largest possible value is 1
 from __future__ import annotations
 
 import statistics
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
-from raynas.bench.common import Print, Report, interleaved, machine, paired_ratio
-from raynas.space import Space, load_space
-from raynas.strategies import StrategyContext, make_plan, scheduler_for
+from raynas.bench.common import Print, Report, interleaved, machine, paired_ratio, tune_fit
+from raynas.estimation import load_space
+from raynas.space import Space
 
 OBJECTIVES = (("val_accuracy", "max"), ("params", "min"))
 SIDES = ("mo-asha", "fifo")
@@ -33,26 +32,11 @@ REFERENCE = (1.1, 1.1)
 
 def fit(space: Space, data: Any, scheduler: str, seed: int, trials: int, max_epochs: int,
         concurrency: int) -> list[dict[str, Any]]:
-    """One two-objective random search through Tune as ``raynas search`` sets it up (trainable,
-    searcher chain, ``reuse_actors``), minus MLflow and the retraining; each trial's last
-    result. (``bench.common.tune_fit`` takes one metric; this needs the objectives' lists.)"""
-    from ray import tune
-
-    from raynas.estimation.fidelity import Fidelity
-    from raynas.estimation.train import TrialSettings, train_trial
-
-    metrics, modes = [m for m, _ in OBJECTIVES], [mode for _, mode in OBJECTIVES]
-    ctx = StrategyContext(space, metrics, modes, seed, trials, concurrency, max_epochs, scheduler)
-    plan = make_plan("random", ctx)
-    trainable = tune.with_resources(tune.with_parameters(
-        train_trial, space=space, data=data, settings=TrialSettings(Fidelity(max_epochs), seed)),
-        {"cpu": 1})
-    with tempfile.TemporaryDirectory(prefix="raynas-bench-") as folder:
-        grid = tune.Tuner(trainable, param_space=plan.param_space, tune_config=tune.TuneConfig(
-            metric=metrics[0], mode=modes[0], search_alg=plan.searcher,
-            scheduler=scheduler_for(plan, ctx), num_samples=plan.num_trials, reuse_actors=True),
-            run_config=tune.RunConfig(verbose=0, storage_path=str(Path(folder).resolve()),
-                                      failure_config=tune.FailureConfig(max_failures=0))).fit()
+    """One two-objective random search through Tune as ``raynas search`` sets it up; each
+    trial's last result."""
+    grid = tune_fit(space, data, strategy="random", scheduler=scheduler, seed=seed,
+                    trials=trials, max_epochs=max_epochs, concurrency=concurrency,
+                    objectives=OBJECTIVES)
     return [r.metrics for r in grid if not r.error and r.metrics]
 
 

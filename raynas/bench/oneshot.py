@@ -20,10 +20,12 @@ from scipy.stats import kendalltau
 
 from raynas.bench.common import Print, Report, machine
 from raynas.data import load_dataset
+from raynas.estimation import load_space
 from raynas.estimation.oneshot import SupernetTraining, inherit
 from raynas.estimation.train import Run, tensors
 from raynas.models import describe
-from raynas.space import arch_hash, load_space
+from raynas.space import arch_hash
+from raynas.strategies.weight_sharing import controller
 from raynas.strategies.zero_cost import sample_candidates
 
 SPACE = "nb201_cell"
@@ -59,8 +61,8 @@ def _run(archs: int, epochs: int, supernet_epochs: int, sampler: str, seed: int,
     sample = sample_candidates(space, archs, seed)
 
     clock = Clock()
-    training = SupernetTraining(space, data.input_shape, data.num_classes, sampler,
-                                supernet_epochs, cpu, seed)
+    training = SupernetTraining(space, data.input_shape, data.num_classes,
+                                controller(sampler, space), supernet_epochs, cpu, seed)
     for _ in range(supernet_epochs):
         training.train_epoch(x, y, x_val, y_val)
     supernet_train = clock.read()

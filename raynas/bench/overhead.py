@@ -3,7 +3,7 @@
 What is compared. The same trials, proposed by the same searcher (Optuna's seeded random sampler
 behind ``ConcurrencyLimiter``, so both sides evaluate the same architectures in the same order),
 ``reuse_actors=True``, the same concurrency, on the same local Ray: once through
-``raynas.experiment.search`` (MLflow tracking on, a SQLite store), once through a plain
+``raynas.experiment.driver.search`` (MLflow tracking on, a SQLite store), once through a plain
 ``tune.Tuner`` whose function trainable does the same evaluation and reports it.
 
 "Trivial evaluation", and why it is fair. The evaluation is the part both sides must do: build
@@ -37,7 +37,7 @@ from typing import Any
 
 from raynas.bench.common import Print, Report, interleaved, machine, paired_ratio, sig
 from raynas.data import Dataset
-from raynas.ledger import Ledger
+from raynas.tracking.ledger import Ledger
 
 SPACE_YAML = """\
 name: bench_trivial
@@ -111,10 +111,12 @@ def plain_tune(space: Any, data: Dataset, trials: int, concurrency: int, seed: i
     from ray import tune
     from ray.tune.search import ConcurrencyLimiter
 
-    from raynas.strategies import StrategyContext, make_plan
+    from raynas import strategies
+    from raynas.strategies.base import StrategyContext
 
     ctx = StrategyContext(space, "val_accuracy", "max", seed, trials, concurrency, EPOCHS)
-    searcher = make_plan(STRATEGY, ctx).dedup.searcher  # the OptunaSearch inside raynas's chain
+    # The OptunaSearch inside raynas's searcher chain.
+    searcher = strategies.get(STRATEGY).build(ctx).dedup.searcher
     tuner = tune.Tuner(
         tune.with_resources(tune.with_parameters(plain_trial, space=space, data=data, seed=seed),
                             {"cpu": 1}),
@@ -164,7 +166,7 @@ def raynas_search(space_path: Path, dataset: str, trials: int, concurrency: int,
     """(seconds of the search phase, seconds of the whole ``search`` call, MLflow writes
     still pending when ``Tuner.fit`` returned)."""
     from raynas.config import SearchConfig
-    from raynas.experiment import search
+    from raynas.experiment.driver import search
 
     phases = Phases()
     started = time.perf_counter()
@@ -185,7 +187,7 @@ def run(trials: int, repeats: int, concurrency: int, output: Path, warm_up: bool
     import ray
 
     from raynas.data import load_dataset
-    from raynas.space import load_space
+    from raynas.estimation import load_space
 
     started_ray = not ray.is_initialized()
     if started_ray:

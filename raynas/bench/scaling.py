@@ -147,7 +147,7 @@ def search_rate(trials: int, max_epochs: int, concurrency: int, gpus_per_trial: 
 
     from raynas.bench.common import tune_fit
     from raynas.data import load_dataset
-    from raynas.space import load_space
+    from raynas.estimation import load_space
 
     starts: list[float] = []
     ends: list[float] = []

@@ -18,9 +18,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from raynas import strategies
 from raynas.bench.common import tune_fit
-from raynas.space import Arch, Space, load_space
-from raynas.strategies import StrategyContext, make_plan
+from raynas.estimation import load_space
+from raynas.space import Arch, Space
+from raynas.strategies.base import StrategyContext
 
 SYNTHETIC_SPACE: dict[str, Any] = {
     "name": "synthetic",
@@ -89,9 +91,9 @@ def synthetic_run(strategy: str, seed: int, budget: int, concurrency: int = 1) -
     """The anytime curve of ``strategy`` on the synthetic objective (stops at the optimum)."""
     space = load_space(SYNTHETIC_SPACE)
     ctx = StrategyContext(space, METRIC, "max", seed, budget, concurrency)
-    plan = make_plan(strategy, ctx)
-    return drive(plan.searcher, synthetic_objective(space, SYNTHETIC_TARGET), space, budget,
-                 concurrency, stop_at=1.0)
+    return drive(strategies.get(strategy).build(ctx).searcher,
+                 synthetic_objective(space, SYNTHETIC_TARGET), space, budget, concurrency,
+                 stop_at=1.0)
 
 
 def evaluations_to_optimum(curve: Sequence[float]) -> int | None:

@@ -21,8 +21,9 @@ import numpy as np
 
 from raynas.bench.common import tune_fit
 from raynas.errors import ConfigError
+from raynas.estimation import load_space
 from raynas.estimation.tabular import SIM_TIME, Table, check_space, load_table, table_key
-from raynas.space import Space, load_space
+from raynas.space import Space
 
 FRACTIONS = (0.25, 0.5, 1.0)
 SAMPLES_PER_TRIAL = 4  # trial cap per search, x --trials: cheap partial and failed trials

@@ -49,9 +49,9 @@ def run(repeats: int, epochs: int, threads: int, output: Path, print_fn: Print =
     import torch
 
     from raynas.data import load_dataset
+    from raynas.estimation import load_space
     from raynas.estimation.train import Run, seed_everything, tensors
     from raynas.models import build_model
-    from raynas.space import load_space
 
     space = load_space("macro_cnn")
     arch = space.validate(ARCH)

@@ -22,20 +22,19 @@ from typing import Any
 
 import torch
 
-from raynas.latency import LatencyTable, latency_units
-from raynas.models import build_model
-from raynas.objectives import (
+from raynas.errors import ConfigError
+from raynas.models import build_model, latency_units
+from raynas.objectives.constraints import (
+    FEASIBLE,
+    VIOLATIONS,
     Constraint,
-    count_flops,
-    count_params,
-    measure_latency,
-    peak_memory_mb,
+    parse_constraints,
     violations,
 )
-from raynas.scalarize import SCALAR, Scalarizer
+from raynas.objectives.latency import LatencyTable
+from raynas.objectives.measure import count_flops, count_params, measure_latency, peak_memory_mb
+from raynas.objectives.scalarize import SCALAR, Scalarizer
 
-FEASIBLE = "feasible"  # in every result of a search with constraints: False = infeasible
-VIOLATIONS = "violations"  # the broken constraints, comma-separated
 PREDICTED_LATENCY = "latency_lut_ms"  # the latency table's prediction, when it was needed
 
 
@@ -94,13 +93,8 @@ def rejected(measured: dict[str, Any], costs: CostSettings) -> dict[str, Any]:
     return {**{m: math.nan for m in costs.search_metrics}, **measured}
 
 
-def check_settings(config: Any, objectives: list) -> int:
-    """Check the constraint, latency and scalarisation flags; returns how many objectives the
-    strategy sees (1 when they are scalarised)."""
-    from raynas.errors import ConfigError
-    from raynas.objectives import parse_constraints
-    from raynas.scalarize import parse_weights, scalarization_of
-
+def check_settings(config: Any) -> None:
+    """Check the constraint and latency flags."""
     parse_constraints(config.constraint)
     if config.latency_batch < 1:
         raise ConfigError("--latency-batch: must be >= 1")
@@ -111,12 +105,5 @@ def check_settings(config: Any, objectives: list) -> int:
         raise ConfigError("--latency-device cuda: " + (
             "no CUDA GPU on this machine" if config.gpus_per_trial > 0 else
             "trials measure on their own device; give them a GPU with --gpus-per-trial"))
-    kind = scalarization_of(config, len(objectives))
-    if config.dataset.startswith("tabular:") and (config.constraint or kind):
-        raise ConfigError(f"--{'constraint' if config.constraint else 'scalarize'}: not with a "
-                          "tabular benchmark, whose trials look results up instead of measuring "
-                          "a model")
-    if kind is None:
-        return len(objectives)
-    parse_weights(config.weights, len(objectives))
-    return 1
+
+

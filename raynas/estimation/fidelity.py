@@ -14,9 +14,9 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
+from raynas.config import TIME_ATTR
 from raynas.errors import ConfigError
 
-TIME_ATTR = "budget"  # the result key every scheduler measures progress in
 ETA = 3  # rungs grow by this factor, the reduction factor of our ASHA/Hyperband
 DEFAULT_MIN_FRACTION = 1 / 9
 #: The proxy task's knobs a rung can scale, and how ``describe`` names their rungs.

@@ -30,9 +30,10 @@ from raynas.estimation.fidelity import TIME_ATTR
 from raynas.estimation.train import EVAL_BATCH, TrialSettings, device_for, tensors
 from raynas.models import build_model
 from raynas.models.supernet import Supernet
-from raynas.objectives import count_flops, count_params
+from raynas.objectives.measure import count_flops, count_params
 from raynas.space import Arch, Space, arch_hash
-from raynas.tracking import MLflowTracker, SearchRecord, last_line, trial_error
+from raynas.tracking.store import last_line, trial_error
+from raynas.tracking.tracker import MLflowTracker, SearchRecord
 
 SAMPLERS = ("spos", "enas")
 # The supernet's own training recipe (SPOS: SGD with momentum, cosine schedule, clipping).
@@ -92,9 +93,8 @@ class SupernetTraining:
     """A supernet, its optimizer and path sampler, trained epoch by epoch."""
 
     def __init__(self, space: Space, input_shape: tuple[int, ...], num_classes: int,
-                 sampler: str, epochs: int, device: torch.device, seed: int) -> None:
-        from raynas.strategies.rl import ReinforceController
-
+                 controller: Callable[..., Any] | None, epochs: int, device: torch.device,
+                 seed: int) -> None:
         torch.manual_seed(seed)
         self.space = space
         self.supernet = Supernet(space, input_shape, num_classes, seed).to(device)
@@ -104,8 +104,9 @@ class SupernetTraining:
         self.sched = torch.optim.lr_scheduler.CosineAnnealingLR(self.opt, T_max=max(1, epochs))
         self.rng = random.Random(seed)
         self.generator = torch.Generator().manual_seed(seed)
-        self.controller = (ReinforceController(space, "reward", "max", batch_size=4, seed=seed)
-                           if sampler == "enas" else None)
+        # ENAS: a searcher (``controller(seed=...)``, made by the strategy layer) that learns by
+        # REINFORCE which paths to train; SPOS (None): uniform random paths.
+        self.controller = controller(seed=seed) if controller else None
         self.epoch = 0
 
     def sample(self) -> Arch:
@@ -165,14 +166,14 @@ def probe_archs(space: Space, seed: int) -> list[Arch]:
 
 
 def supernet_trial(config: dict[str, Any], *, space: Space, data: Dataset,
-                   settings: TrialSettings) -> None:
+                   settings: TrialSettings, controller: Callable[..., Any] | None) -> None:
     """Stage 1, a Tune function trainable: train the supernet for ``settings.max_epochs``,
     reporting and checkpointing every epoch (a retried trial resumes from its last epoch)."""
     from ray import tune
 
     torch.set_num_threads(max(1, int(settings.cpus)))
     device = device_for(settings.gpus)
-    training = SupernetTraining(space, data.input_shape, data.num_classes, config["sampler"],
+    training = SupernetTraining(space, data.input_shape, data.num_classes, controller,
                                 settings.max_epochs, device, settings.seed)
     if checkpoint := tune.get_checkpoint():
         with checkpoint.as_directory() as folder:
@@ -258,14 +259,16 @@ class SupernetTracker(Callback):
 
 
 def train_supernet(space: Space, data: Dataset, settings: TrialSettings, sampler: str,
-                   record: SearchRecord, tune_path: str, progress: Callable[[str], None]) -> Any:
+                   controller: Callable[..., Any] | None, record: SearchRecord, tune_path: str,
+                   progress: Callable[[str], None]) -> Any:
     """Run stage 1 as a Tune experiment under the search's (``<search>/supernet``) and return
     its checkpoint. A finished or interrupted stage is restored, not run again (--resume)."""
     from ray import tune
 
     path = f"{tune_path.rstrip('/')}/{STAGE}"
     trainable = tune.with_resources(
-        tune.with_parameters(supernet_trial, space=space, data=data, settings=settings),
+        tune.with_parameters(supernet_trial, space=space, data=data, settings=settings,
+                             controller=controller),
         {"cpu": settings.cpus, "gpu": settings.gpus})
     if tune.Tuner.can_restore(path):
         tuner = tune.Tuner.restore(path, trainable, resume_unfinished=True, resume_errored=True)
@@ -295,13 +298,14 @@ class OneShot:
     search, candidates scored against its checkpoint, the best one's config is its arch."""
 
     sampler: str = "spos"
+    controller: Callable[..., Any] | None = None  # ENAS: see ``SupernetTraining``
 
     def trainable(self, space: Space, data: Dataset, settings: TrialSettings, record: Any,
                   tune_path: str, progress: Callable[[str], None]) -> Any:
         from ray import tune
 
-        checkpoint = train_supernet(space, data, settings, self.sampler, record, tune_path,
-                                    progress)
+        checkpoint = train_supernet(space, data, settings, self.sampler, self.controller,
+                                    record, tune_path, progress)
         return tune.with_parameters(candidate_trial, space=space, data=data, settings=settings,
                                     checkpoint=checkpoint)
 

@@ -38,7 +38,7 @@ import json
 import math
 import random
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -198,21 +198,17 @@ def load_table(path: str | Path, flag: str | None = None) -> Table:
     return Table(str(path), runs)
 
 
-def load_for_search(config: SearchConfig, space: Space) -> Table:
-    """``validate`` for ``--dataset tabular:PATH``: the table, checked against the search."""
-    from raynas.config import objectives_of
-
+def load_for_search(config: SearchConfig, space: Space,
+                    objectives: Sequence[tuple[str, str]]) -> Table:
+    """``resolve`` for ``--dataset tabular:PATH``: the table, checked against the search."""
     table = load_table(config.dataset[len(PREFIX):])
     if config.fidelity != "epochs" or config.proxy_task:
         raise ConfigError(f"--fidelity {config.fidelity}: a table holds the real task's results "
                           "per epoch; use --fidelity epochs and no --proxy-task")
-    if config.strategy == "zero_cost":
-        raise ConfigError("--strategy zero_cost: scores architectures on data, and a tabular "
-                          "search has none")
     if config.max_epochs > table.epochs:
         raise ConfigError(f"--max-epochs {config.max_epochs}: the table's runs have "
                           f"{table.epochs} epochs")
-    for metric, _ in objectives_of(config):
+    for metric, _ in objectives:
         if metric not in (*table.metrics, SIM_TIME):
             raise ConfigError(f"--objective {metric}: the table has no {metric!r} column")
     check_space(space, table, f"--space {config.space}")
@@ -238,7 +234,7 @@ def check_space(space: Space, table: Table, flag: str) -> None:
                       f"belongs to space {space.name}")
 
 
-def tabular_trial(config: dict[str, Any], *, space: Space, table: Table,
+def tabular_trial(config: dict[str, Any], *, space: Space, data: Table,
                   settings: TrialSettings) -> None:
     """The Tune function trainable of a tabular search: replay one run of the table epoch by
     epoch (a checkpoint holds the epoch, so paused and retried trials go on where they were)."""
@@ -246,7 +242,7 @@ def tabular_trial(config: dict[str, Any], *, space: Space, table: Table,
 
     arch = space.decode(config)
     key = table_key(space, arch)
-    curve = table.run(key, settings.seed)
+    curve = data.run(key, settings.seed)
     done = 0
     if checkpoint := tune.get_checkpoint():
         with checkpoint.as_directory() as folder:
@@ -281,7 +277,7 @@ def train_rows(space: Space, arch: dict[str, Any], data: Dataset, epochs: int, s
     import torch
 
     from raynas.estimation.train import Run, tensors
-    from raynas.objectives import count_flops, count_params
+    from raynas.objectives.measure import count_flops, count_params
 
     torch.set_num_threads(max(1, int(cpus)))
     device = torch.device("cpu")
@@ -343,15 +339,15 @@ def tabulate(space: Space, data: Dataset, num_archs: int, epochs: int, seeds: in
     Returns (architectures, total training seconds)."""
     import ray
 
-    from raynas.experiment import _init_ray, _stderr
+    from raynas.runtime import init_ray, stderr
 
-    progress = progress or _stderr
+    progress = progress or stderr
     for name, value in (("--num-archs", num_archs), ("--epochs", epochs), ("--seeds", seeds)):
         if value < 1:
             raise ConfigError(f"{name}: must be >= 1")
     table_format(output, "--output")  # before the trainings, not after
     archs = pick_architectures(space, num_archs, seed)
-    we_started = _init_ray(address, progress)
+    we_started = init_ray(address, progress)
     try:
         task = ray.remote(train_rows).options(num_cpus=cpus)
         shared = ray.put(data)

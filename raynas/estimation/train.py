@@ -8,6 +8,7 @@ would only add worker and collation overhead here).
 from __future__ import annotations
 
 import math
+import random
 import tempfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -20,10 +21,11 @@ from torch import nn
 
 from raynas.data import Dataset
 from raynas.errors import SpaceError
-from raynas.estimation.costs import FEASIBLE, CostSettings, judged, measure, rejected
+from raynas.estimation.costs import CostSettings, judged, measure, rejected
 from raynas.estimation.fidelity import REAL_TASK, TIME_ATTR, Fidelity, ProxyTask, nested_order
-from raynas.estimation.tabular import Table, tabular_trial
 from raynas.models import build_model
+from raynas.objectives.constraints import FEASIBLE
+from raynas.objectives.scalarize import CALIBRATION_SAMPLES
 from raynas.space import Space, arch_hash
 
 OPTIMIZERS = ("adam", "adamw", "sgd")
@@ -205,16 +207,13 @@ def tensors(device: torch.device, *arrays: np.ndarray) -> list[torch.Tensor]:
     return [torch.as_tensor(np.array(a), device=device) for a in arrays]
 
 
-def train_trial(config: dict[str, Any], *, space: Space, data: Dataset | Table,
+def train_trial(config: dict[str, Any], *, space: Space, data: Dataset,
                 settings: TrialSettings) -> None:
     """The Tune function trainable: decode, build, train; report and checkpoint at every step
-    of the fidelity (each epoch, or each rung of the proxy task). Given a tabular benchmark
-    instead of a dataset, it looks the results up (see ``estimation.tabular``)."""
+    of the fidelity (each epoch, or each rung of the proxy task)."""
     import ray
     from ray import tune
 
-    if isinstance(data, Table):
-        return tabular_trial(config, space=space, table=data, settings=settings)
     torch.set_num_threads(max(1, int(settings.cpus)))
     arch = space.decode(config)
     device = device_for(settings.gpus)
@@ -318,3 +317,24 @@ def retrain(space: Space, arch: dict[str, Any], data: Dataset, epochs: int,
     losses = list(run.epochs(x, y, epochs))
     test_loss, test_accuracy = run.evaluate(x_test, y_test)
     return Retrained(run.model.cpu().eval(), losses, test_loss, test_accuracy)
+
+
+def calibrate(space: Any, data: Any, costs: Any, gpus: float, cpus: float, seed: int,
+              timed: bool, count: int = CALIBRATION_SAMPLES) -> list[dict[str, float]]:
+    """Cost metrics of ``count`` random architectures of ``space``, measured as a trial would
+    (``timed``: latency and memory too; run it then as a Ray task with the trials' resources,
+    so it lands where they do - params and FLOPs are the same anywhere)."""
+    import torch
+
+    from raynas.estimation.costs import measure
+    from raynas.estimation.train import device_for, hyperparameters
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(max(1, int(cpus)))
+    try:
+        rng = random.Random(seed)
+        archs = [space.sample(rng) for _ in range(count)]
+        return [measure(space, arch, data, costs, device_for(gpus),
+                        int(hyperparameters(arch)["batch_size"]), timed) for arch in archs]
+    finally:
+        torch.set_num_threads(threads)

@@ -20,7 +20,7 @@ from torch import nn
 from raynas.estimation.fidelity import nested_order
 from raynas.estimation.train import seed_everything
 from raynas.models import build_model
-from raynas.objectives import count_params
+from raynas.objectives.measure import count_params
 from raynas.space import Space
 
 MINIBATCH = 64

@@ -14,6 +14,7 @@ from torch import nn
 from raynas.errors import SpaceError, did_you_mean
 from raynas.models import macro
 from raynas.models.cell import darts, nb201
+from raynas.ops import Unit
 from raynas.space.space import Space
 
 BUILDERS = {"macro": macro, "nb201": nb201, "darts": darts}
@@ -74,3 +75,13 @@ def from_genotype(space: Space, text: str) -> dict[str, Any]:
     check_genotype_space(space)
     constants = space.sample(random.Random(0))  # every field but the genotype's is a constant
     return space.validate({**constants, **_builder(space.model, space.name).parse(text)})
+
+
+def latency_units(space: Any, arch: dict[str, Any], input_shape: tuple[int, ...],
+                  num_classes: int) -> list[Unit] | None:
+    """The units of ``arch`` from its space's builder, or None if the builder cannot list them
+    (its latency is then only measured)."""
+    from raynas.models import BUILDERS
+
+    units = getattr(BUILDERS.get(space.model), "latency_units", None)
+    return units(arch, input_shape, num_classes) if units else None

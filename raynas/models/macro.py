@@ -150,12 +150,12 @@ class _Concat(nn.Module):
 
 
 def latency_units(arch: dict[str, Any], input_shape: tuple[int, ...], num_classes: int) -> list:
-    """The parts of ``MacroNet(arch)`` for the latency table (see ``raynas.latency``), with the
-    shapes the network gives them: the stem, each layer's op (twice for ``parallel``), its
+    """The parts of ``MacroNet(arch)`` for the latency table (``raynas.objectives.latency``),
+    with the shapes the network gives them: the stem, each layer's op (twice for ``parallel``), its
     shortcut projection and sum, a dense layer's pooling and concatenation, the head."""
     from functools import partial
 
-    from raynas.latency import Unit
+    from raynas.ops import Unit
 
     dims = len(input_shape) - 1
     d = DIMS[dims]

@@ -2,7 +2,7 @@
 
 - ``anytime.png``: the best validation accuracy so far, against trials finished and wall time;
 - ``accuracy_vs_params.png``, ``accuracy_vs_flops.png``: every trial against its cost, with the
-  Pareto front (``raynas.strategies.pareto``);
+  Pareto front (``raynas.objectives.pareto``);
 - ``best_architecture.png``: the diagram of the search's best architecture;
 - ``comparison.html``: the top architectures side by side, with their diagrams;
 - ``report.html``: all of it in one self-contained page (images inlined as base64), because
@@ -113,7 +113,7 @@ def collect(client: MlflowClient, run_id: str) -> Search:
     """Everything the report shows, read from MLflow."""
     import yaml
 
-    from raynas.space import load_space
+    from raynas.space import read_space
 
     parent = parent_run(client, run_id)
     runs, token = [], None
@@ -134,7 +134,7 @@ def collect(client: MlflowClient, run_id: str) -> Search:
     with tempfile.TemporaryDirectory() as folder:
         space = Path(client.download_artifacts(run_id, "space.yaml", folder)).read_text()
     search = Search(parent, reported, len(trials) - len(reported),
-                    load_space(yaml.safe_load(space)).model, {})
+                    read_space(yaml.safe_load(space))[0].model, {})
     for run in search.shown:
         search.architectures[run] = architecture(client, run)
     return search
@@ -142,7 +142,7 @@ def collect(client: MlflowClient, run_id: str) -> Search:
 
 def build(client: MlflowClient, run_id: str) -> dict[str, bytes]:
     """The report's files (name -> content) for search ``run_id``."""
-    from raynas.strategies.pareto import pareto_front, pareto_plot
+    from raynas.objectives.pareto import pareto_front, pareto_plot
 
     search = collect(client, run_id)
     files = {"anytime.png": anytime_plot(search)}

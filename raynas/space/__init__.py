@@ -13,7 +13,7 @@ from raynas.errors import SpaceError, did_you_mean
 from raynas.space.loader import parse_document, read_yaml
 from raynas.space.space import Arch, Decision, Space, arch_hash
 
-__all__ = ["Arch", "Decision", "Space", "arch_hash", "builtin_spaces", "load_space"]
+__all__ = ["Arch", "Decision", "Space", "arch_hash", "builtin_spaces", "read_space"]
 
 
 def builtin_dir() -> Path:
@@ -25,14 +25,12 @@ def builtin_spaces() -> dict[str, Path]:
     return {p.stem: p for p in sorted(builtin_dir().glob("*.yaml"))}
 
 
-def load_space(source: str | Path | dict[str, Any] | Space) -> Space:
-    """Load and validate a space from a built-in name, a YAML path or a dict.
-
-    Validation happens here, completely: the model's builder checks that every op and option the
-    space can produce is one it can build, so an invalid space never reaches Ray.
-    """
+def read_space(source: str | Path | dict[str, Any] | Space) -> tuple[Space, str]:
+    """A space from a built-in name, a YAML path or a dict, checked for its structure, and
+    where it came from (for errors). ``raynas.estimation.load_space`` adds the checks of the
+    builder and the trainer: use that one for a space a search will run on."""
     if isinstance(source, Space):
-        return source
+        return source, source.name
     if isinstance(source, dict):
         # Errors start with the space's name; one that cannot head a one-line error is not used.
         name = source.get("name")
@@ -50,14 +48,7 @@ def load_space(source: str | Path | dict[str, Any] | Space) -> Space:
             path = known[str(source)]
         doc, origin = read_yaml(path), str(path)
     name, model, description, root = parse_document(doc, origin)
-    space = Space(name, model, root, description, document=doc)
-    # The builder knows which ops exist and the trainer which hyperparameters: both check here.
-    from raynas.estimation.train import check_train_space
-    from raynas.models import check_space
-
-    check_space(space, origin)
-    check_train_space(space, origin)
-    return space
+    return Space(name, model, root, description, document=doc), origin
 
 
 def space_yaml(space: Space) -> str:

@@ -1,82 +1,24 @@
-"""Strategy and scheduler registries: a name -> a configured Ray Tune searcher or scheduler.
+"""The strategy registry: a name -> a ``Strategy`` descriptor that builds a Ray Tune searcher
+and says what it can do (several objectives, PBT, real data, ...), so the settings are checked
+against capabilities, not lists of names. Third parties add their own with ``register``.
 
-A strategy decides *which* architectures to try (a Tune ``Searcher``); a scheduler decides how
-long each one trains (a Tune ``TrialScheduler``). Both are plain Tune objects, so they work under
-``ConcurrencyLimiter``, on a cluster and with Tune's fault tolerance unchanged. Every searcher is
-wrapped in ``Dedup`` (an architecture is trained once per search) and a ``ConcurrencyLimiter``.
+A strategy decides *which* architectures to try (a Tune ``Searcher``); the scheduler (see
+``raynas.schedulers``) decides how long each one trains. Both are plain Tune objects, so they
+work under ``ConcurrencyLimiter``, on a cluster and with Tune's fault tolerance unchanged. Every
+searcher we build is wrapped in ``Dedup`` (an architecture is trained once per search) and a
+``ConcurrencyLimiter``.
 """
 
 from __future__ import annotations
 
-import functools
 import importlib.util
 import warnings
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import Any
 
+from raynas.config import TIME_ATTR
 from raynas.errors import ConfigError, did_you_mean
-from raynas.estimation.fidelity import TIME_ATTR
-from raynas.space import Space
-
-DEFAULT_NUM_TRIALS = 16
-
-
-@dataclass(frozen=True)
-class Plan:
-    """What the Tuner needs from a strategy: a searcher (or None for Tune's variant generator),
-    the param space it expects, how many trials to run, and - for strategies that come with
-    their own scheduler (bohb) or need one (pbt) - that scheduler, which replaces the default."""
-
-    searcher: Any
-    param_space: dict[str, Any]
-    num_trials: int
-    scheduler: Any = None
-    notes: dict[str, str] = field(default_factory=dict)
-    artifacts: dict[str, Any] = field(default_factory=dict)  # JSON files for the parent run
-    arch_metrics: dict[str, dict[str, float]] = field(default_factory=dict)  # by arch hash
-    # Weight sharing (oneshot, darts): trials score with shared weights instead of training
-    # each architecture; gives the trainable, tracker and best arch (see weight_sharing).
-    estimator: Any = None
-
-    @property
-    def dedup(self) -> Any:
-        """The ``Dedup`` wrapper inside the searcher chain, if any (to attach ``on_reuse``)."""
-        from raynas.strategies.dedup import Dedup
-
-        searcher = self.searcher
-        while searcher is not None and not isinstance(searcher, Dedup):
-            searcher = getattr(searcher, "searcher", None)
-        return searcher
-
-
-@dataclass(frozen=True)
-class StrategyContext:
-    """``metric``/``mode`` are lists for a multi-objective search (the first one is primary)."""
-
-    space: Space
-    metric: str | list[str]
-    mode: str | list[str]
-    seed: int
-    num_trials: int | None
-    concurrency: int
-    max_budget: int = 8  # in the fidelity's units (``TIME_ATTR``)
-    scheduler: str = "fifo"
-    data: Any = None  # the Dataset, for strategies that look at it (zero_cost)
-    zero_cost: Any = None  # ZeroCostSettings for --strategy zero_cost
-    constraints: tuple[Any, ...] = ()  # objectives.Constraint: mo-asha never promotes a breach
-    supernet: str = "spos"  # --strategy oneshot: how the supernet's training samples paths
-    oneshot_searcher: str = "evolution"  # --strategy oneshot: the search against the supernet
-
-    @property
-    def trials(self) -> int:
-        return self.num_trials or DEFAULT_NUM_TRIALS
-
-    @property
-    def primary(self) -> tuple[str, str]:
-        if isinstance(self.metric, str):
-            return self.metric, str(self.mode)
-        return self.metric[0], self.mode[0]
+from raynas.strategies.base import Plan, Strategy, StrategyContext
 
 
 def _limited(searcher: Any, ctx: StrategyContext) -> Any:
@@ -226,187 +168,53 @@ def _bohb(ctx: StrategyContext) -> Plan:
     return Plan(_limited(searcher, ctx), {}, ctx.trials, scheduler, {"bohb_engine": engine})
 
 
-def pbt_keys(space: Space) -> list[str]:
-    """The decisions PBT may mutate: training hyperparameters, when nothing else is searched.
-
-    The optimizer is excluded: a trial that exploits another copies its optimizer state, which
-    only loads into the same optimizer type.
-    """
-    searched = [d.key for d in space.decisions()
-                if d.param.options() is None or len(d.param.options()) > 1]
-    arch = [k for k in searched if not k.startswith("train.") or k == "train.optimizer"]
-    if arch or not searched:
-        raise ConfigError(
-            f"--scheduler pbt tunes the training hyperparameters of a fixed architecture, but "
-            f"space {space.name!r} searches {', '.join(arch) or 'nothing'}; use a space "
-            "whose architecture and optimizer are constant, e.g. --space fixed_cnn")
-    return searched
+STRATEGIES: dict[str, Strategy] = {}
 
 
-def _pbt_plan(ctx: StrategyContext) -> Plan:
-    """PBT starts from a random population (Tune allows no other searcher with it) and then
-    explores by mutating hyperparameters of running trials, copying the better ones' weights -
-    which only makes sense when every trial has the same architecture."""
-    from ray.tune.search.basic_variant import BasicVariantGenerator
-
-    pbt_keys(ctx.space)
-    searcher = BasicVariantGenerator(random_state=ctx.seed, max_concurrent=ctx.concurrency)
-    return Plan(searcher, ctx.space.to_tune(), ctx.trials)
+def register(strategy: Strategy) -> Strategy:
+    """Add (or replace) a strategy; ``raynas search --strategy NAME`` can use it at once."""
+    STRATEGIES[strategy.name] = strategy
+    return strategy
 
 
-STRATEGIES: dict[str, tuple[Callable[[StrategyContext], Plan], str]] = {
-    "random": (_optuna(_random_sampler), "random search (Optuna's RandomSampler)"),
-    "grid": (_grid, "every architecture of a finite space once"),
-    "tpe": (_optuna(_tpe_sampler), "Bayesian: Optuna's TPE, define-by-run conditionals"),
-    "gp": (_optuna(_gp_sampler), "Bayesian: Optuna's Gaussian-process sampler"),
-    "evolution": (_evolution, "regularized (aging) evolution, AmoebaNet (Real et al. 2019)"),
-    "rl": (_rl, "REINFORCE LSTM controller (Zoph & Le 2017)"),
-    "nsga2": (_optuna(_nsga2_sampler), "multi-objective evolution: Optuna's NSGA-II"),
-    "bohb": (_bohb, "BOHB: model-based sampling + Hyperband (brings its own scheduler)"),
-    "zero_cost": (_zero_cost, "score many sampled architectures with a zero-cost proxy, train "
-                              "the top-k"),
-    "oneshot": (_oneshot, "weight sharing: train a supernet (SPOS or ENAS), then search "
-                          "against it (--oneshot-searcher, default evolution)"),
-    "darts": (_darts, "gradient-based: a Tune sweep over DARTS runs (Liu et al. 2019)"),
-}
-MULTI_OBJECTIVE = ("nsga2", "random")
-# Under mo-asha the scheduler ranks by every objective, so a searcher that steers by the first
-# one (evolution) fits too.
-MO_ASHA_STRATEGIES = (*MULTI_OBJECTIVE, "evolution")
-PBT_STRATEGIES = ("random",)
+def get(name: str) -> Strategy:
+    if name not in STRATEGIES:
+        raise ConfigError(f"--strategy: unknown strategy {name!r}{did_you_mean(name, STRATEGIES)}"
+                          f"; known: {', '.join(STRATEGIES)}")
+    return STRATEGIES[name]
 
 
-def default_objectives(strategy: str) -> list[str]:
-    """Without ``--objective``: validation accuracy, plus parameters for NSGA-II (its point is
-    the accuracy/size trade-off)."""
-    return ["val_accuracy:max", "params:min"] if strategy == "nsga2" else ["val_accuracy:max"]
+def _check_zero_cost(resolved: Any) -> None:
+    from raynas.strategies.zero_cost import check_settings
+
+    check_settings(resolved.config)
 
 
-# Schedulers get metric and mode from ``TuneConfig`` (Tune refuses them in both places).
-def _fifo(max_budget: int, space: Space) -> Any:
-    from ray.tune.schedulers import FIFOScheduler
+def _check_weight_sharing(resolved: Any) -> None:
+    from raynas.strategies.weight_sharing import check_settings
 
-    return FIFOScheduler()
-
-
-def _asha(max_budget: int, space: Space) -> Any:
-    from ray.tune.schedulers import ASHAScheduler
-
-    return ASHAScheduler(time_attr=TIME_ATTR, max_t=max_budget, grace_period=1,
-                         reduction_factor=3)
+    check_settings(resolved)
 
 
-def _hyperband(max_budget: int, space: Space) -> Any:
-    from ray.tune.schedulers import HyperBandScheduler
-
-    return HyperBandScheduler(time_attr=TIME_ATTR, max_t=max_budget,
-                              reduction_factor=3)
-
-
-def _median(max_budget: int, space: Space) -> Any:
-    from ray.tune.schedulers import MedianStoppingRule
-
-    return MedianStoppingRule(time_attr=TIME_ATTR, grace_period=1,
-                              min_samples_required=3)
-
-
-def _curve(max_budget: int, space: Space) -> Any:
-    from raynas.estimation.learning_curve import LearningCurveStopping
-
-    return LearningCurveStopping(time_attr=TIME_ATTR, max_t=max_budget)
-
-
-def _pbt(max_budget: int, space: Space) -> Any:
-    from ray.tune.schedulers import PopulationBasedTraining
-
-    # A list makes PBT step to a neighbouring value; a continuous domain is scaled by 0.8/1.2
-    # and then clipped back into the space's range.
-    domains = space.to_tune()
-    decisions = {d.key: d.param for d in space.decisions()}
-    mutations = {k: decisions[k].options() or domains[k] for k in pbt_keys(space)}
-    return PopulationBasedTraining(time_attr=TIME_ATTR,
-                                   perturbation_interval=max(1, max_budget // 4),
-                                   hyperparam_mutations=mutations,
-                                   custom_explore_fn=functools.partial(_clip, decisions))
-
-
-def _clip(decisions: dict[str, Any], config: dict[str, Any]) -> dict[str, Any]:
-    for key, param in decisions.items():
-        if param.options() is None and key in config:
-            config[key] = min(param.high, max(param.low, float(config[key])))
-    return config
-
-
-def _mo_asha(ctx: StrategyContext) -> Any:
-    """Takes the context, not (max_budget, space): it ranks by every objective."""
-    from raynas.strategies.mo_asha import MultiObjectiveASHA
-
-    return MultiObjectiveASHA(list(zip(ctx.metric, ctx.mode, strict=True)), ctx.max_budget,
-                              constraints=ctx.constraints)
-
-
-SCHEDULERS: dict[str, tuple[Callable[..., Any], str]] = {
-    "fifo": (_fifo, "train every trial for --max-epochs"),
-    "asha": (_asha, "asynchronous successive halving: stop the weakest early (Li et al. 2020)"),
-    "hyperband": (_hyperband, "synchronous Hyperband brackets (Li et al. 2018); pauses trials"),
-    "median": (_median, "median stopping rule: stop a trial below the running median"),
-    "curve": (_curve, "learning-curve extrapolation: stop a trial unlikely to beat the best "
-                      "(Domhan et al. 2015)"),
-    "pbt": (_pbt, "population-based training of the hyperparameters of a fixed architecture"),
-    "mo-asha": (_mo_asha, "multi-objective ASHA: stop dominated trials early (Schmucker et al. "
-                          "2021)"),
-}
-
-
-def check_names(strategy: str, scheduler: str, num_objectives: int = 1) -> None:
-    if strategy not in STRATEGIES:
-        raise ConfigError(f"--strategy: unknown strategy {strategy!r}"
-                          f"{did_you_mean(strategy, STRATEGIES)}; known: {', '.join(STRATEGIES)}")
-    if scheduler not in SCHEDULERS:
-        raise ConfigError(f"--scheduler: unknown scheduler {scheduler!r}"
-                          f"{did_you_mean(scheduler, SCHEDULERS)}; known: {', '.join(SCHEDULERS)}")
-    if scheduler == "mo-asha" and strategy not in MO_ASHA_STRATEGIES:
-        raise ConfigError(f"--scheduler mo-asha: needs --strategy "
-                          f"{', '.join(MO_ASHA_STRATEGIES)} (a strategy that takes several "
-                          f"objectives or steers by the first), not {strategy!r}")
-    if scheduler == "mo-asha" and num_objectives < 2:
-        raise ConfigError("--scheduler mo-asha: ranks trials by several objectives; give two or "
-                          "more, e.g. --objective val_accuracy:max --objective params:min, "
-                          "and no --scalarize")
-    if num_objectives > 1 and strategy not in MULTI_OBJECTIVE and scheduler != "mo-asha":
-        raise ConfigError(f"--objective: {num_objectives} objectives need a multi-objective "
-                          f"strategy ({', '.join(MULTI_OBJECTIVE)}), not {strategy!r}")
-    if scheduler == "pbt" and strategy not in PBT_STRATEGIES:
-        raise ConfigError(f"--scheduler pbt: Tune's PBT accepts no searcher; use --strategy "
-                          f"{' or '.join(PBT_STRATEGIES)} (its initial population is random)")
-
-
-def make_plan(strategy: str, ctx: StrategyContext) -> Plan:
-    if ctx.scheduler == "pbt":
-        return _pbt_plan(ctx)
-    return STRATEGIES[strategy][0](ctx)
-
-
-def scheduler_for(plan: Plan, ctx: StrategyContext) -> Any:
-    """The scheduler a search runs with: the strategy's own if it brings one, else
-    ``ctx.scheduler`` over budgets up to ``ctx.max_budget`` (pbt mutates ``ctx.space``)."""
-    if plan.scheduler is None and ctx.scheduler == "mo-asha":
-        return _mo_asha(ctx)
-    return plan.scheduler or SCHEDULERS[ctx.scheduler][0](ctx.max_budget, ctx.space)
-
-
-def bracket_warning(scheduler: Any, concurrency: int) -> str | None:
-    """Tune's Hyperband is synchronous: it halves a bracket once all the trials it holds reach
-    the rung, and a bracket holds only the trials that started before that. Unless every
-    bracket's trials run at once, brackets stay part-filled and nothing is halved."""
-    from ray.tune.schedulers import HyperBandScheduler
-
-    if not isinstance(scheduler, HyperBandScheduler):
-        return None
-    # Tune's own bracket arithmetic (n0: trials, r0: first rung; r0 == 0 brackets are skipped).
-    total = sum(scheduler._get_n0(s) for s in range(scheduler._s_max_1) if scheduler._get_r0(s))
-    if total <= concurrency:
-        return None
-    return (f"hyperband: its brackets hold {total} trials but --concurrency is {concurrency}; "
-            f"they are halved only when their trials run at once, so raise --concurrency to "
-            f"{total} (with a fractional --cpus-per-trial) or use --scheduler asha")
+for _strategy in (
+    Strategy("random", _optuna(_random_sampler), "random search (Optuna's RandomSampler)",
+             multi_objective=True, pbt=True),
+    Strategy("grid", _grid, "every architecture of a finite space once", extendable=False),
+    Strategy("tpe", _optuna(_tpe_sampler), "Bayesian: Optuna's TPE, define-by-run conditionals"),
+    Strategy("gp", _optuna(_gp_sampler), "Bayesian: Optuna's Gaussian-process sampler"),
+    Strategy("evolution", _evolution, "regularized (aging) evolution, AmoebaNet (Real et al. "
+             "2019)", steers_by_first=True),
+    Strategy("rl", _rl, "REINFORCE LSTM controller (Zoph & Le 2017)"),
+    Strategy("nsga2", _optuna(_nsga2_sampler), "multi-objective evolution: Optuna's NSGA-II",
+             multi_objective=True, default_objectives=("val_accuracy:max", "params:min")),
+    Strategy("bohb", _bohb, "BOHB: model-based sampling + Hyperband (brings its own "
+             "scheduler)", own_scheduler=True),
+    Strategy("zero_cost", _zero_cost, "score many sampled architectures with a zero-cost proxy, "
+             "train the top-k", needs_dataset=True, inner=False, check=_check_zero_cost),
+    Strategy("oneshot", _oneshot, "weight sharing: train a supernet (SPOS or ENAS), then search "
+             "against it (--oneshot-searcher, default evolution)", needs_dataset=True,
+             inner=False, epochs_only=True, check=_check_weight_sharing),
+    Strategy("darts", _darts, "gradient-based: a Tune sweep over DARTS runs (Liu et al. 2019)",
+             needs_dataset=True, inner=False, epochs_only=True, check=_check_weight_sharing),
+):
+    register(_strategy)

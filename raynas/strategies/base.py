@@ -9,6 +9,8 @@ from __future__ import annotations
 import math
 import pickle
 import random
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any
 
 from ray.tune.search import Searcher
@@ -90,3 +92,85 @@ class SpaceSearcher(Searcher):
     def restore(self, checkpoint_path: str) -> None:
         with open(checkpoint_path, "rb") as f:
             self.set_state(pickle.load(f))
+
+
+DEFAULT_NUM_TRIALS = 16
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What the Tuner needs from a strategy: a searcher (or None for Tune's variant generator),
+    the param space it expects, how many trials to run, and - for strategies that come with
+    their own scheduler (bohb) or need one (pbt) - that scheduler, which replaces the default."""
+
+    searcher: Any
+    param_space: dict[str, Any]
+    num_trials: int
+    scheduler: Any = None
+    notes: dict[str, str] = field(default_factory=dict)
+    artifacts: dict[str, Any] = field(default_factory=dict)  # JSON files for the parent run
+    arch_metrics: dict[str, dict[str, float]] = field(default_factory=dict)  # by arch hash
+    # Weight sharing (oneshot, darts): trials score with shared weights instead of training
+    # each architecture; gives the trainable, tracker and best arch (see weight_sharing).
+    estimator: Any = None
+
+    @property
+    def dedup(self) -> Any:
+        """The ``Dedup`` wrapper inside the searcher chain, if any (to attach ``on_reuse``)."""
+        from raynas.strategies.dedup import Dedup
+
+        searcher = self.searcher
+        while searcher is not None and not isinstance(searcher, Dedup):
+            searcher = getattr(searcher, "searcher", None)
+        return searcher
+
+
+@dataclass(frozen=True)
+class StrategyContext:
+    """``metric``/``mode`` are lists for a multi-objective search (the first one is primary)."""
+
+    space: Space
+    metric: str | list[str]
+    mode: str | list[str]
+    seed: int
+    num_trials: int | None
+    concurrency: int
+    max_budget: int = 8  # in the fidelity's units (``TIME_ATTR``)
+    scheduler: str = "fifo"
+    data: Any = None  # the Dataset, for strategies that look at it (zero_cost)
+    zero_cost: Any = None  # ZeroCostSettings for --strategy zero_cost
+    constraints: tuple[Any, ...] = ()  # objectives.Constraint: mo-asha never promotes a breach
+    supernet: str = "spos"  # --strategy oneshot: how the supernet's training samples paths
+    oneshot_searcher: str = "evolution"  # --strategy oneshot: the search against the supernet
+
+    @property
+    def trials(self) -> int:
+        return self.num_trials or DEFAULT_NUM_TRIALS
+
+    @property
+    def primary(self) -> tuple[str, str]:
+        if isinstance(self.metric, str):
+            return self.metric, str(self.mode)
+        return self.metric[0], self.mode[0]
+
+
+@dataclass(frozen=True)
+class Strategy:
+    """A strategy as the registry knows it: how to build its plan, and what it can do.
+
+    ``check(resolved)`` (a ``raynas.experiment.Resolved``) raises ``ConfigError`` for settings this
+    strategy cannot run with; the capabilities below are checked for every strategy alike."""
+
+    name: str
+    build: Callable[[StrategyContext], Plan]
+    description: str
+    multi_objective: bool = False  # takes several metrics/modes itself (else: scalarised)
+    steers_by_first: bool = False  # under mo-asha, which ranks by all of them, steers by the first
+    pbt: bool = False  # may seed PBT's population (Tune's PBT accepts no model-based searcher)
+    own_scheduler: bool = False  # brings its scheduler (bohb): --scheduler is not used
+    needs_dataset: bool = False  # looks at real inputs: not with a tabular: benchmark
+    epochs_only: bool = False  # trains one network per run: --fidelity epochs only
+    inner: bool = True  # can be oneshot's search against a trained supernet
+    extendable: bool = True  # has state to go on from (raynas extend)
+    default_objectives: tuple[str, ...] = ("val_accuracy:max",)
+    check: Callable[[Any], None] | None = None

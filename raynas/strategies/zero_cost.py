@@ -21,7 +21,7 @@ from raynas.space import Arch, Space, arch_hash
 if TYPE_CHECKING:
     from raynas.config import SearchConfig
     from raynas.data import Dataset
-    from raynas.strategies import Plan, StrategyContext
+    from raynas.strategies.base import Plan, StrategyContext
 
 SCORES_FILE = "zero_cost_scores.json"
 TASKS_PER_CPU = 2  # chunks per CPU: enough to balance uneven candidates, few enough to batch
@@ -42,9 +42,6 @@ def check_settings(config: SearchConfig) -> None:
     """``--proxy``, ``--zc-candidates``, ``--zc-top-k`` (``--num-trials`` is the top-k here)."""
     from raynas.estimation.zero_cost import PROXIES
 
-    if config.dataset.startswith("tabular:"):
-        raise ConfigError("--strategy zero_cost: scores architectures on real inputs; a "
-                          "tabular: dataset has none")
     if config.proxy not in PROXIES:
         raise ConfigError(f"--proxy: unknown zero-cost proxy {config.proxy!r}"
                           f"{did_you_mean(config.proxy, PROXIES)}; known: {', '.join(PROXIES)}")
@@ -109,7 +106,7 @@ def plan(ctx: StrategyContext) -> Plan:
     """Sample and score ``candidates`` architectures, then train the ``top_k`` best-scored."""
     from ray.tune.search.basic_variant import BasicVariantGenerator
 
-    from raynas.strategies import Plan
+    from raynas.strategies.base import Plan
 
     settings = ctx.zero_cost or ZeroCostSettings()
     if ctx.data is None:

@@ -19,7 +19,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import sys
 import threading
 import time
 from collections.abc import Callable
@@ -29,6 +28,8 @@ from typing import Any
 from mlflow.entities import Metric, Param, RunTag
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
+
+from raynas.runtime import stderr
 
 LEDGER, APPLIED = "mlflow-ledger.jsonl", "mlflow-applied.json"
 MAX_BATCH = 100  # MLflow's log_batch limit on params (and on tags) per call
@@ -41,11 +42,6 @@ TRANSIENT_CODES = {"INTERNAL_ERROR", "TEMPORARILY_UNAVAILABLE", "REQUEST_LIMIT_E
                    "DEADLINE_EXCEEDED", "ENDPOINT_NOT_FOUND"}
 
 _OPEN: dict[Path, Ledger] = {}  # one ledger per folder and process: see ``__reduce__``
-
-
-def stderr(message: str) -> None:
-    """A warning on stderr, when no progress callable was given."""
-    print(f"[raynas] {message}", file=sys.stderr, flush=True)
 
 
 def _transient(exc: Exception) -> bool:
@@ -287,7 +283,7 @@ class Ledger:
         elif op == "reopen":  # a resumed search: its run is running again
             self.client.update_run(run_id, status="RUNNING")
         elif op == "model":
-            from raynas.tracking import log_model_files
+            from raynas.tracking.model import log_model_files
 
             self.outputs[f"{key}:model_uri"] = log_model_files(self.client, run_id, self.folder,
                                                                args)

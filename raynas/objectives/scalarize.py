@@ -24,7 +24,6 @@ bounds taken from the population at hand), so this is written here.
 from __future__ import annotations
 
 import math
-import random
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -33,7 +32,7 @@ from raynas.errors import ConfigError
 
 if TYPE_CHECKING:
     from raynas.config import SearchConfig
-    from raynas.strategies.pareto import Objective
+    from raynas.objectives.pareto import Objective
 
 SCALAR = "scalarized"
 KINDS = ("weighted", "chebyshev")
@@ -84,11 +83,10 @@ class Scalarizer:
                                                        strict=True)}}
 
 
-def scalarization_of(config: SearchConfig, num_objectives: int) -> str | None:
+def scalarization_of(config: SearchConfig, num_objectives: int, native: bool) -> str | None:
     """``--scalarize``, else ``weighted`` where the strategy (with its scheduler) cannot take
-    several objectives itself; None for a single objective or a native multi-objective run."""
-    from raynas.strategies import MO_ASHA_STRATEGIES, MULTI_OBJECTIVE
-
+    several objectives itself (``native``); None for a single objective or a native
+    multi-objective run."""
     if config.scalarize is not None:
         if config.scalarize not in KINDS:
             raise ConfigError(f"--scalarize: {config.scalarize!r} is not one of "
@@ -96,8 +94,7 @@ def scalarization_of(config: SearchConfig, num_objectives: int) -> str | None:
         if num_objectives < 2:
             raise ConfigError("--scalarize: needs two or more --objective")
         return config.scalarize
-    native = MO_ASHA_STRATEGIES if config.scheduler == "mo-asha" else MULTI_OBJECTIVE
-    if num_objectives > 1 and config.strategy not in native:
+    if num_objectives > 1 and not native:
         return "weighted"
     if config.weights is not None:
         raise ConfigError("--weights: weigh objectives for --scalarize (with two or more "
@@ -153,22 +150,3 @@ def make_scalarizer(kind: str, objectives: Sequence[Objective], weights: Sequenc
     return Scalarizer(kind, tuple(objectives), tuple(weights), tuple(ranges))
 
 
-def calibrate(space: Any, data: Any, costs: Any, gpus: float, cpus: float, seed: int,
-              timed: bool, count: int = CALIBRATION_SAMPLES) -> list[dict[str, float]]:
-    """Cost metrics of ``count`` random architectures of ``space``, measured as a trial would
-    (``timed``: latency and memory too; run it then as a Ray task with the trials' resources,
-    so it lands where they do - params and FLOPs are the same anywhere)."""
-    import torch
-
-    from raynas.estimation.costs import measure
-    from raynas.estimation.train import device_for, hyperparameters
-
-    threads = torch.get_num_threads()
-    torch.set_num_threads(max(1, int(cpus)))
-    try:
-        rng = random.Random(seed)
-        archs = [space.sample(rng) for _ in range(count)]
-        return [measure(space, arch, data, costs, device_for(gpus),
-                        int(hyperparameters(arch)["batch_size"]), timed) for arch in archs]
-    finally:
-        torch.set_num_threads(threads)

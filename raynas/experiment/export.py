@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 
 from raynas.errors import ConfigError, RaynasError
-from raynas.tracking import connect, last_line, tracking_uri
+from raynas.tracking.store import connect, last_line, tracking_uri
 
 # One progress bar per downloaded artifact (space.yaml, architecture.json, …) is stderr noise.
 os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")

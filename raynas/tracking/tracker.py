@@ -7,105 +7,41 @@ SQLite store safe under any number of concurrent trials, and workers never need 
 from __future__ import annotations
 
 import math
-import os
-import subprocess
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from mlflow.tracking import MlflowClient
 from ray.tune import Callback
 from ray.tune.stopper import Stopper
 
-import raynas
-from raynas.config import METRICS
-from raynas.errors import ConfigError
-from raynas.estimation.costs import FEASIBLE, VIOLATIONS
-from raynas.estimation.fidelity import TIME_ATTR, Fidelity
-from raynas.ledger import Ledger
-from raynas.mirror import Mirror
+from raynas.config import METRICS, TIME_ATTR
 from raynas.models import describe
+from raynas.objectives.constraints import FEASIBLE, VIOLATIONS
+from raynas.objectives.scalarize import SCALAR
 from raynas.report.graph import GRAPHS
 from raynas.report.trial import artist, log_structure
-from raynas.scalarize import SCALAR
 from raynas.space import Space, arch_hash
+from raynas.tracking.ledger import Ledger
+from raynas.tracking.mirror import Mirror
+from raynas.tracking.store import trial_error
 
 
-def tracking_uri(explicit: str | None) -> str:
-    """``--tracking-uri``, else ``MLFLOW_TRACKING_URI``, else ``./mlflow.db`` (MLflow's default)."""
-    uri = explicit or os.environ.get("MLFLOW_TRACKING_URI")
-    return uri or f"sqlite:///{Path('mlflow.db').resolve()}"
+class Fidelity(Protocol):
+    """What the tracker reads of a search's fidelity (``raynas.estimation.fidelity.Fidelity``,
+    a layer above): the full budget, and a trial's progress as text."""
 
+    max_budget: int
 
-# MLflow retries a refused request 7 times with exponential backoff (minutes); the ledger
-# retries on its own schedule, so a write fails fast while the server is away.
-FAIL_FAST = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "1", "MLFLOW_HTTP_REQUEST_TIMEOUT": "20"}
-
-
-def connect(uri: str) -> MlflowClient:
-    """A client for ``uri``; a one-line ConfigError if the store cannot be reached."""
-    if not any(uri.startswith(p) for p in ("sqlite:///", "http://", "https://", "file:",
-                                          "postgresql", "mysql", "databricks")) and "://" in uri:
-        raise ConfigError(f"--tracking-uri: unsupported scheme in {uri!r}")
-    if uri.startswith(("http://", "https://")):
-        import requests
-
-        for name, value in FAIL_FAST.items():
-            os.environ.setdefault(name, value)
-
-        try:
-            requests.get(uri.rstrip("/") + "/health", timeout=5).raise_for_status()
-        except requests.RequestException as exc:
-            raise ConfigError(f"--tracking-uri: MLflow server {uri} is not reachable "
-                              f"({type(exc).__name__})") from None
-    if not uri.startswith("sqlite:///"):
-        return MlflowClient(tracking_uri=uri)
-    # The client creates a new SQLite store (schema migrations) when it is made; two searches
-    # starting at once on one file would race there, so that is serialised by a file lock.
-    import fcntl
-
-    path = Path(uri.removeprefix("sqlite:///"))
-    if not path.parent.is_dir():
-        raise ConfigError(f"--tracking-uri: {uri}: folder {path.parent} does not exist")
-    with open(f"{path}.lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        return MlflowClient(tracking_uri=uri)
-
-
-def ui_command(uri: str) -> str:
-    if uri.startswith(("http://", "https://")):
-        return f"open {uri}"
-    return f"mlflow ui --backend-store-uri {uri}"
-
-
-def git_sha() -> str | None:
-    try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
-                             timeout=5, cwd=Path(raynas.__file__).parent)
-    except (OSError, subprocess.TimeoutExpired):
-        return None
-    return out.stdout.strip() or None
-
-
-def last_line(traceback: str) -> str:
-    """The last non-empty line of a traceback: ``ExceptionType: message``."""
-    lines = [line.strip() for line in traceback.splitlines() if line.strip()]
-    return lines[-1] if lines else "unknown error"
-
-
-def trial_error(trial) -> str:
-    """A failed trial's error, from its local error file: ``Trial.get_error`` reads the storage
-    copy, which is only synced after the callbacks have run."""
-    path = trial.error_file
-    return last_line(Path(path).read_text() if path and Path(path).exists() else "")
+    def progress(self, result: dict) -> str: ...
 
 
 class SearchRecord:
     """The parent run of one search, and every write under it, through the search's ledger
     (so a tracking outage delays writes instead of losing them). Runs are named by key:
     ``parent``, ``trial/<id>``, ``final``. With a ``mirror`` (remote storage) the search's
-    folder is copied there by ``push`` (see ``raynas.mirror``)."""
+    folder is copied there by ``push`` (see ``raynas.tracking.mirror``)."""
 
     mirror: Mirror | None = None  # also for a record pickled before mirrors existed
 
@@ -318,48 +254,5 @@ class FailureBudget(Stopper):
         return self.limit is not None and self.tracker.failed >= self.limit
 
 
-def save_final_model(folder: Path, model, example, stem: str = "final") -> dict[str, str]:
-    """Keep the retrained model next to the ledger until MLflow has it (see ``Ledger``)."""
-    import numpy as np
-    import torch
-
-    files = {"model": f"{stem}_model.pt", "example": f"{stem}_example.npy"}
-    torch.save(model, folder / files["model"])
-    np.save(folder / files["example"], example)
-    return files
 
 
-def log_model_files(client: MlflowClient, run_id: str, folder: Path, args: dict) -> str:
-    """Log the retrained model (signature, input example, architecture, space) in ``run_id`` and
-    register it under ``args["name"]``; returns its ``models:/name/version`` URI."""
-    import mlflow
-    import numpy as np
-    import torch
-    from mlflow.models import infer_signature
-
-    model = torch.load(folder / args["model"], weights_only=False)
-    example = np.load(folder / args["example"])
-    with torch.no_grad():
-        output = model(torch.as_tensor(example)).numpy()
-    # log_model exists only in MLflow's fluent API, whose tracking URI is process-wide and is
-    # copied to $MLFLOW_TRACKING_URI (inherited by every later subprocess): set it for this
-    # block only.
-    before = os.environ.get("MLFLOW_TRACKING_URI")
-    mlflow.set_tracking_uri(client.tracking_uri)
-    try:
-        with mlflow.start_run(run_id=run_id):
-            mlflow.log_dict(args["arch"], "architecture.json")
-            mlflow.log_text(args["space_yaml"], "space.yaml")
-            mlflow.log_metrics(args["metrics"])
-            # Requirements given, not inferred: MLflow infers them by loading the model in a
-            # subprocess (~10 s of a search's end), and misses raynas, whose classes it needs.
-            info = mlflow.pytorch.log_model(
-                model, name="model", signature=infer_signature(example, output),
-                input_example=example, registered_model_name=args["name"],
-                pip_requirements=[*mlflow.pytorch.get_default_pip_requirements(),
-                                  f"raynas=={raynas.__version__}"])
-    finally:
-        mlflow.set_tracking_uri(before)
-    uri = f"models:/{args['name']}/{info.registered_model_version}"
-    client.set_tag(run_id, "raynas.model_uri", uri)
-    return uri

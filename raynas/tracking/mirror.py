@@ -25,7 +25,8 @@ from pathlib import Path
 from typing import Any
 
 from raynas.errors import ConfigError
-from raynas.ledger import APPLIED, LEDGER, stderr
+from raynas.runtime import stderr
+from raynas.tracking.ledger import APPLIED, LEDGER
 
 FOLDER = "raynas"  # the mirror's folder in Tune's experiment folder
 STATE = "raynas.json"  # (= experiment.STATE) a search's folder has it

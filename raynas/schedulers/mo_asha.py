@@ -38,8 +38,8 @@ import numpy as np
 from ray.tune.schedulers import FIFOScheduler, TrialScheduler
 
 from raynas.estimation.fidelity import ETA, TIME_ATTR
-from raynas.objectives import Constraint, violations
-from raynas.strategies.pareto import Objective
+from raynas.objectives.constraints import Constraint, violations
+from raynas.objectives.pareto import Objective
 
 if TYPE_CHECKING:
     from ray.tune.experiment import Trial

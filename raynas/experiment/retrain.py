@@ -9,8 +9,9 @@ their test accuracy, logged and registered as model versions, and the best mean 
 registered model alias ``champion``.
 
 The pieces are the search's own: ``estimation.train.retrain`` trains, and every MLflow write goes
-through a ledger (``raynas.ledger``) whose ``model`` op logs and registers a model, so a tracking
-outage at the end delays the writes (``raynas sync FOLDER``) instead of losing the trainings.
+through a ledger (``raynas.tracking.ledger``) whose ``model`` op logs and registers a model, so a
+tracking outage at the end delays the writes (``raynas sync FOLDER``) instead of losing the
+trainings.
 """
 
 from __future__ import annotations
@@ -33,12 +34,16 @@ from mlflow.tracking import MlflowClient
 import raynas
 from raynas.data import Dataset, load_dataset
 from raynas.errors import ConfigError, RaynasError, SpaceError
+from raynas.estimation import load_space
 from raynas.estimation.fidelity import Fidelity
 from raynas.estimation.train import Retrained, TrialSettings, retrain
-from raynas.experiment import LEDGERS, STATE, _init_ray, _stderr
-from raynas.ledger import Ledger
-from raynas.space import Space, arch_hash, load_space, space_yaml
-from raynas.tracking import SearchRecord, connect, last_line, save_final_model, tracking_uri
+from raynas.experiment.state import LEDGERS, SearchState
+from raynas.runtime import init_ray, stderr
+from raynas.space import Space, arch_hash, space_yaml
+from raynas.tracking.ledger import Ledger
+from raynas.tracking.model import save_final_model
+from raynas.tracking.store import connect, last_line, tracking_uri
+from raynas.tracking.tracker import SearchRecord
 
 # One progress bar per downloaded artifact (space.yaml, architecture.json, …) is stderr noise.
 os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
@@ -144,7 +149,7 @@ def retrain_best(target: str, epochs: int, top_k: int = 1, seeds: int = 3, *,
                  dataset: str | None = None, space: str | None = None, seed: int | None = None,
                  tracking: str | None = None, experiment: str | None = None,
                  tracking_wait: float = 120.0,
-                 progress: Callable[[str], None] = _stderr) -> RetrainResult:
+                 progress: Callable[[str], None] = stderr) -> RetrainResult:
     """Retrain the ``top_k`` best architectures of search run ``target`` (or the architecture
     in the JSON file ``target``) with ``seeds`` seeds each; log, register and rank them."""
     for flag, value in (("epochs", epochs), ("top-k", top_k), ("seeds", seeds)):
@@ -159,7 +164,7 @@ def retrain_best(target: str, epochs: int, top_k: int = 1, seeds: int = 3, *,
     record, keys = _start_runs(client, source, epochs, train_seeds, progress)
     progress(f"retraining {len(keys)} architectures x {seeds} seeds for {epochs} epochs on "
              f"train+val of {data.summary()}; ledger {record.ledger.folder}")
-    we_started_ray = _init_ray(None, progress)
+    we_started_ray = init_ray(None, progress)
     try:
         trainings = _train(source, data, epochs, train_seeds, progress)
     except BaseException:
@@ -275,8 +280,7 @@ def _start_runs(client: MlflowClient, source: Source, epochs: int, seeds: list[i
     found = client.get_experiment_by_name(source.experiment)
     experiment_id = found.experiment_id if found else client.create_experiment(source.experiment)
     record = SearchRecord(Ledger.open(folder, client.tracking_uri, experiment_id, progress))
-    (folder / STATE).write_text(json.dumps({"tracking_uri": client.tracking_uri,
-                                            "experiment_id": experiment_id, "role": "retrain"}))
+    SearchState(str(folder), client.tracking_uri, experiment_id, role="retrain").save()
     linked = {"raynas.search_run_id": source.search_run_id} if source.search_run_id else {}
     if source.search_run_id and source.search_experiment_id == experiment_id:
         linked["mlflow.parentRunId"] = source.search_run_id  # nested under it in the UI

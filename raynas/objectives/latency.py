@@ -18,36 +18,13 @@ import os
 import platform
 import re
 import tempfile
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 import torch
-from torch import nn
 
-from raynas.objectives import measure_latency
-
-
-@dataclass(frozen=True)
-class Unit:
-    """One part of a network for the table: ``make()`` builds it, it takes ``input_shape``
-    (without the batch), and runs ``count`` times per forward pass."""
-
-    key: str
-    make: Callable[[], nn.Module]
-    input_shape: tuple[int, ...]
-    count: int = 1
-
-
-def latency_units(space: Any, arch: dict[str, Any], input_shape: tuple[int, ...],
-                  num_classes: int) -> list[Unit] | None:
-    """The units of ``arch`` from its space's builder, or None if the builder cannot list them
-    (its latency is then only measured)."""
-    from raynas.models import BUILDERS
-
-    units = getattr(BUILDERS.get(space.model), "latency_units", None)
-    return units(arch, input_shape, num_classes) if units else None
+from raynas.objectives.measure import measure_latency
+from raynas.ops import Unit
 
 
 def device_name(device: torch.device) -> str:

@@ -48,16 +48,6 @@ def pareto_front(rows: Sequence[dict[str, Any]], objectives: Sequence[Objective]
     return sorted(front, key=lambda r: r[first], reverse=mode == "max")
 
 
-def log_pareto(record: Any, rows: Sequence[dict[str, Any]], objectives: Sequence[Objective]
-               ) -> list[dict[str, Any]]:
-    """Log the front to the search's parent run as ``pareto.json`` and ``pareto.png``."""
-    keep = ("trial_id", "arch_hash", *(m for m, _ in objectives))
-    rows = [{k: r[k] for k in keep if k in r} for r in rows]
-    front = pareto_front(rows, objectives)
-    record.log_dict("parent", {"objectives": [f"{m}:{mode}" for m, mode in objectives],
-                               "front": front, "num_trials": len(rows)}, "pareto.json")
-    record.log_file("parent", "pareto.png", pareto_plot(rows, front, objectives))
-    return front
 
 
 def pareto_plot(rows: Sequence[dict[str, Any]], front: Sequence[dict[str, Any]],
@@ -85,31 +75,6 @@ def pareto_plot(rows: Sequence[dict[str, Any]], front: Sequence[dict[str, Any]],
     return buffer.getvalue()
 
 
-def load_front(run_id: str, tracking: str | None = None) -> dict[str, Any]:
-    """The ``pareto.json`` a multi-objective search logged on its parent run ``run_id``."""
-    import json
-    import os
-    import tempfile
-
-    from mlflow.exceptions import MlflowException
-
-    from raynas.tracking import connect, tracking_uri
-
-    uri = tracking_uri(tracking)
-    client = connect(uri)
-    try:
-        client.get_run(run_id)
-    except MlflowException:
-        raise ConfigError(f"RUN_ID: no MLflow run {run_id!r} in {uri}") from None
-    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # keep stdout a table
-    with tempfile.TemporaryDirectory() as folder:
-        try:
-            path = client.download_artifacts(run_id, "pareto.json", folder)
-        except (MlflowException, OSError):
-            raise ConfigError(f"RUN_ID: run {run_id} has no pareto.json (not the parent run of "
-                              "a finished multi-objective search)") from None
-        with open(path) as f:
-            return json.load(f)
 
 
 def front_table(pareto: dict[str, Any]) -> str:

@@ -1,0 +1,505 @@
+"""One search end to end: resolve -> plan -> Tuner (strategy + scheduler + trainable) -> best
+architecture -> retrain on train+val -> test accuracy -> MLflow model and registry; and the ways
+to go on with a search later (``--resume``, ``extend``, ``sync``)."""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import raynas
+from raynas.config import RETRAIN_SHARE, SearchConfig
+from raynas.errors import ConfigError, RaynasError, SearchInterrupted
+from raynas.estimation import trial_function
+from raynas.estimation.costs import CostSettings
+from raynas.estimation.tabular import SIM_TIME, tabular_outcome
+from raynas.estimation.train import TrialSettings, calibrate, retrain
+from raynas.experiment.resolve import Resolved, resolve
+from raynas.experiment.state import AUTO, SearchState, auto_folder, folder_of, storage_of
+from raynas.experiment.tuner import build_tuner, plan_search, restore_searcher
+from raynas.objectives.constraints import FEASIBLE, VIOLATIONS
+from raynas.objectives.scalarize import (
+    CALIBRATION_SAMPLES,
+    SCALAR,
+    Scalarizer,
+    make_scalarizer,
+    needs_sample,
+)
+from raynas.report.search import attach as attach_report
+from raynas.runtime import init_ray, stderr
+from raynas.schedulers import bracket_warning
+from raynas.space import arch_hash
+from raynas.space import space_yaml as to_yaml
+from raynas.strategies.base import Plan, StrategyContext
+from raynas.tracking.ledger import Ledger
+from raynas.tracking.mirror import FOLDER as MIRROR
+from raynas.tracking.mirror import STATE, Mirror
+from raynas.tracking.model import save_final_model
+from raynas.tracking.pareto import log_pareto
+from raynas.tracking.store import connect, git_sha, last_line, tracking_uri, ui_command
+from raynas.tracking.tracker import FailureBudget, MLflowTracker, SearchRecord
+
+METRIC = "val_accuracy"
+# Checkpointing every epoch is deliberate (fault tolerance); Tune's warning about it is noise.
+os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
+# Trials without GPUs must not hide the GPUs from a driver that has them (Ray 2.60 warns).
+os.environ.setdefault("RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO", "0")
+
+
+@dataclass
+class SearchResult:
+    experiment: str
+    parent_run_id: str
+    num_trials: int
+    num_failed: int
+    best: dict[str, Any]
+    model_uri: str
+    tracking_uri: str
+    wall_time_s: float
+    ui: str  # the command that opens the MLflow UI on these results
+    folder: str = ""  # Tune results + MLflow ledger: what --resume and raynas sync take
+
+    def to_json(self) -> dict[str, Any]:
+        return {k: v for k, v in asdict(self).items() if k != "ui"}
+
+
+@dataclass
+class Budget:
+    """``--time-budget``: one deadline for the trials and the final retraining."""
+
+    seconds: float | None
+    started: float
+
+    @property
+    def left(self) -> float | None:
+        return None if self.seconds is None else self.seconds - (time.time() - self.started)
+
+    def for_trials(self) -> float | None:
+        """Tune's ``time_budget_s``: the time left, less the share kept for retraining."""
+        left = self.left
+        return None if left is None else max(1.0, left - RETRAIN_SHARE * self.seconds)
+
+    @property
+    def trials_over(self) -> bool:
+        """Whether Tune's share of the budget has run out (it then stopped the trials)."""
+        left = self.left
+        return left is not None and left <= RETRAIN_SHARE * self.seconds + 1
+
+    def retrain_epochs(self, wanted: int, epoch_s: float) -> int:
+        """As many of ``wanted`` epochs as fit in the time left (at least one)."""
+        left = self.left
+        if left is None or epoch_s <= 0:
+            return wanted
+        return max(1, min(wanted, math.floor(left / epoch_s)))
+
+
+def search(config: SearchConfig, progress: Callable[[str], None] = stderr,
+           resolved: Resolved | None = None) -> SearchResult:
+    """Run a search as configured, or - with ``config.resume`` - finish an interrupted one.
+    ``resolved``: what ``resolve(config)`` returned, when the caller ran it already."""
+    import ray
+
+    started = time.time()
+    state = SearchState.read(config.resume) if config.resume not in (None, AUTO) else None
+    if state:
+        config = state.settings(config)
+    resolved = resolved or resolve(config)
+    experiment = config.experiment or resolved.space.name
+    if config.resume == AUTO:
+        found = auto_folder(config, experiment)
+        if (found / STATE).is_file():
+            state = SearchState.read(str(found))
+            progress(f"--resume auto: {found} holds this search; resuming it")
+            given, config = config, state.settings(config)
+            if asdict(replace(given, resume=None)) != asdict(replace(config, resume=None)):
+                progress("warning: --resume auto: the saved settings apply, not these flags")
+                resolved = resolve(config)
+        else:
+            progress(f"--resume auto: no search in {found} yet; starting it there")
+    uri = state.tracking_uri if state else tracking_uri(config.tracking_uri)
+    client = connect(uri)
+    space, data = resolved.space, resolved.data
+    progress(f"space {space.name} ({space.size():.3g} architectures), {data.summary()}")
+
+    we_started_ray = init_ray(config.address, progress)
+    try:
+        if config.gpus_per_trial > 0 and ray.cluster_resources().get("GPU", 0) == 0:
+            raise ConfigError(f"--gpus-per-trial {config.gpus_per_trial:g}: the Ray cluster has "
+                              "no GPUs")
+        ctx = resolved.context()
+        plan, scheduler = plan_search(resolved.strategy, resolved.scheduler, ctx)
+        yaml_text = to_yaml(space)
+        if state:
+            record = SearchRecord(Ledger.open(state.folder, uri, state.experiment_id,
+                                              progress), state.mirrored())
+            _forget_unknown_runs(record, progress)
+            record.ledger.write("reopen", "parent")
+            progress(f"resuming {state.tune_path} (MLflow run {record.run_id}); "
+                     f"{record.ledger.flush(wait_s=10)} MLflow writes still pending")
+        else:
+            state, record = _start(resolved, plan, experiment, client, uri, yaml_text, progress)
+        try:
+            result = _run(resolved, ctx, plan, scheduler, record, state, progress, yaml_text,
+                          experiment, Budget(resolved.time_budget_s, started))
+        except SearchInterrupted:
+            record.end("parent", "KILLED")
+            raise
+        except BaseException:
+            record.end("parent", "FAILED")
+            raise
+        finally:  # how the search ended is on the storage too
+            record.push()
+        return result
+    finally:
+        if we_started_ray:
+            ray.shutdown()
+
+
+def _start(resolved: Resolved, plan: Plan, experiment: str, client: Any, uri: str,
+           yaml_text: str, progress: Callable[[str], None]) -> tuple[SearchState, SearchRecord]:
+    """A new search: its folder, its MLflow parent run and its ``raynas.json``."""
+    config = resolved.config
+    # --resume auto: a fixed name, so that the same command finds it again.
+    name = experiment if config.resume == AUTO else (
+        f"{experiment}-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:4]}")
+    base = storage_of(config)
+    folder = folder_of(base, name)
+    tune_path = f"{base.rstrip('/')}/{name}" if "://" in base else str(folder)
+    remote = f"{tune_path}/{MIRROR}" if "://" in base else None
+    if remote:  # a missing bucket is an error now, before there is a run in MLflow
+        Mirror.of(remote, folder).check()
+    record = SearchRecord.start(client, experiment, folder.resolve(), tags={
+        "raynas.name": name, "raynas.role": "search", "raynas.space": resolved.space.name,
+        "raynas.strategy": config.strategy, "raynas.scheduler": config.scheduler,
+        "raynas.dataset": config.dataset, "raynas.seed": str(config.seed),
+        "raynas.version": raynas.__version__, "raynas.git_sha": git_sha() or "unknown",
+        "raynas.objectives": ",".join(f"{m}:{mode}" for m, mode in resolved.objectives),
+        **{f"raynas.{k}": v for k, v in plan.notes.items()},
+        **({"raynas.mirror": remote} if remote else {}),
+    }, params={k: v for k, v in asdict(config).items() if v is not None},
+        space_yaml=yaml_text, warn=progress)
+    state = SearchState(str(folder), uri, record.ledger.experiment_id,
+                        config=asdict(config), tune_path=tune_path, mirror=remote)
+    record.mirror = state.mirrored()
+    state.save()
+    return state, record
+
+
+def _forget_unknown_runs(record: SearchRecord, progress: Callable[[str], None]) -> None:
+    """Before a search resumes: delete the trial runs its ledger does not know. With a remote
+    storage the ledger resumed from is the copy taken at Tune's last experiment checkpoint, so
+    runs created after it are unknown to Tune's state as well: those trials run again, under
+    new runs. Runs it knows may have steps logged after that copy: noted, so that a trial
+    resumed from an earlier checkpoint does not log them twice."""
+    ledger = record.ledger
+    keys = {op["key"] for op in ledger.ops}
+    try:
+        runs = ledger.client.search_runs(
+            [ledger.experiment_id], f"tags.mlflow.parentRunId = '{record.run_id}'",
+            max_results=50_000)
+        unknown = []
+        for run in runs:
+            key = run.data.tags.get("raynas.key")
+            if key is not None and key not in keys:
+                ledger.client.delete_run(run.info.run_id)
+                unknown.append(key)
+            elif key is not None and (steps := [m.step for m in run.data.to_proto().metrics]):
+                ledger.last_step[key] = max(ledger.last_step.get(key, 0), *steps)
+    except Exception as exc:  # noqa: BLE001 - MLflow unreachable: the resume goes on
+        progress(f"warning: cannot check MLflow for runs the ledger does not know "
+                 f"({type(exc).__name__}); any such run stays RUNNING")
+        return
+    if unknown or record.mirror is not None:
+        progress(f"MLflow runs newer than the search's ledger (their trials run again): "
+                 f"{len(unknown)} deleted")
+
+
+def extend(target: str, num_trials: int, tracking: str | None = None,
+           progress: Callable[[str], None] = stderr) -> SearchResult:
+    """Give a finished search ``num_trials`` more trials: the same strategy state, MLflow parent
+    run and search folder, new trial runs; the best of all of them is the result."""
+    from raynas import strategies
+
+    if num_trials < 1:
+        raise ConfigError("--num-trials: must be >= 1")
+    folder = find_search(target, tracking)
+    state = SearchState.read(folder)
+    config = SearchConfig(**state.config)
+    if not strategies.get(config.strategy).extendable:
+        raise ConfigError(f"extend: a {config.strategy} search has no strategy state to go on "
+                          "from; run it again with a larger --num-trials")
+    ledger = Ledger.open(state.folder, state.tracking_uri, state.experiment_id, progress)
+    if ledger.status.get("parent") != "FINISHED":
+        raise ConfigError(f"extend: the search in {folder} has not finished; finish it first: "
+                          f"raynas search --resume {folder}")
+    parts = state.parts
+    state.segments = [*parts, {"tune_path": f"{parts[0]['tune_path']}-ext{len(parts)}",
+                               "num_trials": num_trials}]
+    state.save()
+    progress(f"extending {folder} by {num_trials} trials (part {len(parts) + 1})")
+    return search(replace(config, resume=state.folder), progress)
+
+
+def find_search(target: str, tracking: str | None = None) -> str:
+    """A search folder from a folder, or from an MLflow experiment name (its latest search)."""
+    if Path(target).expanduser().is_dir():
+        return target
+    client = connect(tracking_uri(tracking))
+    found = client.get_experiment_by_name(target)
+    runs = client.search_runs([found.experiment_id], "tags.`raynas.role` = 'search'",
+                              order_by=["attributes.start_time DESC"], max_results=1
+                              ) if found else []
+    if not runs:
+        raise ConfigError(f"{target}: neither a search folder nor an MLflow experiment with a "
+                          f"search in {client.tracking_uri}")
+    tags = runs[0].data.tags
+    folder, remote = tags["raynas.folder"], tags.get("raynas.mirror")
+    if Path(folder).is_dir() or remote is None:
+        return folder
+    # It ran on another machine (a cluster's driver) with its storage in a bucket: the copy
+    # there, in this machine's folder for that storage, as a resume there would use it.
+    local = folder_of(remote.rsplit("/", 2)[0], tags["raynas.name"]).resolve()
+    if not Mirror.of(remote, local).pull():
+        raise ConfigError(f"{target}: its search folder is neither here ({folder}) nor in "
+                          f"{remote}")
+    return str(local)
+
+
+def sync(path: str, wait_s: float = 60.0, progress: Callable[[str], None] = stderr) -> int:
+    """Apply a search's pending MLflow writes (after an outage); returns how many remain."""
+    state = SearchState.read(path, search=False)
+    connect(state.tracking_uri)
+    ledger = Ledger.open(state.folder, state.tracking_uri, state.experiment_id, progress)
+    before = ledger.pending
+    left = ledger.flush(wait_s=wait_s)
+    if (mirror := state.mirrored()) is not None:  # what is applied now is not applied again
+        mirror.push(progress)
+    progress(f"{before - left} MLflow writes applied, {left} pending")
+    return left
+
+
+def _cost_settings(resolved: Resolved, state: SearchState, record: SearchRecord,
+                   progress: Callable[[str], None]) -> CostSettings:
+    """What trials measure and check, and - when several objectives are scalarised - the
+    scalariser. Its ranges are measured once per search, where the trials run, and kept in the
+    search's folder, so a resumed search goes on comparing trials on the same scale."""
+    import ray
+
+    config, objectives, data = resolved.config, resolved.objectives, resolved.data
+    costs = CostSettings(resolved.constraints, config.latency_batch, config.latency_device)
+    if resolved.scalarize is None:
+        return replace(costs, search_metrics=tuple(m for m, _ in objectives))
+    if state.scalarizer is not None:
+        scalarizer = Scalarizer.from_json(state.scalarizer)
+    else:
+        sample = []
+        if sampled := needs_sample(objectives, data.num_classes):
+            progress(f"scalarize: measuring {CALIBRATION_SAMPLES} random architectures for the "
+                     f"range of {', '.join(sampled)}")
+            args = (resolved.space, data, replace(costs, constraints=()), config.gpus_per_trial,
+                    config.cpus_per_trial, config.seed)  # the whole space's range
+            if {"latency_ms", "peak_memory_mb"} & set(sampled):  # where the trials run
+                sample = ray.get(ray.remote(calibrate).options(
+                    num_cpus=config.cpus_per_trial, num_gpus=config.gpus_per_trial
+                ).remote(*args, timed=True))
+            else:  # params and FLOPs are the same anywhere
+                sample = calibrate(*args, timed=False)
+        scalarizer = make_scalarizer(resolved.scalarize, objectives, resolved.weights,
+                                     data.num_classes, sample)
+        state.scalarizer = asdict(scalarizer)
+        state.save()
+        record.tag("parent", {"raynas.scalarize": resolved.scalarize})
+        record.log_dict("parent", scalarizer.describe(), "scalarization.json")
+    return replace(costs, scalarizer=scalarizer, search_metrics=(SCALAR,))
+
+
+def _trainable(resolved: Resolved, plan: Plan, settings: TrialSettings, record: SearchRecord,
+               tune_path: str, progress: Callable[[str], None]) -> Any:
+    """The trial function with its data and resources; weight sharing (oneshot, darts) brings
+    its own, whose trials score with shared weights (oneshot trains its supernet here)."""
+    from ray import tune
+
+    config = resolved.config
+    return tune.with_resources(
+        plan.estimator.trainable(resolved.space, resolved.data, settings, record, tune_path,
+                                 progress) if plan.estimator else
+        tune.with_parameters(trial_function(resolved.data), space=resolved.space,
+                             data=resolved.data, settings=settings),
+        {"cpu": config.cpus_per_trial, "gpu": config.gpus_per_trial})
+
+
+def _fit(resolved: Resolved, ctx: StrategyContext, plan: Plan, scheduler: Any,
+         record: SearchRecord, state: SearchState, settings: TrialSettings, budget: Budget,
+         progress: Callable[[str], None]) -> list[Any]:
+    """Run (or resume) the current part of the search in Tune; every part's results."""
+    from ray import tune
+
+    config, ledger = resolved.config, record.ledger
+    metric, mode = resolved.metric
+    *earlier, current = state.parts
+    trainable = _trainable(resolved, plan, settings, record, current["tune_path"], progress)
+    if config.resume and tune.Tuner.can_restore(current["tune_path"]):
+        # The restored Tuner brings its own tracker, scheduler and searcher (with its state);
+        # the tracker writes through this same ledger (see ``Ledger.open``).
+        tuner = tune.Tuner.restore(current["tune_path"], trainable, resume_unfinished=True,
+                                   resume_errored=False)
+    else:
+        if earlier:  # an extension: the strategy goes on from where the last part left it
+            restore_searcher(plan.searcher, earlier[-1]["tune_path"])
+        tracker = getattr(plan.estimator, "tracker", MLflowTracker)(
+            record, resolved.space, resolved.fidelity, progress, plan.arch_metrics)
+        if plan.dedup is not None:
+            plan.dedup.on_reuse = tracker.on_duplicate
+        for file, content in plan.artifacts.items():  # e.g. zero_cost's scores
+            record.log_dict("parent", content, file)
+        trials_s = budget.for_trials()
+        progress(f"searching: {config.strategy} + {config.scheduler}, {plan.num_trials} "
+                 f"trials, {resolved.fidelity.describe()}, {config.concurrency} at a time"
+                 f"{f', trials stop after {trials_s:.0f} s' if trials_s else ''}; MLflow run "
+                 f"{record.run_id}; folder {ledger.folder}")
+        if warning := bracket_warning(scheduler, config.concurrency):
+            progress(f"warning: {warning}")
+        base, _, name = current["tune_path"].rstrip("/").rpartition("/")
+        tuner = build_tuner(
+            trainable, plan, scheduler, metric=metric, mode=mode, storage=base, name=name,
+            num_samples=current.get("num_trials") or plan.num_trials, callbacks=[tracker],
+            stop=FailureBudget(tracker, config.max_failed_trials),
+            # A lookup that failed fails again: a tabular trial is not retried.
+            max_failures=0 if resolved.tabular else config.max_retries,
+            keep_checkpoints=None if resolved.scheduler.population else 1,
+            time_budget_s=trials_s)
+    grid = tuner.fit()
+    if ledger.live and budget.trials_over:
+        # Tune's time budget ended these trials, and ends them without a callback.
+        for key in sorted(ledger.live):
+            record.tag(key, {"raynas.stopped_early": "true", "raynas.stopped_by": "time-budget"})
+            record.end(key, "KILLED")
+        progress(f"--time-budget: {len(ledger.live)} running trials stopped")
+        ledger.live.clear()
+    if ledger.live:
+        raise SearchInterrupted(f"interrupted with {len(ledger.live)} trials running; resume "
+                                f"with: raynas search --resume {ledger.folder}")
+    # An extended search's best comes from all its parts (see ``extend``).
+    results = [*(r for part in earlier for r in tune.ResultGrid(
+        tune.ExperimentAnalysis(part["tune_path"]))), *grid]
+    for key in ledger.lost({f"trial/{r.metrics['trial_id']}" for r in results}):
+        ledger.write("delete", key)
+        progress(f"{key}: lost with the previous driver (not in Tune's saved state); its "
+                 "MLflow run is deleted, Tune ran its budget slot again")
+    return results
+
+
+def _best(resolved: Resolved, results: list[Any], record: SearchRecord,
+          progress: Callable[[str], None]) -> tuple[Any, list[Any], list[Any]]:
+    """The best feasible trial, the finished ones and the failed ones; the Pareto front of a
+    multi-objective search is logged."""
+    metric, mode = resolved.metric
+    failed = [r for r in results if r.error]
+    finished = [r for r in results if not r.error and metric in (r.metrics or {})
+                and r.metrics.get(FEASIBLE) is not False]  # the best is a feasible one
+    infeasible = [r for r in results if not r.error and (r.metrics or {}).get(FEASIBLE) is False]
+    if not finished and infeasible:
+        first = infeasible[0].metrics
+        raise RaynasError(f"no feasible trial: all {len(infeasible)} that ran violate "
+                          f"--constraint (trial {first['trial_id']}: {first[VIOLATIONS]})")
+    if not finished:
+        first = last_line(str(failed[0].error)) if failed else "no results"
+        raise RaynasError(f"all {len(results)} trials failed; first error: {first}")
+    best = (max if mode == "max" else min)(finished, key=lambda r: r.metrics[metric])
+    if len(resolved.objectives) > 1:
+        front = log_pareto(record, [r.metrics for r in finished], resolved.objectives)
+        progress(f"Pareto front: {len(front)} of {len(finished)} trials (pareto.json, pareto.png)")
+    record.tag("parent", {"raynas.best_trial_id": best.metrics["trial_id"]})
+    return best, finished, failed
+
+
+def _run(resolved: Resolved, ctx: StrategyContext, plan: Plan, scheduler: Any,
+         record: SearchRecord, state: SearchState, progress: Callable[[str], None],
+         yaml_text: str, experiment: str, budget: Budget) -> SearchResult:
+    import ray
+
+    config, space, data, ledger = resolved.config, resolved.space, resolved.data, record.ledger
+    settings = TrialSettings(resolved.fidelity, config.seed, config.cpus_per_trial,
+                             config.gpus_per_trial,
+                             _cost_settings(resolved, state, record, progress),
+                             checkpoint_last=resolved.scheduler.population is not None)
+    results = _fit(resolved, ctx, plan, scheduler, record, state, settings, budget, progress)
+    trials_s = time.time() - budget.started
+    best, finished, failed = _best(resolved, results, record, progress)
+    arch = plan.estimator.arch(space, best) if plan.estimator else space.decode(best.config)
+    val_accuracy = best.metrics[METRIC]
+    part = len(state.parts) - 1  # the MLflow step of this part's summary metrics
+    # Retrained once per best architecture: a resumed search may have done it already, and an
+    # extension whose best is new adds a final run (and a model version) of its own.
+    models = [op for op in ledger.ops if op["op"] == "model"]
+    final_key = next((op["key"] for op in models if arch_hash(op["args"]["arch"]) ==
+                      arch_hash(arch)), "final" if not models else f"final/{arch_hash(arch)}")
+    final = next((op["args"] for op in models if op["key"] == final_key), None)
+    spent = f"trials {trials_s:.0f} s"
+    if final is None and resolved.tabular:  # no data to retrain on: the table has it all
+        final = {"metrics": tabular_outcome(data, space, arch, results)}
+        record.log_metrics("parent", {SIM_TIME: final["metrics"][SIM_TIME]}, part)
+        progress(f"best: trial {best.metrics['trial_id']} val_accuracy={val_accuracy:.4f}; "
+                 f"the table's test accuracy {final['metrics']['test_accuracy']:.4f}; "
+                 f"{final['metrics'][SIM_TIME]:.0f} s of simulated training")
+    elif final is None:
+        # Train+val is larger than train: an epoch of the retraining takes that much longer.
+        epoch_s = (best.metrics.get("time_total_s", 0) / max(1, best.metrics.get(
+            "training_iteration", 1))) * (len(data.y_train) + len(data.y_val)) / len(data.y_train)
+        epochs = budget.retrain_epochs(config.retrain_epochs, epoch_s)
+        progress(f"best: trial {best.metrics['trial_id']} val_accuracy={val_accuracy:.4f} "
+                 f"({len(finished)} finished, {len(failed)} failed); retraining on train+val "
+                 f"for {epochs} epochs" + (f" (of {config.retrain_epochs}: --time-budget)"
+                                           if epochs < config.retrain_epochs else ""))
+        record.child(final_key, "final", {"raynas.role": "final", "raynas.arch_hash":
+                                          arch_hash(arch), "raynas.trial_id":
+                                          best.metrics["trial_id"]})
+        task = ray.remote(retrain).options(num_cpus=config.cpus_per_trial,
+                                           num_gpus=config.gpus_per_trial)
+        retrain_started = time.time()
+        retrained = ray.get(task.remote(space, arch, data, epochs, settings))
+        spent += f", retraining {time.time() - retrain_started:.0f} s ({epochs} epochs)"
+        for epoch, loss in enumerate(retrained.train_loss, start=1):
+            record.log_metrics(final_key, {"train_loss": loss}, epoch)
+        files = save_final_model(ledger.folder, retrained.model, data.x_test[:5],
+                                 final_key.replace("/", "-"))
+        ledger.write("model", final_key, **files, name=experiment, arch=arch,
+                     space_yaml=yaml_text,
+                     metrics={"test_accuracy": retrained.test_accuracy,
+                              "test_loss": retrained.test_loss,
+                              "search_val_accuracy": val_accuracy, "retrain_epochs": epochs})
+        final = ledger.ops[-1]["args"]
+    if budget.seconds is not None:
+        progress(f"--time-budget {budget.seconds:.0f} s: {spent}")
+    test_accuracy = final["metrics"]["test_accuracy"]
+    duplicates = len(plan.dedup.reused) if plan.dedup is not None else 0
+    record.log_metrics("parent", {"best_val_accuracy": val_accuracy,
+                                  "test_accuracy": test_accuracy, "num_trials": len(results),
+                                  "num_failed": len(failed), "num_duplicates": duplicates},
+                       part)  # step: the part of an extended search
+    record.log_dict("parent", arch, "best_architecture.json")
+    waited = ledger.flush(wait_s=config.tracking_wait)  # the report reads what MLflow has
+    record.push()  # the final model's write is applied: a resume must not apply it again
+    attach_report(record, progress)  # report.html and its pictures; warns if it cannot
+    record.end("parent")
+    if pending := ledger.flush(wait_s=0 if waited else config.tracking_wait):
+        progress(f"warning: MLflow is still unreachable; {pending} writes (the final model "
+                 f"among them) wait in {ledger.folder}: run raynas sync {ledger.folder}")
+    return SearchResult(
+        experiment=experiment, parent_run_id=record.run_id, num_trials=len(results),
+        num_failed=len(failed),
+        best={"arch": arch, "trial_id": best.metrics["trial_id"], "val_accuracy": val_accuracy,
+              "test_accuracy": test_accuracy, "arch_hash": arch_hash(arch),
+              **({SIM_TIME: final["metrics"][SIM_TIME]} if resolved.tabular else {})},
+        model_uri="none (tabular search)" if resolved.tabular else ledger.outputs.get(
+            f"{final_key}:model_uri", "pending"),
+        tracking_uri=state.tracking_uri,
+        wall_time_s=round(time.time() - budget.started, 1),
+        ui=ui_command(state.tracking_uri), folder=str(ledger.folder),
+    )

@@ -1,0 +1,190 @@
+"""Settings -> a checked, parsed value, once: ``resolve(config) -> Resolved``.
+
+Everything that can be checked before Ray starts or MLflow is written is checked here, against
+the registries' capabilities (``Strategy``, ``Scheduler``), so bad input fails in about a second
+with one line. Every later layer takes the parsed values from ``Resolved`` instead of parsing the
+flags again.
+"""
+
+from __future__ import annotations
+
+import re
+import socket
+from dataclasses import dataclass
+
+from raynas import schedulers, strategies
+from raynas.config import SearchConfig
+from raynas.data import Dataset, load_dataset
+from raynas.errors import ConfigError
+from raynas.estimation import load_space
+from raynas.estimation.costs import check_settings as check_costs
+from raynas.estimation.fidelity import Fidelity, parse_fidelity
+from raynas.estimation.tabular import PREFIX as TABULAR
+from raynas.estimation.tabular import Table, load_for_search
+from raynas.objectives.constraints import Constraint, parse_constraints
+from raynas.objectives.pareto import Objective, parse_objectives
+from raynas.objectives.scalarize import SCALAR, parse_weights, scalarization_of
+from raynas.schedulers import Scheduler
+from raynas.space import Space
+from raynas.strategies.base import Strategy, StrategyContext
+from raynas.strategies.zero_cost import ZeroCostSettings
+
+#: ``--time-budget`` units.
+UNITS = {"s": 1, "m": 60, "h": 3600}
+
+
+@dataclass(frozen=True)
+class Resolved:
+    """A search's settings, parsed and checked once, and passed down as one value."""
+
+    config: SearchConfig
+    space: Space
+    data: Dataset | Table
+    objectives: tuple[Objective, ...]
+    fidelity: Fidelity
+    constraints: tuple[Constraint, ...]
+    scalarize: str | None  # weighted | chebyshev: the objectives as one, or None
+    weights: tuple[float, ...]  # the scalarisation's, one per objective
+    strategy: Strategy
+    scheduler: Scheduler
+    time_budget_s: float | None
+
+    @property
+    def tabular(self) -> bool:
+        """A tabular benchmark: results are looked up, not trained."""
+        return isinstance(self.data, Table)
+
+    @property
+    def metric(self) -> tuple[str, str]:
+        """What Tune ranks trials by: the scalarised objective, else the first one."""
+        return (SCALAR, "min") if self.scalarize else self.objectives[0]
+
+    def context(self, num_trials: int | None = None) -> StrategyContext:
+        """What the strategy and the scheduler are built from; ``num_trials``: an extension's."""
+        c = self.config
+        metrics, modes = ([SCALAR], ["min"]) if self.scalarize else (
+            [m for m, _ in self.objectives], [mode for _, mode in self.objectives])
+        return StrategyContext(
+            self.space, metrics if len(metrics) > 1 else metrics[0],
+            modes if len(modes) > 1 else modes[0], c.seed, num_trials or c.num_trials,
+            c.concurrency, self.fidelity.max_budget, c.scheduler, data=self.data,
+            zero_cost=ZeroCostSettings.of(c), constraints=self.constraints,
+            supernet=c.supernet, oneshot_searcher=c.oneshot_searcher)
+
+
+def resolve(config: SearchConfig) -> Resolved:
+    """Check and parse ``config``; a one-line ``RaynasError`` names what is wrong."""
+    for name in ("max_epochs", "concurrency", "retrain_epochs", "num_trials",
+                 "max_failed_trials"):
+        if getattr(config, name) is not None and getattr(config, name) < 1:
+            raise ConfigError(f"--{name.replace('_', '-')}: must be >= 1")
+    if config.max_retries < 0 or config.tracking_wait < 0:
+        raise ConfigError("--max-retries and --tracking-wait: must be >= 0")
+    if config.cpus_per_trial <= 0:
+        raise ConfigError("--cpus-per-trial: must be > 0")
+    if config.gpus_per_trial < 0 or (config.gpus_per_trial > 1
+                                     and not float(config.gpus_per_trial).is_integer()):
+        raise ConfigError("--gpus-per-trial: a fraction in (0, 1] or a whole number of GPUs")
+    time_budget_s = parse_duration(config.time_budget)
+    strategy = strategies.get(config.strategy)
+    scheduler = schedulers.get(config.scheduler)
+    objectives = tuple(parse_objectives(config.objective, strategy.default_objectives))
+    check_costs(config)
+    kind = scalarization_of(config, len(objectives),
+                            strategy.multi_objective or (scheduler.multi_objective
+                                                         and strategy.steers_by_first))
+    weights = parse_weights(config.weights, len(objectives)) if kind else ()
+    check_combination(strategy, scheduler, 1 if kind else len(objectives))
+    fidelity = parse_fidelity(config.fidelity, config.max_epochs, config.proxy_task)
+    tabular = config.dataset.startswith(TABULAR)
+    for what, flag, rule in ((strategy, "--strategy", "needs_dataset"),
+                             (strategy, "--strategy", "epochs_only"),
+                             (scheduler, "--scheduler", "epochs_only")):
+        if rule == "needs_dataset" and getattr(what, rule) and tabular:
+            raise ConfigError(f"{flag} {what.name}: looks at the data itself, and a tabular: "
+                              "dataset has none")
+        if rule == "epochs_only" and getattr(what, rule) and fidelity.rungs:
+            raise ConfigError(f"{flag} {what.name}: needs --fidelity epochs (it trains each "
+                              "network on, epoch by epoch)")
+    if tabular and (config.constraint or kind):
+        raise ConfigError(f"--{'constraint' if config.constraint else 'scalarize'}: not with a "
+                          "tabular benchmark, whose trials look results up instead of measuring "
+                          "a model")
+    if config.address and config.address != "auto":
+        probe(config.address)
+    space = load_space(config.space)
+    if fidelity.task.width < 1 or (fidelity.rungs and fidelity.resource == "width"):
+        from raynas.models import check_width
+
+        check_width(space)
+    data = (load_for_search(config, space, objectives) if tabular
+            else load_dataset(config.dataset, seed=config.seed))
+    resolved = Resolved(config, space, data, objectives, fidelity,
+                        tuple(parse_constraints(config.constraint)), kind, weights, strategy,
+                        scheduler, time_budget_s)
+    for part in (strategy, scheduler):
+        if part.check is not None:
+            part.check(resolved)
+    return resolved
+
+
+def check_combination(strategy: Strategy, scheduler: Scheduler, num_objectives: int) -> None:
+    """Whether a strategy, a scheduler and ``num_objectives`` (after scalarisation) can run
+    together: from their capabilities alone, so a registered third-party one is checked too."""
+    if scheduler.multi_objective and not (strategy.multi_objective or strategy.steers_by_first):
+        able = [s.name for s in strategies.STRATEGIES.values()
+                if s.multi_objective or s.steers_by_first]
+        raise ConfigError(f"--scheduler {scheduler.name}: needs --strategy {', '.join(able)} "
+                          f"(a strategy that takes several objectives or steers by the first), "
+                          f"not {strategy.name!r}")
+    if scheduler.multi_objective and num_objectives < 2:
+        raise ConfigError(f"--scheduler {scheduler.name}: ranks trials by several objectives; "
+                          "give two or more, e.g. --objective val_accuracy:max --objective "
+                          "params:min, and no --scalarize")
+    if num_objectives > 1 and not (strategy.multi_objective or scheduler.multi_objective):
+        able = [s.name for s in strategies.STRATEGIES.values() if s.multi_objective]
+        raise ConfigError(f"--objective: {num_objectives} objectives need a multi-objective "
+                          f"strategy ({', '.join(able)}), not {strategy.name!r}")
+    if scheduler.population is not None and not strategy.pbt:
+        able = [s.name for s in strategies.STRATEGIES.values() if s.pbt]
+        raise ConfigError(f"--scheduler {scheduler.name}: brings its own population (Tune's "
+                          f"PBT accepts no searcher); use --strategy {' or '.join(able)}")
+
+
+def combinations() -> list[tuple[str, str, int]]:
+    """Every (strategy, scheduler, number of objectives) the registries allow together."""
+    return [(s.name, c.name, n) for s in strategies.STRATEGIES.values()
+            for c in schedulers.SCHEDULERS.values() for n in (1, 2)
+            if _allowed(s, c, n)]
+
+
+def _allowed(strategy: Strategy, scheduler: Scheduler, num_objectives: int) -> bool:
+    try:
+        check_combination(strategy, scheduler, num_objectives)
+    except ConfigError:
+        return False
+    return True
+
+
+def parse_duration(text: str | None) -> float | None:
+    """``--time-budget``: ``90s``, ``20m``, ``1.5h`` or plain seconds -> seconds."""
+    if text is None:
+        return None
+    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([smh]?)\s*", str(text))
+    if not match or float(match[1]) <= 0:
+        raise ConfigError(f"--time-budget: expected a duration such as 90s, 20m or 1.5h, got "
+                          f"{text!r}")
+    return float(match[1]) * UNITS[match[2] or "s"]
+
+
+def probe(address: str) -> None:
+    """Fail fast on an unreachable cluster: ``ray.init`` would retry for minutes."""
+    host, _, port = address.removeprefix("ray://").rpartition(":")
+    if not host or not port.isdigit():
+        raise ConfigError(f"--address: expected HOST:PORT, ray://HOST:PORT or auto, got "
+                          f"{address!r}")
+    try:
+        socket.create_connection((host, int(port)), timeout=5).close()
+    except OSError as exc:
+        raise ConfigError(f"--address: cannot reach a Ray cluster at {address} "
+                          f"({exc.strerror or type(exc).__name__})") from None

@@ -1,0 +1,38 @@
+"""The process around a search: joining or starting Ray, and progress lines on stderr."""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import time
+from collections.abc import Callable
+
+from raynas.errors import ConfigError
+
+_START = time.monotonic()
+
+
+def stderr(message: str) -> None:
+    """Progress goes to stderr, so ``--json`` output on stdout stays machine-readable."""
+    print(f"[raynas {time.monotonic() - _START:6.1f}s] {message}", file=sys.stderr, flush=True)
+
+
+def init_ray(address: str | None, progress: Callable[[str], None]) -> bool:
+    """Start or join Ray unless the caller already did; True if we started it."""
+    import ray
+
+    if ray.is_initialized():
+        return False
+    try:
+        # "local" unless told otherwise: a cluster someone started with `ray start` on this
+        # machine is joined only with --address auto (plain ray.init() would join it).
+        ray.init(address=address or os.environ.get("RAY_ADDRESS") or "local",
+                 include_dashboard=False, logging_level=logging.WARNING,
+                 log_to_driver=False, configure_logging=True)
+    except (ConnectionError, ValueError, RuntimeError) as exc:
+        where = address or "a local instance"
+        raise ConfigError(f"--address: cannot connect to Ray at {where} ({exc})") from None
+    resources = ray.cluster_resources()
+    progress(f"Ray: {resources.get('CPU', 0):g} CPUs, {resources.get('GPU', 0):g} GPUs")
+    return True
