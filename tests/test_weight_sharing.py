@@ -160,6 +160,11 @@ def test_weight_sharing_needs_a_cell_space_and_known_names():
         resolve(SearchConfig(strategy="oneshot", space="nb201_cell", supernet="spso"))
     with pytest.raises(ConfigError, match="--oneshot-searcher: 'darts'"):
         resolve(SearchConfig(strategy="oneshot", space="nb201_cell", oneshot_searcher="darts"))
+    for extra in ({"objective": ["val_accuracy:max", "params:min"]},
+                  {"constraint": ["params<=10000"]}):
+        with pytest.raises(ConfigError, match="--strategy darts: scores candidates by the "
+                                              "shared weights' validation accuracy alone"):
+            resolve(SearchConfig(strategy="darts", space="nb201_cell", **extra))
 
 
 def test_oneshot_search_ranks_candidates_against_the_supernet(ray_local, tracking, tiny_nb201):

@@ -7,9 +7,22 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from raynas.space import Space, read_space
+
+
+class Estimator(Protocol):
+    """How a plan's trials are scored when not by training each architecture on its own: the
+    weight-sharing estimators (``oneshot.OneShot``, ``darts.Darts``) give the search its
+    trainable, the Tune callback that records their trials, and the best architecture."""
+
+    tracker: type
+
+    def trainable(self, space: Space, data: Any, settings: Any, record: Any, tune_path: str,
+                  progress: Callable[[str], None]) -> Any: ...
+
+    def arch(self, space: Space, result: Any) -> dict[str, Any]: ...
 
 
 def load_space(source: str | Path | dict[str, Any] | Space) -> Space:

@@ -28,7 +28,6 @@ from raynas.objectives.constraints import (
     FEASIBLE,
     VIOLATIONS,
     Constraint,
-    parse_constraints,
     violations,
 )
 from raynas.objectives.latency import LatencyTable
@@ -94,8 +93,7 @@ def rejected(measured: dict[str, Any], costs: CostSettings) -> dict[str, Any]:
 
 
 def check_settings(config: Any) -> None:
-    """Check the constraint and latency flags."""
-    parse_constraints(config.constraint)
+    """Check the latency flags."""
     if config.latency_batch < 1:
         raise ConfigError("--latency-batch: must be >= 1")
     if config.latency_device not in (None, "cpu", "cuda"):

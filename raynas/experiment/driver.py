@@ -36,7 +36,7 @@ from raynas.runtime import init_ray, stderr
 from raynas.schedulers import bracket_warning
 from raynas.space import arch_hash
 from raynas.space import space_yaml as to_yaml
-from raynas.strategies.base import Plan, StrategyContext
+from raynas.strategies.base import Plan
 from raynas.tracking.ledger import Ledger
 from raynas.tracking.mirror import FOLDER as MIRROR
 from raynas.tracking.mirror import STATE, Mirror
@@ -99,6 +99,20 @@ class Budget:
         return max(1, min(wanted, math.floor(left / epoch_s)))
 
 
+@dataclass
+class Running:
+    """One search while it runs: what each of its steps reads."""
+
+    resolved: Resolved
+    plan: Plan
+    scheduler: Any  # the Tune scheduler
+    record: SearchRecord
+    state: SearchState
+    experiment: str
+    budget: Budget
+    progress: Callable[[str], None]
+
+
 def search(config: SearchConfig, progress: Callable[[str], None] = stderr,
            resolved: Resolved | None = None) -> SearchResult:
     """Run a search as configured, or - with ``config.resume`` - finish an interrupted one.
@@ -132,9 +146,8 @@ def search(config: SearchConfig, progress: Callable[[str], None] = stderr,
         if config.gpus_per_trial > 0 and ray.cluster_resources().get("GPU", 0) == 0:
             raise ConfigError(f"--gpus-per-trial {config.gpus_per_trial:g}: the Ray cluster has "
                               "no GPUs")
-        ctx = resolved.context()
-        plan, scheduler = plan_search(resolved.strategy, resolved.scheduler, ctx)
-        yaml_text = to_yaml(space)
+        plan, scheduler = plan_search(resolved.strategy, resolved.scheduler,
+                                      resolved.context())
         if state:
             record = SearchRecord(Ledger.open(state.folder, uri, state.experiment_id,
                                               progress), state.mirrored())
@@ -143,10 +156,10 @@ def search(config: SearchConfig, progress: Callable[[str], None] = stderr,
             progress(f"resuming {state.tune_path} (MLflow run {record.run_id}); "
                      f"{record.ledger.flush(wait_s=10)} MLflow writes still pending")
         else:
-            state, record = _start(resolved, plan, experiment, client, uri, yaml_text, progress)
+            state, record = _start(resolved, plan, experiment, client, uri, progress)
         try:
-            result = _run(resolved, ctx, plan, scheduler, record, state, progress, yaml_text,
-                          experiment, Budget(resolved.time_budget_s, started))
+            result = _run(Running(resolved, plan, scheduler, record, state, experiment,
+                                  Budget(resolved.time_budget_s, started), progress))
         except SearchInterrupted:
             record.end("parent", "KILLED")
             raise
@@ -162,7 +175,7 @@ def search(config: SearchConfig, progress: Callable[[str], None] = stderr,
 
 
 def _start(resolved: Resolved, plan: Plan, experiment: str, client: Any, uri: str,
-           yaml_text: str, progress: Callable[[str], None]) -> tuple[SearchState, SearchRecord]:
+           progress: Callable[[str], None]) -> tuple[SearchState, SearchRecord]:
     """A new search: its folder, its MLflow parent run and its ``raynas.json``."""
     config = resolved.config
     # --resume auto: a fixed name, so that the same command finds it again.
@@ -183,7 +196,7 @@ def _start(resolved: Resolved, plan: Plan, experiment: str, client: Any, uri: st
         **{f"raynas.{k}": v for k, v in plan.notes.items()},
         **({"raynas.mirror": remote} if remote else {}),
     }, params={k: v for k, v in asdict(config).items() if v is not None},
-        space_yaml=yaml_text, warn=progress)
+        space_yaml=to_yaml(resolved.space), warn=progress)
     state = SearchState(str(folder), uri, record.ledger.experiment_id,
                         config=asdict(config), tune_path=tune_path, mirror=remote)
     record.mirror = state.mirrored()
@@ -284,13 +297,13 @@ def sync(path: str, wait_s: float = 60.0, progress: Callable[[str], None] = stde
     return left
 
 
-def _cost_settings(resolved: Resolved, state: SearchState, record: SearchRecord,
-                   progress: Callable[[str], None]) -> CostSettings:
+def _cost_settings(run: Running) -> CostSettings:
     """What trials measure and check, and - when several objectives are scalarised - the
     scalariser. Its ranges are measured once per search, where the trials run, and kept in the
     search's folder, so a resumed search goes on comparing trials on the same scale."""
     import ray
 
+    resolved, state, record, progress = run.resolved, run.state, run.record, run.progress
     config, objectives, data = resolved.config, resolved.objectives, resolved.data
     costs = CostSettings(resolved.constraints, config.latency_batch, config.latency_device)
     if resolved.scalarize is None:
@@ -319,31 +332,31 @@ def _cost_settings(resolved: Resolved, state: SearchState, record: SearchRecord,
     return replace(costs, scalarizer=scalarizer, search_metrics=(SCALAR,))
 
 
-def _trainable(resolved: Resolved, plan: Plan, settings: TrialSettings, record: SearchRecord,
-               tune_path: str, progress: Callable[[str], None]) -> Any:
+def _trainable(run: Running, settings: TrialSettings, tune_path: str) -> Any:
     """The trial function with its data and resources; weight sharing (oneshot, darts) brings
     its own, whose trials score with shared weights (oneshot trains its supernet here)."""
     from ray import tune
 
+    resolved, plan = run.resolved, run.plan
     config = resolved.config
     return tune.with_resources(
-        plan.estimator.trainable(resolved.space, resolved.data, settings, record, tune_path,
-                                 progress) if plan.estimator else
+        plan.estimator.trainable(resolved.space, resolved.data, settings, run.record, tune_path,
+                                 run.progress) if plan.estimator else
         tune.with_parameters(trial_function(resolved.data), space=resolved.space,
                              data=resolved.data, settings=settings),
         {"cpu": config.cpus_per_trial, "gpu": config.gpus_per_trial})
 
 
-def _fit(resolved: Resolved, ctx: StrategyContext, plan: Plan, scheduler: Any,
-         record: SearchRecord, state: SearchState, settings: TrialSettings, budget: Budget,
-         progress: Callable[[str], None]) -> list[Any]:
+def _fit(run: Running, settings: TrialSettings) -> list[Any]:
     """Run (or resume) the current part of the search in Tune; every part's results."""
     from ray import tune
 
+    resolved, plan, record, budget, progress = (run.resolved, run.plan, run.record, run.budget,
+                                                run.progress)
     config, ledger = resolved.config, record.ledger
     metric, mode = resolved.metric
-    *earlier, current = state.parts
-    trainable = _trainable(resolved, plan, settings, record, current["tune_path"], progress)
+    *earlier, current = run.state.parts
+    trainable = _trainable(run, settings, current["tune_path"])
     if config.resume and tune.Tuner.can_restore(current["tune_path"]):
         # The restored Tuner brings its own tracker, scheduler and searcher (with its state);
         # the tracker writes through this same ledger (see ``Ledger.open``).
@@ -363,11 +376,11 @@ def _fit(resolved: Resolved, ctx: StrategyContext, plan: Plan, scheduler: Any,
                  f"trials, {resolved.fidelity.describe()}, {config.concurrency} at a time"
                  f"{f', trials stop after {trials_s:.0f} s' if trials_s else ''}; MLflow run "
                  f"{record.run_id}; folder {ledger.folder}")
-        if warning := bracket_warning(scheduler, config.concurrency):
+        if warning := bracket_warning(run.scheduler, config.concurrency):
             progress(f"warning: {warning}")
         base, _, name = current["tune_path"].rstrip("/").rpartition("/")
         tuner = build_tuner(
-            trainable, plan, scheduler, metric=metric, mode=mode, storage=base, name=name,
+            trainable, plan, run.scheduler, metric=metric, mode=mode, storage=base, name=name,
             num_samples=current.get("num_trials") or plan.num_trials, callbacks=[tracker],
             stop=FailureBudget(tracker, config.max_failed_trials),
             # A lookup that failed fails again: a tabular trial is not retried.
@@ -395,10 +408,10 @@ def _fit(resolved: Resolved, ctx: StrategyContext, plan: Plan, scheduler: Any,
     return results
 
 
-def _best(resolved: Resolved, results: list[Any], record: SearchRecord,
-          progress: Callable[[str], None]) -> tuple[Any, list[Any], list[Any]]:
+def _best(run: Running, results: list[Any]) -> tuple[Any, list[Any], list[Any]]:
     """The best feasible trial, the finished ones and the failed ones; the Pareto front of a
     multi-objective search is logged."""
+    resolved, record = run.resolved, run.record
     metric, mode = resolved.metric
     failed = [r for r in results if r.error]
     finished = [r for r in results if not r.error and metric in (r.metrics or {})
@@ -414,24 +427,26 @@ def _best(resolved: Resolved, results: list[Any], record: SearchRecord,
     best = (max if mode == "max" else min)(finished, key=lambda r: r.metrics[metric])
     if len(resolved.objectives) > 1:
         front = log_pareto(record, [r.metrics for r in finished], resolved.objectives)
-        progress(f"Pareto front: {len(front)} of {len(finished)} trials (pareto.json, pareto.png)")
+        run.progress(f"Pareto front: {len(front)} of {len(finished)} trials (pareto.json, "
+                     "pareto.png)")
     record.tag("parent", {"raynas.best_trial_id": best.metrics["trial_id"]})
     return best, finished, failed
 
 
-def _run(resolved: Resolved, ctx: StrategyContext, plan: Plan, scheduler: Any,
-         record: SearchRecord, state: SearchState, progress: Callable[[str], None],
-         yaml_text: str, experiment: str, budget: Budget) -> SearchResult:
+def _run(run: Running) -> SearchResult:
+    """Fit, pick the best, retrain it (unless a resumed search did) and log it all."""
     import ray
 
+    resolved, plan, record, state, budget, progress = (run.resolved, run.plan, run.record,
+                                                       run.state, run.budget, run.progress)
     config, space, data, ledger = resolved.config, resolved.space, resolved.data, record.ledger
     settings = TrialSettings(resolved.fidelity, config.seed, config.cpus_per_trial,
                              config.gpus_per_trial,
-                             _cost_settings(resolved, state, record, progress),
+                             _cost_settings(run),
                              checkpoint_last=resolved.scheduler.population is not None)
-    results = _fit(resolved, ctx, plan, scheduler, record, state, settings, budget, progress)
+    results = _fit(run, settings)
     trials_s = time.time() - budget.started
-    best, finished, failed = _best(resolved, results, record, progress)
+    best, finished, failed = _best(run, results)
     arch = plan.estimator.arch(space, best) if plan.estimator else space.decode(best.config)
     val_accuracy = best.metrics[METRIC]
     part = len(state.parts) - 1  # the MLflow step of this part's summary metrics
@@ -469,8 +484,8 @@ def _run(resolved: Resolved, ctx: StrategyContext, plan: Plan, scheduler: Any,
             record.log_metrics(final_key, {"train_loss": loss}, epoch)
         files = save_final_model(ledger.folder, retrained.model, data.x_test[:5],
                                  final_key.replace("/", "-"))
-        ledger.write("model", final_key, **files, name=experiment, arch=arch,
-                     space_yaml=yaml_text,
+        ledger.write("model", final_key, **files, name=run.experiment, arch=arch,
+                     space_yaml=to_yaml(space),
                      metrics={"test_accuracy": retrained.test_accuracy,
                               "test_loss": retrained.test_loss,
                               "search_val_accuracy": val_accuracy, "retrain_epochs": epochs})
@@ -492,7 +507,7 @@ def _run(resolved: Resolved, ctx: StrategyContext, plan: Plan, scheduler: Any,
         progress(f"warning: MLflow is still unreachable; {pending} writes (the final model "
                  f"among them) wait in {ledger.folder}: run raynas sync {ledger.folder}")
     return SearchResult(
-        experiment=experiment, parent_run_id=record.run_id, num_trials=len(results),
+        experiment=run.experiment, parent_run_id=record.run_id, num_trials=len(results),
         num_failed=len(failed),
         best={"arch": arch, "trial_id": best.metrics["trial_id"], "val_accuracy": val_accuracy,
               "test_accuracy": test_accuracy, "arch_hash": arch_hash(arch),

@@ -21,6 +21,7 @@ from raynas.estimation.costs import check_settings as check_costs
 from raynas.estimation.fidelity import Fidelity, parse_fidelity
 from raynas.estimation.tabular import PREFIX as TABULAR
 from raynas.estimation.tabular import Table, load_for_search
+from raynas.models import check_width
 from raynas.objectives.constraints import Constraint, parse_constraints
 from raynas.objectives.pareto import Objective, parse_objectives
 from raynas.objectives.scalarize import SCALAR, parse_weights, scalarization_of
@@ -59,14 +60,14 @@ class Resolved:
         """What Tune ranks trials by: the scalarised objective, else the first one."""
         return (SCALAR, "min") if self.scalarize else self.objectives[0]
 
-    def context(self, num_trials: int | None = None) -> StrategyContext:
-        """What the strategy and the scheduler are built from; ``num_trials``: an extension's."""
+    def context(self) -> StrategyContext:
+        """What the strategy and the scheduler are built from."""
         c = self.config
         metrics, modes = ([SCALAR], ["min"]) if self.scalarize else (
             [m for m, _ in self.objectives], [mode for _, mode in self.objectives])
         return StrategyContext(
             self.space, metrics if len(metrics) > 1 else metrics[0],
-            modes if len(modes) > 1 else modes[0], c.seed, num_trials or c.num_trials,
+            modes if len(modes) > 1 else modes[0], c.seed, c.num_trials,
             c.concurrency, self.fidelity.max_budget, c.scheduler, data=self.data,
             zero_cost=ZeroCostSettings.of(c), constraints=self.constraints,
             supernet=c.supernet, oneshot_searcher=c.oneshot_searcher)
@@ -89,6 +90,7 @@ def resolve(config: SearchConfig) -> Resolved:
     strategy = strategies.get(config.strategy)
     scheduler = schedulers.get(config.scheduler)
     objectives = tuple(parse_objectives(config.objective, strategy.default_objectives))
+    constraints = tuple(parse_constraints(config.constraint))
     check_costs(config)
     kind = scalarization_of(config, len(objectives),
                             strategy.multi_objective or (scheduler.multi_objective
@@ -97,14 +99,12 @@ def resolve(config: SearchConfig) -> Resolved:
     check_combination(strategy, scheduler, 1 if kind else len(objectives))
     fidelity = parse_fidelity(config.fidelity, config.max_epochs, config.proxy_task)
     tabular = config.dataset.startswith(TABULAR)
-    for what, flag, rule in ((strategy, "--strategy", "needs_dataset"),
-                             (strategy, "--strategy", "epochs_only"),
-                             (scheduler, "--scheduler", "epochs_only")):
-        if rule == "needs_dataset" and getattr(what, rule) and tabular:
-            raise ConfigError(f"{flag} {what.name}: looks at the data itself, and a tabular: "
-                              "dataset has none")
-        if rule == "epochs_only" and getattr(what, rule) and fidelity.rungs:
-            raise ConfigError(f"{flag} {what.name}: needs --fidelity epochs (it trains each "
+    if strategy.needs_dataset and tabular:
+        raise ConfigError(f"--strategy {strategy.name}: looks at the data itself, and a "
+                          "tabular: dataset has none")
+    for flag, part in (("--strategy", strategy), ("--scheduler", scheduler)):
+        if part.epochs_only and fidelity.rungs:
+            raise ConfigError(f"{flag} {part.name}: needs --fidelity epochs (it trains each "
                               "network on, epoch by epoch)")
     if tabular and (config.constraint or kind):
         raise ConfigError(f"--{'constraint' if config.constraint else 'scalarize'}: not with a "
@@ -114,14 +114,11 @@ def resolve(config: SearchConfig) -> Resolved:
         probe(config.address)
     space = load_space(config.space)
     if fidelity.task.width < 1 or (fidelity.rungs and fidelity.resource == "width"):
-        from raynas.models import check_width
-
         check_width(space)
     data = (load_for_search(config, space, objectives) if tabular
             else load_dataset(config.dataset, seed=config.seed))
-    resolved = Resolved(config, space, data, objectives, fidelity,
-                        tuple(parse_constraints(config.constraint)), kind, weights, strategy,
-                        scheduler, time_budget_s)
+    resolved = Resolved(config, space, data, objectives, fidelity, constraints, kind, weights,
+                        strategy, scheduler, time_budget_s)
     for part in (strategy, scheduler):
         if part.check is not None:
             part.check(resolved)

@@ -126,7 +126,7 @@ SCHEDULERS: dict[str, Scheduler] = {}
 
 
 def register(scheduler: Scheduler) -> Scheduler:
-    """Add (or replace) a scheduler; ``raynas search --scheduler NAME`` can use it at once."""
+    """Add (or replace) a scheduler: a search in this process can name it at once."""
     SCHEDULERS[scheduler.name] = scheduler
     return scheduler
 

@@ -172,7 +172,7 @@ STRATEGIES: dict[str, Strategy] = {}
 
 
 def register(strategy: Strategy) -> Strategy:
-    """Add (or replace) a strategy; ``raynas search --strategy NAME`` can use it at once."""
+    """Add (or replace) a strategy: a search in this process can name it at once."""
     STRATEGIES[strategy.name] = strategy
     return strategy
 
@@ -208,7 +208,7 @@ for _strategy in (
     Strategy("nsga2", _optuna(_nsga2_sampler), "multi-objective evolution: Optuna's NSGA-II",
              multi_objective=True, default_objectives=("val_accuracy:max", "params:min")),
     Strategy("bohb", _bohb, "BOHB: model-based sampling + Hyperband (brings its own "
-             "scheduler)", own_scheduler=True),
+             "scheduler)"),
     Strategy("zero_cost", _zero_cost, "score many sampled architectures with a zero-cost proxy, "
              "train the top-k", needs_dataset=True, inner=False, check=_check_zero_cost),
     Strategy("oneshot", _oneshot, "weight sharing: train a supernet (SPOS or ENAS), then search "

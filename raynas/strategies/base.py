@@ -15,6 +15,7 @@ from typing import Any
 
 from ray.tune.search import Searcher
 
+from raynas.estimation import Estimator
 from raynas.space import Arch, Space
 
 
@@ -112,7 +113,7 @@ class Plan:
     arch_metrics: dict[str, dict[str, float]] = field(default_factory=dict)  # by arch hash
     # Weight sharing (oneshot, darts): trials score with shared weights instead of training
     # each architecture; gives the trainable, tracker and best arch (see weight_sharing).
-    estimator: Any = None
+    estimator: Estimator | None = None
 
     @property
     def dedup(self) -> Any:
@@ -167,7 +168,6 @@ class Strategy:
     multi_objective: bool = False  # takes several metrics/modes itself (else: scalarised)
     steers_by_first: bool = False  # under mo-asha, which ranks by all of them, steers by the first
     pbt: bool = False  # may seed PBT's population (Tune's PBT accepts no model-based searcher)
-    own_scheduler: bool = False  # brings its scheduler (bohb): --scheduler is not used
     needs_dataset: bool = False  # looks at real inputs: not with a tabular: benchmark
     epochs_only: bool = False  # trains one network per run: --fidelity epochs only
     inner: bool = True  # can be oneshot's search against a trained supernet

@@ -22,12 +22,17 @@ SAMPLERS = ("spos", "enas")  # how the supernet's training samples paths (see --
 
 
 def check_settings(resolved: Any) -> None:
-    """A weight-sharing search needs a cell space and known sampler and inner searcher names
+    """A weight-sharing search needs one objective and no constraint (its trials report only
+    the shared weights' accuracy), a cell space and known sampler and inner searcher names
     (the epoch fidelity and real data: ``Strategy.epochs_only``, ``needs_dataset``)."""
     from raynas.models.supernet import check_supernet_space
     from raynas.strategies import STRATEGIES
 
     config = resolved.config
+    if len(resolved.objectives) > 1 or resolved.constraints:
+        raise ConfigError(f"--strategy {config.strategy}: scores candidates by the shared "
+                          "weights' validation accuracy alone: no second --objective and no "
+                          "--constraint")
     check_supernet_space(resolved.space)
     if config.supernet not in SAMPLERS:
         raise ConfigError(f"--supernet: unknown sampler {config.supernet!r}"

@@ -29,7 +29,7 @@ from raynas.runtime import stderr
 from raynas.tracking.ledger import APPLIED, LEDGER
 
 FOLDER = "raynas"  # the mirror's folder in Tune's experiment folder
-STATE = "raynas.json"  # (= experiment.STATE) a search's folder has it
+STATE = "raynas.json"  # a search's folder has it (see raynas.experiment.state)
 
 _OPEN: dict[tuple[str, str], Mirror] = {}  # one mirror per (remote, local) and process
 
