@@ -25,6 +25,7 @@ import numpy as np
 from sklearn.model_selection import train_test_split
 
 from raynas.errors import DataError, did_you_mean
+from raynas.registry import Registry
 
 #: What a source reads: inputs (N, C, ...), labels, and a test split if the data has its own.
 Arrays = tuple[np.ndarray, np.ndarray, "tuple[np.ndarray, np.ndarray] | None"]
@@ -226,13 +227,8 @@ class Source:
     takes_argument: bool = True
 
 
-SOURCES: dict[str, Source] = {}
-
-
-def register_source(source: Source) -> Source:
-    """Add (or replace) a kind of dataset: a search in this process can name it at once."""
-    SOURCES[source.name] = source
-    return source
+SOURCES: Registry[Source] = Registry("--dataset", "dataset kind")
+register_source = SOURCES.register
 
 
 for _source in (

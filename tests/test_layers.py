@@ -11,7 +11,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 #: Bottom to top. A module belongs to the first entry its dotted name starts with.
 LAYERS = [
-    ("raynas.errors", "raynas.config"),
+    ("raynas.errors", "raynas.config", "raynas.registry"),
     ("raynas.space",),
     ("raynas.ops", "raynas.data", "raynas.runtime", "raynas.search_spaces"),
     ("raynas.models",),

@@ -99,14 +99,20 @@ def parent_run(client: MlflowClient, run_id: str) -> Run:
     return run
 
 
-def architecture(client: MlflowClient, run_id: str) -> dict[str, Any]:
+def artifact_json(client: MlflowClient, run_id: str, name: str, missing: str) -> Any:
+    """The JSON artifact ``name`` of a run; ``missing`` says in the one-line error which runs
+    have it."""
     with tempfile.TemporaryDirectory() as folder:
         try:
-            path = client.download_artifacts(run_id, "architecture.json", folder)
+            path = client.download_artifacts(run_id, name, folder)
         except (MlflowException, OSError):
-            raise ConfigError(f"RUN_ID: run {run_id} has no architecture.json (a trial or "
-                              "final run of a raynas search has one)") from None
+            raise ConfigError(f"RUN_ID: run {run_id} has no {name} ({missing})") from None
         return json.loads(Path(path).read_text())
+
+
+def architecture(client: MlflowClient, run_id: str) -> dict[str, Any]:
+    return artifact_json(client, run_id, "architecture.json",
+                         "a trial or final run of a raynas search has one")
 
 
 def collect(client: MlflowClient, run_id: str) -> Search:

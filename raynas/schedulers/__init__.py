@@ -10,7 +10,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from raynas.config import TIME_ATTR
-from raynas.errors import ConfigError, did_you_mean
+from raynas.errors import ConfigError
+from raynas.registry import Registry
 from raynas.space import Space
 from raynas.strategies.base import Plan, StrategyContext
 
@@ -122,20 +123,8 @@ def _mo_asha(ctx: StrategyContext) -> Any:
                               constraints=ctx.constraints)
 
 
-SCHEDULERS: dict[str, Scheduler] = {}
-
-
-def register(scheduler: Scheduler) -> Scheduler:
-    """Add (or replace) a scheduler: a search in this process can name it at once."""
-    SCHEDULERS[scheduler.name] = scheduler
-    return scheduler
-
-
-def get(name: str) -> Scheduler:
-    if name not in SCHEDULERS:
-        raise ConfigError(f"--scheduler: unknown scheduler {name!r}"
-                          f"{did_you_mean(name, SCHEDULERS)}; known: {', '.join(SCHEDULERS)}")
-    return SCHEDULERS[name]
+SCHEDULERS: Registry[Scheduler] = Registry("--scheduler", "scheduler")
+register, get = SCHEDULERS.register, SCHEDULERS.find
 
 
 def _check_pbt(resolved: Any) -> None:

@@ -17,7 +17,7 @@ from collections.abc import Callable
 from typing import Any
 
 from raynas.config import TIME_ATTR
-from raynas.errors import ConfigError, did_you_mean
+from raynas.registry import Registry
 from raynas.strategies.base import Plan, Strategy, StrategyContext
 
 
@@ -168,20 +168,8 @@ def _bohb(ctx: StrategyContext) -> Plan:
     return Plan(_limited(searcher, ctx), {}, ctx.trials, scheduler, {"bohb_engine": engine})
 
 
-STRATEGIES: dict[str, Strategy] = {}
-
-
-def register(strategy: Strategy) -> Strategy:
-    """Add (or replace) a strategy: a search in this process can name it at once."""
-    STRATEGIES[strategy.name] = strategy
-    return strategy
-
-
-def get(name: str) -> Strategy:
-    if name not in STRATEGIES:
-        raise ConfigError(f"--strategy: unknown strategy {name!r}{did_you_mean(name, STRATEGIES)}"
-                          f"; known: {', '.join(STRATEGIES)}")
-    return STRATEGIES[name]
+STRATEGIES: Registry[Strategy] = Registry("--strategy", "strategy")
+register, get = STRATEGIES.register, STRATEGIES.find
 
 
 def _check_zero_cost(resolved: Any) -> None:

@@ -23,12 +23,11 @@ def log_pareto(record: Any, rows: Sequence[dict[str, Any]], objectives: Sequence
 
 def load_front(run_id: str, tracking: str | None = None) -> dict[str, Any]:
     """The ``pareto.json`` a multi-objective search logged on its parent run ``run_id``."""
-    import json
     import os
-    import tempfile
 
     from mlflow.exceptions import MlflowException
 
+    from raynas.report.search import artifact_json
     from raynas.tracking.store import connect, tracking_uri
 
     uri = tracking_uri(tracking)
@@ -38,11 +37,5 @@ def load_front(run_id: str, tracking: str | None = None) -> dict[str, Any]:
     except MlflowException:
         raise ConfigError(f"RUN_ID: no MLflow run {run_id!r} in {uri}") from None
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # keep stdout a table
-    with tempfile.TemporaryDirectory() as folder:
-        try:
-            path = client.download_artifacts(run_id, "pareto.json", folder)
-        except (MlflowException, OSError):
-            raise ConfigError(f"RUN_ID: run {run_id} has no pareto.json (not the parent run of "
-                              "a finished multi-objective search)") from None
-        with open(path) as f:
-            return json.load(f)
+    return artifact_json(client, run_id, "pareto.json",
+                         "not the parent run of a finished multi-objective search")
