@@ -456,7 +456,7 @@ def _run(run: Running) -> SearchResult:
     final_key = next((op["key"] for op in models if arch_hash(op["args"]["arch"]) ==
                       arch_hash(arch)), "final" if not models else f"final/{arch_hash(arch)}")
     final = next((op["args"] for op in models if op["key"] == final_key), None)
-    spent = f"trials {trials_s:.0f} s"
+    spent = f"{trials_s:.0f} s to the trials' end (start-up included)"
     if final is None and resolved.tabular:  # no data to retrain on: the table has it all
         final = {"metrics": tabular_outcome(data, space, arch, results)}
         record.log_metrics("parent", {SIM_TIME: final["metrics"][SIM_TIME]}, part)
@@ -491,7 +491,7 @@ def _run(run: Running) -> SearchResult:
                               "search_val_accuracy": val_accuracy, "retrain_epochs": epochs})
         final = ledger.ops[-1]["args"]
     if budget.seconds is not None:
-        progress(f"--time-budget {budget.seconds:.0f} s: {spent}")
+        progress(f"--time-budget {budget.seconds:.0f} s: {spent}; {budget.left:.0f} s left")
     test_accuracy = final["metrics"]["test_accuracy"]
     duplicates = len(plan.dedup.reused) if plan.dedup is not None else 0
     record.log_metrics("parent", {"best_val_accuracy": val_accuracy,
