@@ -160,7 +160,9 @@ def _summary(result: Any, as_json: bool) -> None:
     print(json.dumps(best["arch"], indent=2))
     print(f"validation accuracy (search): {best['val_accuracy']:.4f}")
     if "sim_time_s" in best:  # a tabular search: nothing was trained
-        print(f"test accuracy (the table's, no retraining): {best['test_accuracy']:.4f}; "
+        test = best["test_accuracy"]  # NaN: the table has none (NAS-Bench-201's package)
+        print(f"test accuracy (the table's, no retraining): "
+              f"{f'{test:.4f}' if test == test else 'not in this table'}; "
               f"simulated training time of the search: {best['sim_time_s']:.0f} s")
     else:
         print(f"test accuracy (retrained on train+val, held-out test): "

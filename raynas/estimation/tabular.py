@@ -113,8 +113,11 @@ class Table:
 
     def test_accuracy(self, key: str) -> float:
         """Final-epoch test accuracy, the mean over the table's seeds (what retraining the
-        architecture would measure)."""
-        return float(np.mean([c.values["test_accuracy"][-1] for c in self.runs[key]]))
+        architecture would measure); NaN for a table without test accuracies (NAS-Bench-201 as
+        ``raynas.estimation.nb201`` reads it)."""
+        runs = [c.values["test_accuracy"][-1] for c in self.runs[key]
+                if "test_accuracy" in c.values]
+        return float(np.mean(runs)) if runs else math.nan
 
 
 def table_key(space: Space, arch: dict[str, Any]) -> str:
@@ -202,6 +205,13 @@ def load_for_search(config: SearchConfig, space: Space,
                     objectives: Sequence[tuple[str, str]]) -> Table:
     """``resolve`` for ``--dataset tabular:PATH``: the table, checked against the search."""
     table = load_table(config.dataset[len(PREFIX):])
+    check_search(config, table, space, objectives)
+    return table
+
+
+def check_search(config: SearchConfig, table: Table, space: Space,
+                 objectives: Sequence[tuple[str, str]]) -> None:
+    """Whether a search's settings fit ``table``: fidelity, epochs, objectives and space."""
     if config.fidelity != "epochs" or config.proxy_task:
         raise ConfigError(f"--fidelity {config.fidelity}: a table holds the real task's results "
                           "per epoch; use --fidelity epochs and no --proxy-task")
@@ -212,7 +222,6 @@ def load_for_search(config: SearchConfig, space: Space,
         if metric not in (*table.metrics, SIM_TIME):
             raise ConfigError(f"--objective {metric}: the table has no {metric!r} column")
     check_space(space, table, f"--space {config.space}")
-    return table
 
 
 def check_space(space: Space, table: Table, flag: str) -> None:

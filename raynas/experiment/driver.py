@@ -460,9 +460,11 @@ def _run(run: Running) -> SearchResult:
     if final is None and resolved.tabular:  # no data to retrain on: the table has it all
         final = {"metrics": tabular_outcome(data, space, arch, results)}
         record.log_metrics("parent", {SIM_TIME: final["metrics"][SIM_TIME]}, part)
+        test = final["metrics"]["test_accuracy"]
         progress(f"best: trial {best.metrics['trial_id']} val_accuracy={val_accuracy:.4f}; "
-                 f"the table's test accuracy {final['metrics']['test_accuracy']:.4f}; "
-                 f"{final['metrics'][SIM_TIME]:.0f} s of simulated training")
+                 + (f"the table's test accuracy {test:.4f}; " if test == test else
+                    "the table has no test accuracy; ")
+                 + f"{final['metrics'][SIM_TIME]:.0f} s of simulated training")
     elif final is None:
         # Train+val is larger than train: an epoch of the retraining takes that much longer.
         epoch_s = (best.metrics.get("time_total_s", 0) / max(1, best.metrics.get(

@@ -16,7 +16,7 @@ from raynas import schedulers, strategies
 from raynas.config import SearchConfig
 from raynas.data import Dataset, load_dataset
 from raynas.errors import ConfigError
-from raynas.estimation import load_space
+from raynas.estimation import load_space, nb201
 from raynas.estimation.costs import check_settings as check_costs
 from raynas.estimation.fidelity import Fidelity, parse_fidelity
 from raynas.estimation.tabular import PREFIX as TABULAR
@@ -98,7 +98,8 @@ def resolve(config: SearchConfig) -> Resolved:
     weights = parse_weights(config.weights, len(objectives)) if kind else ()
     check_combination(strategy, scheduler, 1 if kind else len(objectives))
     fidelity = parse_fidelity(config.fidelity, config.max_epochs, config.proxy_task)
-    tabular = config.dataset.startswith(TABULAR)
+    # A table: one the user gives (tabular:PATH), or NAS-Bench-201's (nb201:NAME).
+    tabular = config.dataset.startswith(TABULAR) or nb201.is_nb201(config.dataset)
     if strategy.needs_dataset and tabular:
         raise ConfigError(f"--strategy {strategy.name}: looks at the data itself, and a "
                           "tabular: dataset has none")
@@ -115,8 +116,12 @@ def resolve(config: SearchConfig) -> Resolved:
     space = load_space(config.space)
     if fidelity.task.width < 1 or (fidelity.rungs and fidelity.resource == "width"):
         check_width(space)
-    data = (load_for_search(config, space, objectives) if tabular
-            else load_dataset(config.dataset, seed=config.seed))
+    if nb201.is_nb201(config.dataset):
+        data: Dataset | Table = nb201.load_for_search(config, space, objectives)
+    elif tabular:
+        data = load_for_search(config, space, objectives)
+    else:
+        data = load_dataset(config.dataset, seed=config.seed)
     resolved = Resolved(config, space, data, objectives, fidelity, constraints, kind, weights,
                         strategy, scheduler, time_budget_s)
     for part in (strategy, scheduler):
