@@ -161,13 +161,15 @@ def cmd_bench_latency(args: argparse.Namespace) -> None:
 def cmd_bench_strategies(args: argparse.Namespace) -> None:
     from pathlib import Path
 
+    from raynas import schedulers
     from raynas.bench import strategies
     from raynas.errors import ConfigError
-    from raynas.strategies import STRATEGIES, check_names
+    from raynas.experiment.resolve import check_combination
+    from raynas.strategies import STRATEGIES, get
 
     names = [s.strip() for s in args.strategies.split(",") if s.strip()]
     for name in names:
-        check_names(name, "fifo")
+        check_combination(get(name), schedulers.get("fifo"), 1)
     if args.max_epochs is not None and args.max_epochs < 1:
         raise ConfigError("--max-epochs: must be >= 1")
     if args.tabular:  # on a tabular benchmark, at equal simulated time

@@ -135,6 +135,25 @@ def _rl(ctx: StrategyContext) -> Plan:
     return Plan(_limited(searcher, ctx), {}, ctx.trials)
 
 
+def _bananas(ctx: StrategyContext) -> Plan:
+    from raynas.strategies.bananas import Bananas
+
+    metric, mode = ctx.primary
+    searcher = Bananas(ctx.space, metric, mode, num_init=max(4, min(10, ctx.trials // 5)),
+                       seed=ctx.seed)
+    return Plan(_limited(searcher, ctx), {}, ctx.trials)
+
+
+def _pnas(ctx: StrategyContext) -> Plan:
+    from raynas.strategies.pnas import ProgressiveSearch
+
+    metric, mode = ctx.primary
+    beam = max(4, min(8, ctx.trials // 6))
+    searcher = ProgressiveSearch(ctx.space, metric, mode, beam_width=beam, min_data=beam,
+                                 seed=ctx.seed)
+    return Plan(_limited(searcher, ctx), {}, ctx.trials)
+
+
 def bohb_engine() -> str:
     """Which BOHB runs here: Ray Tune's ``TuneBOHB`` needs ``hpbandster`` and ``ConfigSpace``."""
     found = all(importlib.util.find_spec(m) for m in ("hpbandster", "ConfigSpace"))
@@ -193,6 +212,10 @@ for _strategy in (
     Strategy("evolution", _evolution, "regularized (aging) evolution, AmoebaNet (Real et al. "
              "2019)", steers_by_first=True),
     Strategy("rl", _rl, "REINFORCE LSTM controller (Zoph & Le 2017)"),
+    Strategy("bananas", _bananas, "BANANAS: an MLP-ensemble predictor, Thompson sampling over "
+             "mutations of the best (White et al. 2021)"),
+    Strategy("pnas", _pnas, "progressive NAS: grow one block at a time, a surrogate picks the "
+             "top-K (Liu et al. 2018)"),
     Strategy("nsga2", _optuna(_nsga2_sampler), "multi-objective evolution: Optuna's NSGA-II",
              multi_objective=True, default_objectives=("val_accuracy:max", "params:min")),
     Strategy("bohb", _bohb, "BOHB: model-based sampling + Hyperband (brings its own "

@@ -15,7 +15,7 @@ from torch import nn
 
 from raynas.space import Arch, Decision, Space
 from raynas.space.nodes import FloatRange
-from raynas.strategies.base import SpaceSearcher
+from raynas.strategies.base import SpaceSearcher, one_thread
 
 FLOAT_BINS = 8  # a continuous decision becomes this many evenly (or log-evenly) spaced choices
 
@@ -92,7 +92,7 @@ class ReinforceController(SpaceSearcher):
     def propose(self) -> Arch:
         flat: dict[str, Any] = {}
         taken: list[tuple[int, int]] = []
-        with torch.no_grad():
+        with torch.no_grad(), one_thread():
             x, state = self.policy.start()
             for t, decision in enumerate(self.decisions):
                 if not decision.active(flat):
@@ -128,13 +128,14 @@ class ReinforceController(SpaceSearcher):
             self._update()
 
     def _update(self) -> None:
-        loss = torch.zeros(())
-        for taken, advantage in self.batch:
-            log_prob, entropy = self._replay(taken)
-            loss = loss - advantage * log_prob - self.entropy_weight * entropy
-        self.optimizer.zero_grad()
-        (loss / len(self.batch)).backward()
-        self.optimizer.step()
+        with one_thread():
+            loss = torch.zeros(())
+            for taken, advantage in self.batch:
+                log_prob, entropy = self._replay(taken)
+                loss = loss - advantage * log_prob - self.entropy_weight * entropy
+            self.optimizer.zero_grad()
+            (loss / len(self.batch)).backward()
+            self.optimizer.step()
         self.batch = []
         self.num_updates += 1
 
