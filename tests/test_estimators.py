@@ -15,21 +15,22 @@ import torch
 from mlflow.tracking import MlflowClient
 from ray.tune.experiment import Trial
 from ray.tune.schedulers import TrialScheduler
+from scipy.stats import spearmanr
 
 from raynas.cli import main
 from raynas.config import SearchConfig
 from raynas.data import load_dataset
 from raynas.errors import ConfigError
+from raynas.estimation import load_space
 from raynas.estimation.fidelity import ProxyTask, parse_fidelity, parse_proxy_task
-from raynas.estimation.learning_curve import LearningCurveStopping
 from raynas.estimation.train import Run
 from raynas.estimation.zero_cost import PROXIES, minibatch, score
-from raynas.experiment import search
+from raynas.experiment.driver import search
 from raynas.models import build_model
 from raynas.models.macro import CONNECTIONS
-from raynas.objectives import count_params
+from raynas.objectives.measure import count_params
 from raynas.ops import OPS
-from raynas.space import load_space
+from raynas.schedulers.curve import LearningCurveStopping
 from raynas.strategies.zero_cost import SCORES_FILE
 
 MACRO = load_space("macro_cnn")
@@ -120,7 +121,13 @@ def test_a_proxy_task_run_is_narrower_and_sees_downsampled_inputs():
     assert cheap.inputs(x).shape == (5, 1, 4, 4) and full.inputs(x) is x
     assert cheap.inputs(x)[0, 0, 0, 0] == pytest.approx(x[0, 0, :2, :2].mean())
     assert count_params(cheap.model) < count_params(full.model) / 3
-    assert cheap.evaluate(x, torch.zeros(5, dtype=torch.long))[1] >= 0
+    # evaluated with the narrow model on the downsampled inputs
+    y = torch.tensor([0, 1, 2, 3, 4])
+    loss, accuracy = cheap.evaluate(x, y)
+    with torch.no_grad():
+        out = cheap.model.eval()(cheap.inputs(x))
+    assert loss == pytest.approx(torch.nn.functional.cross_entropy(out, y).item(), rel=1e-5)
+    assert accuracy == (out.argmax(1) == y).sum().item() / 5
 
 
 def test_proxy_task_and_fidelity_parsing():
@@ -177,10 +184,19 @@ def test_bench_estimators_quick_prints_its_ratio_line(tmp_path, capsys):
     assert names[: len(PROXIES)] == list(PROXIES)
     assert {"train_1_epoch", "proxy_task(width 0.5, resolution 0.5)",
             "curve_extrapolation(3_epochs)"} <= set(names)
+    # each correlation is the one of the per-architecture numbers the report lists
+    archs = report["architectures"]
+    finals = [a["final"] for a in archs]
+    assert len(archs) == 6 and finals == [a["curve"][-1] for a in archs]
     for row in report["estimators"]:
-        assert math.isnan(row["spearman"]) or -1 <= row["spearman"] <= 1
+        values = [a[row["estimator"]] for a in archs]
+        rho = spearmanr(values, finals).statistic if len(set(values)) > 1 else math.nan
+        assert row["spearman"] == pytest.approx(rho, nan_ok=True), row
         assert row["seconds_per_arch"] > 0
     prefilter = report["prefilter"]
+    assert prefilter["train_all_seconds"] == pytest.approx(sum(a["train_seconds"] for a in archs))
+    assert prefilter["ratio"] == pytest.approx(prefilter["prefilter_seconds"]
+                                               / prefilter["train_all_seconds"])
     assert 1 <= prefilter["k"] <= prefilter["of"] == 6
     assert prefilter["best_top_k"] >= prefilter["best_all"] - prefilter["tolerance"]
     with output.with_suffix(".csv").open() as file:

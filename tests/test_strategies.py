@@ -8,8 +8,9 @@ import json
 import pytest
 from mlflow.tracking import MlflowClient
 
-from raynas import SearchConfig, search
-from raynas.strategies.pareto import dominates
+from raynas.config import SearchConfig
+from raynas.experiment.driver import search
+from raynas.objectives.pareto import dominates
 
 pytestmark = pytest.mark.usefixtures("ray_local")
 
@@ -29,6 +30,32 @@ def trial_runs(tracking: str, parent_run_id: str):
     return client, [r for r in runs if r.data.tags.get("raynas.role") == "trial"]
 
 
+def final_run(client: MlflowClient, parent_run_id: str):
+    """The run of the retrained best architecture."""
+    run, = client.search_runs(
+        [client.get_run(parent_run_id).info.experiment_id],
+        f"tags.mlflow.parentRunId = '{parent_run_id}' and tags.`raynas.role` = 'final'")
+    return run
+
+
+def one_layer_space(tmp_path, ops: list[str]) -> str:
+    """A space of one layer: an op of ``ops`` x 16 or 32 channels, 2 x len(ops) architectures
+    in that (grid) order: the ops outermost."""
+    path = tmp_path / "one_layer.yaml"
+    path.write_text(f"""name: one_layer
+model: macro
+description: one layer of {ops} x 16 or 32 channels
+space:
+  stem_channels: 16
+  layers:
+    repeat: [1, 1]
+    block: {{op: {{choice: {ops}}}, channels: {{choice: [16, 32]}}, stride: 2,
+            connection: series}}
+  train: {{lr: 0.01, weight_decay: 1.0e-4, batch_size: 64, optimizer: adam}}
+""")
+    return str(path)
+
+
 @pytest.mark.parametrize("strategy", ["random", "grid", "tpe", "gp", "evolution", "rl", "bohb"])
 def test_strategy_runs_a_search_that_lands_in_mlflow(strategy, tracking):
     result = search(tiny(tracking, strategy=strategy))
@@ -39,8 +66,27 @@ def test_strategy_runs_a_search_that_lands_in_mlflow(strategy, tracking):
     assert len({r.data.tags["raynas.arch_hash"] for r in trials}) == 4  # no duplicates trained
     parent = client.get_run(result.parent_run_id)
     assert parent.data.tags["raynas.strategy"] == strategy
-    assert parent.data.metrics["num_duplicates"] >= 0 or strategy == "grid"
-    assert 0 <= result.best["test_accuracy"] <= 1
+    # each reuse of a trained architecture's result tags that trial's run (grid never repeats)
+    reused = sum(int(r.data.tags.get("raynas.reused", 0)) for r in trials)
+    assert parent.data.metrics["num_duplicates"] == reused
+    assert reused == 0 or strategy != "grid"
+    final = final_run(client, result.parent_run_id)
+    assert final.data.tags["raynas.arch_hash"] == result.best["arch_hash"]
+    assert result.best["test_accuracy"] == pytest.approx(final.data.metrics["test_accuracy"])
+    assert parent.data.metrics["test_accuracy"] == pytest.approx(result.best["test_accuracy"])
+
+
+def test_a_repeated_architecture_is_reused_counted_and_tagged(tracking, tmp_path):
+    # 4 architectures, 4 trials: random search proposes some twice before it has seen all 4
+    # (seed 0: 2 repeats; without any, 4 draws from 4 would all differ, p = 4!/4^4 = 0.09).
+    result = search(tiny(tracking, space=one_layer_space(tmp_path, ["conv_3x3", "max_pool_3x3"]),
+                         seed=0))
+    client, trials = trial_runs(tracking, result.parent_run_id)
+    assert len(trials) == result.num_trials == 4
+    assert len({r.data.tags["raynas.arch_hash"] for r in trials}) == 4  # none trained twice
+    reused = sum(int(r.data.tags.get("raynas.reused", 0)) for r in trials)
+    assert reused > 0
+    assert client.get_run(result.parent_run_id).data.metrics["num_duplicates"] == reused
 
 
 def test_nsga2_logs_a_non_dominated_pareto_front(tracking):
@@ -84,10 +130,21 @@ def test_hyperband_halves_a_full_bracket_and_mlflow_says_killed(tracking):
     assert set(steps["FINISHED"]) == {3}
 
 
-def test_median_rule_runs(tracking):
-    result = search(tiny(tracking, scheduler="median", num_trials=4, max_epochs=2))
-    _, trials = trial_runs(tracking, result.parent_run_id)
-    assert len(trials) == 4 and {r.info.status for r in trials} <= {"FINISHED", "KILLED"}
+def test_median_rule_stops_a_trial_below_the_median(tracking, tmp_path):
+    # One at a time, in grid order: two conv trials, then two whose only layer is the zero op
+    # (a constant prediction: chance accuracy). The rule needs 3 other trials at an epoch
+    # (min_samples_required), so the 4th - zero op, 32 channels - is the one it can judge: at
+    # epoch 1 its accuracy is below the median of the others' (the weaker conv trial's).
+    result = search(tiny(tracking, space=one_layer_space(tmp_path, ["conv_3x3", "zero"]),
+                         strategy="grid", scheduler="median", max_epochs=2, concurrency=1))
+    client, trials = trial_runs(tracking, result.parent_run_id)
+    epochs = {(r.info.status, r.data.params["arch.layers.0.op"],
+               r.data.params["arch.layers.0.channels"]):
+              len(client.get_metric_history(r.info.run_id, "val_accuracy")) for r in trials}
+    assert epochs == {("FINISHED", "conv_3x3", "16"): 2, ("FINISHED", "conv_3x3", "32"): 2,
+                      ("FINISHED", "zero", "16"): 2, ("KILLED", "zero", "32"): 1}, epochs
+    killed, = (r for r in trials if r.info.status == "KILLED")
+    assert killed.data.tags.get("raynas.stopped_early") == "true"
 
 
 def test_asha_on_data_fractions_stops_trials_on_small_subsets(tracking):
