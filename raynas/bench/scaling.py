@@ -1,13 +1,13 @@
 """``raynas bench scaling``: trials/minute on one Ray node, then on two.
 
 A real multi-node Ray cluster on this machine: ``ray start --head`` and, for the second
-measurement, ``ray start --address`` as separate processes (as ``tests/test_cluster.py`` does),
-each node given half the machine's cores (at least one). A driver process joins the cluster and
-runs the same search both times - the Tune setup of ``raynas search`` (``common.tune_fit``),
-seeded random search of ``small_cnn`` on ``digits``, FIFO, one CPU per trial, as many trials at a
-time as the cluster has CPUs - and the ratio is trials/minute on two nodes over one (ideal: 2).
-Trials/minute counts from the first trial's start to the last one's end, after a warm-up search
-that takes each node's cold start.
+measurement, ``ray start --address`` as separate processes (as ``tests/deploy/test_cluster.py``
+does), each node given half the machine's cores (at least one). A driver process joins the
+cluster and runs the same search both times - the Tune setup of ``raynas search``
+(``common.tune_fit``), seeded random search of ``small_cnn`` on ``digits``, FIFO, one CPU per
+trial, as many trials at a time as the cluster has CPUs - and the ratio is trials/minute on two
+nodes over one (ideal: 2). Trials/minute counts from the first trial's start to the last one's
+end, after a warm-up search that takes each node's cold start.
 
 On one machine the second node adds cores only if the machine has them free: two 1-CPU nodes on
 a 2-core machine share the cores with the driver, Ray's own processes and anything else running,

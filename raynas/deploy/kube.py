@@ -36,7 +36,7 @@ from raynas.errors import RaynasError, did_you_mean
 MANIFESTS_PACKAGE = "raynas.deploy.manifests"
 
 #: The command the RayJob runs; k8s/base/rayjob.yaml holds the same string (a test compares them)
-#: and tests/test_cluster.py runs exactly this on a two-node Ray cluster. Nothing in it is
+#: and tests/deploy/test_cluster.py runs exactly this on a two-node Ray cluster. Nothing in it is
 #: host-specific: the MLflow server and the results storage come from the head's environment
 #: (MLFLOW_TRACKING_URI, RAYNAS_STORAGE).
 DEFAULT_ENTRYPOINT = (

@@ -1,6 +1,6 @@
 """Faults performed for real - a trial's worker killed, the tracking server stopped, two
 searches writing one store - and then the MLflow record checked run by run. (A killed driver is
-in tests/test_cluster.py: the RayJob entrypoint killed mid-search and run again.)"""
+in tests/deploy/test_cluster.py: the RayJob entrypoint killed mid-search and run again.)"""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import pytest
 from mlflow.tracking import MlflowClient
 from servers import start_mlflow, stop
 
@@ -21,6 +22,9 @@ from raynas.bench.scaling import free_ports
 from raynas.config import SearchConfig
 from raynas.experiment.driver import search
 from raynas.tracking.store import FAIL_FAST
+
+# Searches with a tracking server killed, workers killed, drivers killed: all for real.
+pytestmark = pytest.mark.e2e
 
 
 def wait_for(condition: Callable[[], object], timeout: float = 240, what: str = "") -> object:

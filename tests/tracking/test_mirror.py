@@ -1,7 +1,7 @@
 """A search's own folder mirrored to S3 (moto's server), where ``--resume auto`` finds a search
 (a path, or a bucket), and what a resume from the bucket's copy cleans up in MLflow. The whole
 flow - a driver killed, a new one with an empty disk resuming from the bucket - is in
-tests/test_cluster.py."""
+tests/deploy/test_cluster.py."""
 
 from __future__ import annotations
 

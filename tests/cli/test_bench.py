@@ -97,6 +97,7 @@ def test_asha_and_fifo_search_the_same_budget(ray_local, tmp_path, capsys):
     assert 0 < rows["fifo"]["time_to_target_s"] <= rows["fifo"]["wall_s"]
 
 
+@pytest.mark.e2e  # starts a two-node Ray cluster of its own
 def test_scaling_runs_trials_on_a_second_ray_node(tmp_path, capsys):
     report = bench("scaling", tmp_path, capsys)
     rows = [r for r in report["rows"] if r["kind"] == "cpu"]

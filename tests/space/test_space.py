@@ -149,7 +149,7 @@ def test_unknown_space_name_suggests_builtin():
         load_space("macro_cn")
 
 
-# --- regressions found by fuzzing the loader (tests/test_fuzz.py) --------------------------------
+# --- regressions found by fuzzing the loader (tests/space/test_fuzz.py) ---------------------------
 def _with(**fields) -> dict:
     """The minimal valid space of ``_spec`` with extra top-level fields under ``space``."""
     spec = _spec()

@@ -40,7 +40,7 @@ from servers import start_mlflow, stop
 from raynas.bench.scaling import free_ports
 from raynas.deploy import kube, launcher
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 BIN = str(Path(sys.executable).parent)  # ray, mlflow and raynas live next to this Python
 # What must not leak from the test session into the cluster, the server or the submitter.
 LEAKY = ("RAY_ADDRESS", "RAY_API_SERVER_ADDRESS", "RAY_AUTH_MODE", "RAY_AUTH_TOKEN",

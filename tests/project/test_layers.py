@@ -8,7 +8,7 @@ import ast
 import tomllib
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 #: Bottom to top. A module belongs to the first entry its dotted name starts with.
 LAYERS = [
     ("raynas.errors", "raynas.config", "raynas.registry"),

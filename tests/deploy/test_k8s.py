@@ -25,7 +25,7 @@ import yaml
 from raynas.deploy import kube
 from raynas.errors import RaynasError
 
-REPO_K8S = Path(__file__).resolve().parents[1] / "k8s"
+REPO_K8S = Path(__file__).resolve().parents[2] / "k8s"
 
 GPU = "nvidia.com/gpu"
 ALL_KINDS = {
@@ -135,8 +135,8 @@ def test_rayjob_runs_the_default_entrypoint_and_cleans_up(rendered):
     base = (REPO_K8S / "base" / "rayjob.yaml").read_text()
     assert yaml.safe_load(base)["spec"]["entrypoint"] == kube.DEFAULT_ENTRYPOINT
     assert sum(p.read_text().count("raynas search") for p in REPO_K8S.rglob("*.yaml")) == 1
-    # Host-specific settings come from the head's environment, so tests/test_cluster.py runs this
-    # very command on a two-node Ray cluster.
+    # Host-specific settings come from the head's environment, so tests/deploy/test_cluster.py
+    # runs this very command on a two-node Ray cluster.
     args = shlex.split(kube.DEFAULT_ENTRYPOINT)
     assert args[:4] == ["raynas", "search", "--address", "auto"]
     assert not {"--tracking-uri", "--storage"} & set(args)

@@ -2,7 +2,7 @@
 (Debian's package, driven by Playwright; `playwright install` is never run: it downloads).
 
 Screenshots go to $RAYNAS_SCREENSHOTS when set (the README's come from
-`RAYNAS_SCREENSHOTS=docs python -m pytest tests/test_browse.py`), else to the test's temp dir.
+`RAYNAS_SCREENSHOTS=docs python -m pytest tests/cli/test_browse.py`), else to the test's temp dir.
 """
 
 from __future__ import annotations

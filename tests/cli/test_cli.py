@@ -73,6 +73,7 @@ def test_spaces_lists_builtin_spaces_with_sizes(tmp_path):
     assert any(line.startswith("small_cnn") and "72" in line for line in proc.stdout.splitlines())
 
 
+@pytest.mark.e2e  # a real search, in a subprocess
 def test_search_json_is_the_last_line_of_stdout(tmp_path):
     proc = raynas("search", "--space", "small_cnn", "--num-trials", "2", "--max-epochs", "1",
                   "--retrain-epochs", "1", "--experiment", "cli", "--storage", "results",
