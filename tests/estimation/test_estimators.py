@@ -16,6 +16,7 @@ from mlflow.tracking import MlflowClient
 from ray.tune.experiment import Trial
 from ray.tune.schedulers import TrialScheduler
 from scipy.stats import spearmanr
+from searches import child_runs
 
 from raynas.cli import main
 from raynas.config import SearchConfig
@@ -42,13 +43,6 @@ def two_layers(op: str, connection: str) -> dict:
         "layers": [{"op": op, "channels": 16, "stride": s, "connection": connection}
                    for s in (1, 2)],
         "train": {"lr": 0.01, "weight_decay": 1e-4, "batch_size": 64, "optimizer": "adam"}})
-
-
-def child_runs(client: MlflowClient, result, role: str = "trial"):
-    exp = client.get_experiment_by_name(result.experiment)
-    return client.search_runs(
-        [exp.experiment_id],
-        f"tags.mlflow.parentRunId = '{result.parent_run_id}' and tags.`raynas.role` = '{role}'")
 
 
 @pytest.fixture(scope="module")

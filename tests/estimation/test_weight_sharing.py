@@ -12,6 +12,7 @@ import pytest
 import torch
 import yaml
 from mlflow.tracking import MlflowClient
+from searches import child_runs
 
 from raynas.config import SearchConfig
 from raynas.errors import ConfigError
@@ -49,12 +50,6 @@ def tiny_nb201(tracking, tmp_path) -> str:
     return str(path)
 
 
-def runs(client: MlflowClient, result, role: str):
-    exp = client.get_experiment_by_name(result.experiment)
-    return client.search_runs(
-        [exp.experiment_id],
-        f"tags.mlflow.parentRunId = '{result.parent_run_id}' and tags.`raynas.role` = '{role}'",
-        max_results=1000)
 
 
 def test_mixed_op_with_one_hot_weights_is_that_op():
@@ -172,14 +167,14 @@ def test_oneshot_search_ranks_candidates_against_the_supernet(ray_local, trackin
                                  num_trials=5, max_epochs=1, retrain_epochs=1, concurrency=1,
                                  seed=0))
     client = MlflowClient(tracking)
-    supernet, = runs(client, result, "supernet")
+    supernet, = child_runs(client, result, "supernet")
     assert supernet.info.status == "FINISHED"
     assert [m.step for m in client.get_metric_history(supernet.info.run_id,
                                                        "train_loss")] == [1]
     parent = client.get_run(result.parent_run_id)
     assert parent.data.tags["raynas.supernet"] == "spos"
     assert parent.data.tags["raynas.supernet_checkpoint"]
-    candidates = runs(client, result, "trial")
+    candidates = child_runs(client, result, "trial")
     assert len(candidates) == result.num_trials == 5
     scores = {r.data.tags["raynas.arch_hash"]: r.data.metrics["val_accuracy"]
               for r in candidates}
@@ -187,7 +182,7 @@ def test_oneshot_search_ranks_candidates_against_the_supernet(ray_local, trackin
     # the best-scored candidate is the one retrained from scratch
     assert scores[result.best["arch_hash"]] == max(scores.values())
     assert result.best["val_accuracy"] == pytest.approx(max(scores.values()))
-    final, = runs(client, result, "final")
+    final, = child_runs(client, result, "final")
     assert final.data.tags["raynas.arch_hash"] == result.best["arch_hash"]
     assert final.data.metrics["test_accuracy"] == pytest.approx(result.best["test_accuracy"])
 
@@ -197,7 +192,7 @@ def test_darts_run_logs_alpha_and_a_valid_genotype(ray_local, tracking, tiny_nb2
                                  num_trials=1, max_epochs=2, retrain_epochs=1, seed=0))
     space = load_space(tiny_nb201)
     client = MlflowClient(tracking)
-    trial, = runs(client, result, "trial")
+    trial, = child_runs(client, result, "trial")
     assert {"darts.arch_lr", "darts.order", "darts.weight_lr", "darts.seed"} <= set(
         trial.data.params)
     for metric in ("alpha/cell/3_2/nor_conv_3x3", "val_accuracy", "train_loss", "skip_count"):
@@ -222,5 +217,5 @@ def test_darts_run_logs_alpha_and_a_valid_genotype(ray_local, tracking, tiny_nb2
     assert trial.data.tags["raynas.genotype"] == describe(space, arch)
     build_model(space, arch, (1, 8, 8), 10)
     assert result.best["arch"] == arch and result.best["arch_hash"] == arch_hash(arch)
-    final, = runs(client, result, "final")
+    final, = child_runs(client, result, "final")
     assert final.data.tags["raynas.arch_hash"] == arch_hash(arch)

@@ -10,20 +10,13 @@ import numpy as np
 import pytest
 import torch
 from mlflow.tracking import MlflowClient
+from searches import child_runs
 
 import raynas
 from raynas.config import SearchConfig
 from raynas.data import load_dataset
 from raynas.errors import RaynasError
 from raynas.experiment.driver import search
-
-
-def child_runs(client: MlflowClient, result, role: str):
-    exp = client.get_experiment_by_name(result.experiment)
-    return client.search_runs(
-        [exp.experiment_id],
-        f"tags.mlflow.parentRunId = '{result.parent_run_id}' and tags.`raynas.role` = '{role}'",
-        max_results=1000)
 
 
 def test_default_search_finds_an_accurate_architecture_and_mlflow_holds_it_all(
