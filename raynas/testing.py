@@ -43,12 +43,9 @@ def check_strategy(name: str, space: str | Space = SPACE, trials: int = 10) -> N
         objectives.append([("val_accuracy", "max"), ("params", "min")])
     for objective in objectives:
         def build(objective: list[tuple[str, str]] = objective) -> Plan:
-            metrics, modes = [m for m, _ in objective], [mode for _, mode in objective]
-            return strategy.build(StrategyContext(
-                space, metrics if len(metrics) > 1 else metrics[0],
-                modes if len(modes) > 1 else modes[0], seed=0, num_trials=trials,
-                concurrency=2, max_budget=4, data=data,
-                zero_cost=ZeroCostSettings(candidates=4 * trials, top_k=trials)))
+            return strategy.build(StrategyContext.of(
+                space, objective, seed=0, num_trials=trials, concurrency=2, max_budget=4,
+                data=data, zero_cost=ZeroCostSettings(candidates=4 * trials, top_k=trials)))
 
         where = f"strategy {name!r} ({len(objective)} objective{'s' * (len(objective) > 1)})"
         _check_plan(build(), where)

@@ -118,16 +118,15 @@ def tune_fit(space: Space, data: Any, *, strategy: str, scheduler: str, seed: in
     from raynas.experiment.tuner import build_tuner, plan_search
     from raynas.strategies.base import StrategyContext
 
-    metrics, modes = [m for m, _ in objectives], [mode for _, mode in objectives]
-    ctx = StrategyContext(space, metrics if len(metrics) > 1 else metrics[0],
-                          modes if len(modes) > 1 else modes[0], seed, trials, concurrency,
-                          max_epochs, scheduler)
+    (metric, mode), *_ = objectives
+    ctx = StrategyContext.of(space, objectives, seed=seed, num_trials=trials,
+                             concurrency=concurrency, max_budget=max_epochs, scheduler=scheduler)
     plan, chosen = plan_search(strategies.get(strategy), schedulers.get(scheduler), ctx)
     trainable = tune.with_resources(
         tune.with_parameters(trial_function(data), space=space, data=data,
                              settings=TrialSettings(Fidelity(max_epochs), seed, cpus, gpus)),
         {"cpu": cpus, "gpu": gpus})
     with tempfile.TemporaryDirectory(prefix="raynas-bench-") as folder:
-        tuner = build_tuner(trainable, plan, chosen, metric=metrics[0], mode=modes[0],
+        tuner = build_tuner(trainable, plan, chosen, metric=metric, mode=mode,
                             storage=str(Path(folder).resolve()), callbacks=callbacks)
         return tuner.fit()  # its metrics are in memory; its checkpoints go with the folder

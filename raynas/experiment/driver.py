@@ -81,15 +81,15 @@ class Budget:
         return None if self.seconds is None else self.seconds - (time.time() - self.started)
 
     def for_trials(self) -> float | None:
-        """Tune's ``time_budget_s``: the time left, less the share kept for retraining."""
+        """Tune's ``time_budget_s``: the time left, less the share kept for retraining (at
+        least 1 s: Tune takes no less)."""
         left = self.left
         return None if left is None else max(1.0, left - RETRAIN_SHARE * self.seconds)
 
     @property
     def trials_over(self) -> bool:
         """Whether Tune's share of the budget has run out (it then stopped the trials)."""
-        left = self.left
-        return left is not None and left <= RETRAIN_SHARE * self.seconds + 1
+        return self.for_trials() == 1.0
 
     def retrain_epochs(self, wanted: int, epoch_s: float) -> int:
         """As many of ``wanted`` epochs as fit in the time left (at least one)."""

@@ -63,12 +63,10 @@ class Resolved:
     def context(self) -> StrategyContext:
         """What the strategy and the scheduler are built from."""
         c = self.config
-        metrics, modes = ([SCALAR], ["min"]) if self.scalarize else (
-            [m for m, _ in self.objectives], [mode for _, mode in self.objectives])
-        return StrategyContext(
-            self.space, metrics if len(metrics) > 1 else metrics[0],
-            modes if len(modes) > 1 else modes[0], c.seed, c.num_trials,
-            c.concurrency, self.fidelity.max_budget, c.scheduler, data=self.data,
+        return StrategyContext.of(
+            self.space, [self.metric] if self.scalarize else self.objectives, seed=c.seed,
+            num_trials=c.num_trials, concurrency=c.concurrency,
+            max_budget=self.fidelity.max_budget, scheduler=c.scheduler, data=self.data,
             zero_cost=ZeroCostSettings.of(c), constraints=self.constraints,
             supernet=c.supernet, oneshot_searcher=c.oneshot_searcher)
 

@@ -10,7 +10,7 @@ import contextlib
 import math
 import pickle
 import random
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -160,6 +160,16 @@ class StrategyContext:
     constraints: tuple[Any, ...] = ()  # objectives.Constraint: mo-asha never promotes a breach
     supernet: str = "spos"  # --strategy oneshot: how the supernet's training samples paths
     oneshot_searcher: str = "evolution"  # --strategy oneshot: the search against the supernet
+
+    @classmethod
+    def of(cls, space: Space, objectives: Sequence[tuple[str, str]], **rest: Any
+           ) -> StrategyContext:
+        """A context for ``objectives`` ((metric, mode) pairs): one of them as plain strings,
+        several as lists, as Tune's searchers take them."""
+        metrics, modes = [m for m, _ in objectives], [mode for _, mode in objectives]
+        if len(objectives) == 1:
+            return cls(space, metrics[0], modes[0], **rest)
+        return cls(space, metrics, modes, **rest)
 
     @property
     def trials(self) -> int:
