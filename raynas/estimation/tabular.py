@@ -243,26 +243,35 @@ def check_space(space: Space, table: Table, flag: str) -> None:
                       f"belongs to space {space.name}")
 
 
+def replay(table: Table, space: Space, arch: dict[str, Any], seed: int,
+           max_epochs: int) -> list[dict[str, Any]]:
+    """What a trial of ``arch`` reports, epoch by epoch: the table's run for ``seed``, with
+    ``sim_time_s`` the training time so far. One function for Tune's trials and the simulator
+    (``raynas.experiment.simulate``), so both see the same numbers."""
+    key = table_key(space, arch)
+    curve = table.run(key, seed)
+    elapsed = np.cumsum(curve.values["train_time_s"][:max_epochs]).tolist()
+    series = {name: values[:max_epochs].tolist() for name, values in curve.values.items()
+              if name not in ("test_accuracy", "train_time_s")}
+    fixed = {**curve.static, "table_seed": curve.seed, "arch_hash": arch_hash(arch)}
+    return [{**{name: values[i] for name, values in series.items()}, **fixed, "epoch": i + 1,
+             TIME_ATTR: i + 1, SIM_TIME: elapsed[i]} for i in range(len(elapsed))]
+
+
 def tabular_trial(config: dict[str, Any], *, space: Space, data: Table,
                   settings: TrialSettings) -> None:
     """The Tune function trainable of a tabular search: replay one run of the table epoch by
     epoch (a checkpoint holds the epoch, so paused and retried trials go on where they were)."""
     from ray import tune
 
-    arch = space.decode(config)
-    key = table_key(space, arch)
-    curve = data.run(key, settings.seed)
     done = 0
     if checkpoint := tune.get_checkpoint():
         with checkpoint.as_directory() as folder:
             done = json.loads((Path(folder) / "epoch.json").read_text())
-    elapsed = np.cumsum(curve.values["train_time_s"])
-    for epoch in range(done + 1, settings.max_epochs + 1):
-        metrics = {name: float(values[epoch - 1]) for name, values in curve.values.items()
-                   if name not in ("test_accuracy", "train_time_s")}
-        metrics.update(curve.static, epoch=epoch, **{TIME_ATTR: epoch},
-                       sim_time_s=float(elapsed[epoch - 1]), table_seed=curve.seed,
-                       arch_hash=arch_hash(arch))
+    for epoch, metrics in enumerate(replay(data, space, space.decode(config), settings.seed,
+                                           settings.max_epochs), start=1):
+        if epoch <= done:
+            continue
         with tempfile.TemporaryDirectory() as folder:
             (Path(folder) / "epoch.json").write_text(json.dumps(epoch))
             tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(folder))

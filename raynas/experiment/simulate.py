@@ -1,0 +1,174 @@
+"""Simulated time: a search's own Tune searcher and scheduler, driven on a tabular benchmark's
+clock instead of by Tune.
+
+A table lookup costs nothing, so under Tune a tabular search spends its time in Tune's per-trial
+machinery (~80 ms a trial with reused actors): the NAS-Bench-201 protocol, 100 runs of ~100
+trials for each strategy, would take hours. Here, as in Syne Tune's blackbox-repository
+simulator, an event loop keeps a simulated wall clock and ``workers`` simulated workers: a trial
+holds a worker for the training time the table gives it, and its results arrive at the
+simulated times their epochs end. Nothing is re-implemented: the searcher and the scheduler are
+the very objects ``plan_search`` builds for ``raynas search``, called through Tune's
+``Searcher`` and ``TrialScheduler`` interfaces in the order Tune's controller calls them
+(``ray.tune.execution.tune_controller``), so with one worker and the same seed the simulator
+proposes exactly what a Tune run proposes (``tests/experiment/test_simulate.py``).
+
+Like NAS-Bench-201's own scripts, new trials start while the clock is under the time budget, and
+a trial started before it runs to its end.
+"""
+
+from __future__ import annotations
+
+import heapq
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from raynas.errors import ConfigError
+from raynas.estimation.tabular import SIM_TIME, Table, replay
+
+#: The result key the clock reads: a trial's simulated training time so far, in seconds.
+CLOCK = SIM_TIME
+
+
+@dataclass
+class SimTrial:
+    """What Tune's schedulers read of a trial. ``ray.tune.experiment.Trial`` carries a
+    trainable, resources, storage and logging on top; building one costs more than a whole
+    simulated trial, and no scheduler of Tune's or ours reads more than these fields."""
+
+    trial_id: str
+    config: dict[str, Any]
+    status: str = "RUNNING"
+    last_result: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Finished:
+    """A simulated trial: what it reported (all of its epochs, or up to where the scheduler
+    stopped it) and when, on the simulated clock, it started and ended."""
+
+    trial_id: str
+    config: dict[str, Any]
+    results: tuple[dict[str, Any], ...]
+    started: float
+    ended: float
+
+    @property
+    def last(self) -> dict[str, Any]:
+        return self.results[-1]
+
+
+class _Controller:
+    """The part of Tune's controller that schedulers call back (``MedianStoppingRule`` asks
+    for the live trials)."""
+
+    def __init__(self) -> None:
+        self.live: dict[str, SimTrial] = {}
+
+    def get_live_trials(self) -> list[SimTrial]:
+        return list(self.live.values())
+
+    get_trials = get_live_trials
+
+
+def simulate(searcher: Any, scheduler: Any, results_of: Callable[[dict[str, Any]],
+             Sequence[dict[str, Any]]], *, metric: str | list[str], mode: str | list[str],
+             workers: int = 1, num_trials: int | None = None,
+             time_budget_s: float | None = None, time_scale: float = 1.0) -> list[Finished]:
+    """Run a search on simulated time; its trials in the order they ended.
+
+    ``results_of(config)`` gives what a trial of ``config`` reports, epoch by epoch, each result
+    holding ``sim_time_s`` (its training time so far; ``time_scale`` multiplies it). The search
+    ends when the searcher has no more proposals, ``num_trials`` have started, or the clock has
+    passed ``time_budget_s``, and its trials have ended.
+    """
+    from ray.tune.schedulers import TrialScheduler
+    from ray.tune.search import Searcher
+
+    if not isinstance(searcher, Searcher):
+        raise ConfigError(f"the simulator drives a Tune Searcher; {type(searcher).__name__} is "
+                          "a search algorithm of another kind (grid and pbt are not simulated)")
+    if workers < 1:
+        raise ConfigError("--workers: must be >= 1")
+    searcher.set_search_properties(metric, mode, {})
+    scheduler.set_search_properties(metric, mode)
+    controller = _Controller()
+    events: list[tuple[float, int, str, int]] = []  # (time, order, trial id, result index)
+    running: dict[str, tuple[SimTrial, list[dict[str, Any]], float]] = {}
+    finished: list[Finished] = []
+    now, started, order, exhausted = 0.0, 0, 0, False
+
+    def start() -> bool:
+        nonlocal started, order, exhausted
+        trial_id = f"sim_{started:05d}"
+        config = searcher.suggest(trial_id)
+        if config is None:  # the searcher waits for a running trial (ConcurrencyLimiter)
+            return False
+        if config == Searcher.FINISHED:
+            exhausted = True
+            return False
+        started += 1
+        trial = SimTrial(trial_id, config)
+        results = [dict(r) for r in results_of(config)]
+        if not results:
+            raise ConfigError(f"trial {trial_id}: the table gives no result for {config}")
+        controller.live[trial_id] = trial
+        scheduler.on_trial_add(controller, trial)
+        running[trial_id] = (trial, results, now)
+        for index, result in enumerate(results):
+            order += 1
+            heapq.heappush(events, (now + result[CLOCK] * time_scale, order, trial_id, index))
+        return True
+
+    def end(trial: SimTrial, results: list[dict[str, Any]], upto: int, began: float) -> None:
+        trial.status = "TERMINATED"
+        del controller.live[trial.trial_id], running[trial.trial_id]
+        scheduler.on_trial_complete(controller, trial, trial.last_result)
+        searcher.on_trial_complete(trial.trial_id, result=trial.last_result)
+        finished.append(Finished(trial.trial_id, trial.config, tuple(results[: upto + 1]),
+                                 began, now))
+
+    def more() -> bool:
+        return (not exhausted and (num_trials is None or started < num_trials)
+                and (time_budget_s is None or now < time_budget_s))
+
+    while True:
+        while len(running) < workers and more() and start():
+            pass
+        if not events:
+            return finished
+        now, _, trial_id, index = heapq.heappop(events)
+        if trial_id not in running:  # stopped earlier: its later epochs never happen
+            continue
+        trial, results, began = running[trial_id]
+        result = results[index]
+        result.update(trial_id=trial_id, training_iteration=index + 1,
+                      time_total_s=result[CLOCK] * time_scale, done=index == len(results) - 1)
+        decision = scheduler.on_trial_result(controller, trial, result)
+        if decision == TrialScheduler.PAUSE:
+            raise ConfigError(f"--scheduler {type(scheduler).__name__}: pauses trials, which "
+                              "the simulator does not model; use fifo, asha or another "
+                              "scheduler that continues or stops them")
+        if decision != TrialScheduler.STOP:
+            searcher.on_trial_result(trial_id, result)
+        trial.last_result = result
+        if decision == TrialScheduler.STOP or result["done"]:
+            end(trial, results, index, began)
+
+
+def table_results(table: Table, space: Any, seed: int, max_epochs: int
+                  ) -> Callable[[dict[str, Any]], list[dict[str, Any]]]:
+    """``results_of`` for a tabular benchmark: what ``tabular_trial`` would report."""
+    return lambda config: replay(table, space, space.decode(config), seed, max_epochs)
+
+
+def best(finished: Sequence[Finished], metric: str, mode: str, max_epochs: int
+         ) -> Finished | None:
+    """The incumbent: the best trial by its last ``metric`` among those that trained all of
+    ``max_epochs`` (a stopped trial's partial score is not comparable); None if none did."""
+    sign = 1.0 if mode == "max" else -1.0
+    complete = [f for f in finished if len(f.results) >= max_epochs
+                and isinstance(f.last.get(metric), int | float)
+                and math.isfinite(f.last[metric])]
+    return max(complete, key=lambda f: sign * f.last[metric], default=None)
