@@ -78,6 +78,27 @@ def add(commands: Any) -> None:
     mo.add_argument("--dataset", default="digits", help="default: %(default)s")
     mo.add_argument("--output", default="bench_mo_asha.json",
                     help="JSON report (rows also as .csv; default: %(default)s)")
+    nb = which.add_parser("nb201", help="NAS-Bench-201's strategy comparison (Table 5), "
+                                        "reproduced on simulated time")
+    nb.set_defaults(func=cmd_bench_nb201)
+    nb.add_argument("--quick", action="store_true",
+                    help="cifar10; random, evolution, rl, tpe; 12 runs each (CI)")
+    nb.add_argument("--datasets", default="cifar10,cifar100,imagenet16-120",
+                    help="comma-separated (default: %(default)s)")
+    nb.add_argument("--strategies", default=None,
+                    help="comma-separated (default: random,evolution,rl,tpe,bananas,pnas,bohb;"
+                         " with --pareto: nsga2,random,tpe,evolution)")
+    nb.add_argument("--seeds", type=int, default=100, help="runs per strategy (default: "
+                                                           "%(default)s)")
+    nb.add_argument("--workers", type=int, default=1,
+                    help="simulated workers per run (default: %(default)s, as the paper)")
+    nb.add_argument("--pareto", action="store_true",
+                    help="instead: two objectives (val_accuracy, latency_ms), hypervolume and "
+                         "the share of the true Pareto front found")
+    nb.add_argument("--address", default=None, help="existing Ray cluster (ray://… or auto)")
+    nb.add_argument("--output", default="bench_nb201.txt",
+                    help="table (every run in FILE.json, anytime plots in *_DATASET.png; "
+                         "default: %(default)s)")
     from raynas.bench.suite import BENCHMARKS
 
     for name, (text, _, _) in BENCHMARKS.items():
@@ -207,6 +228,28 @@ def cmd_bench_mo_asha(args: argparse.Namespace) -> None:
 
     mo_asha.run(args.seeds, trials, max_epochs, args.concurrency, args.space, args.dataset,
                 Path(args.output))
+
+
+def cmd_bench_nb201(args: argparse.Namespace) -> None:
+    from pathlib import Path
+
+    from raynas.bench import nb201
+    from raynas.estimation.nb201 import check_installed
+
+    quick, names = ((nb201.PARETO_QUICK, nb201.PARETO) if args.pareto else
+                    (nb201.QUICK, (*nb201.STRATEGIES, *nb201.NOT_RUN)))
+    datasets, names, seeds = (
+        (quick["datasets"], quick["strategies"], quick["seeds"]) if args.quick else
+        (_names(args.datasets), _names(args.strategies) if args.strategies else names,
+         args.seeds))
+    check_installed("raynas bench nb201")
+    run = nb201.run_pareto if args.pareto else nb201.run
+    run(datasets, names, seeds, args.workers, Path(args.output), args.address)
+    print(f"written: {args.output} (every run: {args.output}.json)")
+
+
+def _names(text: str) -> list[str]:
+    return [n.strip().lower() for n in text.split(",") if n.strip()]
 
 
 def cmd_bench(args: argparse.Namespace) -> None:
