@@ -53,6 +53,7 @@ def check_strategy(name: str, space: str | Space = SPACE, trials: int = 10) -> N
         if _drivable(build()):
             _check_drive(build(), space, objective, trials, where)
             _check_restore(build, objective, where)
+            _check_evaluated_points(build(), space, objective, trials, where)
 
 
 def _check_plan(plan: Plan, where: str) -> None:
@@ -112,6 +113,37 @@ def _check_drive(plan: Plan, space: Space, objective: list[tuple[str, str]], tri
         except Exception as exc:  # noqa: BLE001
             raise ContractError(f"{where}: on_trial_complete with {kind} raised "
                                 f"{type(exc).__name__}: {exc}") from None
+
+
+def _check_evaluated_points(plan: Plan, space: Space, objective: list[tuple[str, str]],
+                            trials: int, where: str) -> None:
+    """Earlier results, as Tune gives them for ``points_to_evaluate`` with
+    ``evaluated_rewards``: a success, a failure and a NaN are taken, and an architecture given
+    with a result is never proposed as a new trial."""
+    import random
+
+    from ray.tune.search import Searcher
+
+    from raynas.space import arch_hash
+
+    searcher, rng = plan.searcher, random.Random(1)
+    given = [space.sample(rng) for _ in range(3)]
+    for i, (arch, value) in enumerate(zip(given, (0.9, 0.0, math.nan), strict=True)):
+        kind = ("a result", "a failed trial", "NaN")[i]
+        values = value if len(objective) == 1 else [value, 1000.0]
+        try:
+            searcher.add_evaluated_point(space.encode(arch), values, error=i == 1)
+        except Exception as exc:  # noqa: BLE001
+            raise ContractError(f"{where}: add_evaluated_point with {kind} raised "
+                                f"{type(exc).__name__}: {exc}") from None
+    for i in range(trials):
+        config = searcher.suggest(f"e{i}")
+        if config is None or config == Searcher.FINISHED:
+            break
+        if plan.estimator is None and arch_hash(space.decode(config)) == arch_hash(given[0]):
+            raise ContractError(f"{where}: proposed again, as a new trial, an architecture "
+                                "that add_evaluated_point gave with its result")
+        searcher.on_trial_complete(f"e{i}", _result(objective, i + 6))
 
 
 def _check_restore(build: Any, objective: list[tuple[str, str]], where: str) -> None:

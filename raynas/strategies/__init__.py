@@ -54,7 +54,8 @@ def _optuna(sampler_factory: Callable[[StrategyContext], Any]) -> Callable[[Stra
 
     def make(ctx: StrategyContext) -> Plan:
         import optuna
-        from ray.tune.search.optuna import OptunaSearch
+
+        from raynas.strategies.samplers import OptunaSearch
 
         optuna.logging.set_verbosity(optuna.logging.WARNING)
         with warnings.catch_warnings():

@@ -51,6 +51,7 @@ class SpaceSearcher(Searcher):
         self.space = space
         self.rng = random.Random(seed)
         self.pending: dict[str, Arch] = {}
+        self.num_evaluated = 0  # points given by add_evaluated_point
 
     # --- what subclasses write ---------------------------------------------------------------
     def propose(self) -> Arch:
@@ -61,6 +62,10 @@ class SpaceSearcher(Searcher):
 
     def forget(self, trial_id: str) -> None:
         """A trial ended without a usable reward (error, missing or non-finite metric)."""
+
+    def adopt(self, trial_id: str, arch: Arch) -> None:
+        """``arch`` was evaluated outside this searcher (``add_evaluated_point``): record what
+        ``learn`` needs for it that ``propose`` would have recorded."""
 
     # --- the Tune Searcher interface ----------------------------------------------------------
     def set_search_properties(self, metric: str | None, mode: str | None, config: dict,
@@ -89,6 +94,19 @@ class SpaceSearcher(Searcher):
             self.forget(trial_id)
         else:
             self.learn(trial_id, arch, reward)
+
+    def add_evaluated_point(self, parameters: dict[str, Any], value: float,
+                            error: bool = False, pruned: bool = False,
+                            intermediate_values: list[float] | None = None) -> None:
+        """An earlier result (Tune's ``points_to_evaluate`` with ``evaluated_rewards``),
+        learned as a finished trial of this search."""
+        trial_id = f"evaluated_{self.num_evaluated}"
+        self.num_evaluated += 1
+        arch = self.space.decode(parameters)
+        self.adopt(trial_id, arch)
+        self.pending[trial_id] = arch
+        failed = error or pruned
+        self.on_trial_complete(trial_id, None if failed else {self._metric: value}, failed)
 
     def reward(self, result: dict) -> float | None:
         value = result.get(self._metric)

@@ -49,7 +49,7 @@ class Dedup(Searcher):
         self.searcher = searcher
         self.space = space
         self.max_retries = max_retries
-        self.results: dict[str, tuple[str, dict[str, Any]]] = {}  # hash -> (trial id, result)
+        self.results: dict[str, tuple[str | None, dict[str, Any]]] = {}  # hash -> (trial, result)
         self.running: dict[str, tuple[str, str]] = {}  # Tune trial id -> (inner id, hash)
         self.waiting: dict[str, list[str]] = {}  # hash -> inner ids waiting for its result
         self.reused: list[dict[str, Any]] = []
@@ -127,11 +127,24 @@ class Dedup(Searcher):
         trial succeeded there is no scale yet, and the failure is passed on as an error."""
         return {**self.worst, "raynas_failed": True}
 
+    def add_evaluated_point(self, parameters: dict[str, Any], value: float | list[float],
+                            error: bool = False, pruned: bool = False,
+                            intermediate_values: list[float] | None = None) -> None:
+        """An earlier result: the wrapped searcher learns it, and the architecture is answered
+        from it from now on instead of trained again."""
+        self.searcher.add_evaluated_point(parameters, value, error, pruned, intermediate_values)
+        values = list(value) if isinstance(value, list | tuple) else [value]
+        if error or pruned or not all(map(math.isfinite, values)):
+            return
+        result = dict(zip(_metrics(self.metric), values, strict=True))
+        self._observe(result)
+        self.results[arch_hash(self.space.decode(parameters))] = (None, result)
+
     def _reuse(self, inner_id: str, digest: str) -> None:
-        original, result = self.results[digest]
+        original, result = self.results[digest]  # original None: an add_evaluated_point
         self.searcher.on_trial_complete(inner_id, result=dict(result))
         self.reused.append({"arch_hash": digest, "trial_id": original})
-        if self.on_reuse:
+        if self.on_reuse and original is not None:
             self.on_reuse(original, digest, result)
 
     # BOHB's scheduler pauses and resumes trials through the searcher.

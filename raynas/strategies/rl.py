@@ -114,6 +114,18 @@ class ReinforceController(SpaceSearcher):
     def forget(self, trial_id: str) -> None:
         self.actions.pop(trial_id, None)
 
+    def adopt(self, trial_id: str, arch: Arch) -> None:
+        """The actions that would have proposed ``arch`` (a float decision: its nearest
+        option), so REINFORCE learns from an earlier result as from its own."""
+        flat, taken = self.space.encode(arch), []
+        for t, decision in enumerate(self.decisions):
+            if decision.active(flat):
+                options = self.options[t]
+                value = flat[decision.key]
+                taken.append((t, options.index(value) if value in options else min(
+                    range(len(options)), key=lambda i: abs(options[i] - value))))
+        self.actions[trial_id] = taken
+
     def learn(self, trial_id: str, arch: Arch, reward: float) -> None:
         if self.baseline is None:
             self.baseline = reward

@@ -1,12 +1,15 @@
-"""Optuna samplers as Tune can keep them: Tune pickles the searcher (and so its sampler) into
-the experiment state when the Tuner is built and at every checkpoint, for ``--resume``."""
+"""Optuna's pieces as Tune can use them: a sampler Tune can pickle (Tune keeps the searcher, and
+so its sampler, in the experiment state when the Tuner is built and at every checkpoint, for
+``--resume``), and Ray's ``OptunaSearch`` taking earlier results on a define-by-run space."""
 
 from __future__ import annotations
 
+import math
 import threading
 from typing import Any
 
 import optuna
+from ray.tune.search.optuna import OptunaSearch as RayOptunaSearch
 
 
 class NSGAIISampler(optuna.samplers.NSGAIISampler):
@@ -24,3 +27,31 @@ class NSGAIISampler(optuna.samplers.NSGAIISampler):
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
         self._thread_lock = threading.Lock()
+
+
+class OptunaSearch(RayOptunaSearch):
+    """Ray's ``OptunaSearch``, able to take earlier results (``add_evaluated_point``, which Tune
+    calls for ``points_to_evaluate`` with ``evaluated_rewards``) on a define-by-run space. Ray
+    refuses them there: it cannot tell which decisions a point's trial suggested, from which
+    distributions. The space's own define-by-run function tells it, run on Optuna's
+    ``FixedTrial`` of the point, which records exactly that."""
+
+    def add_evaluated_point(self, parameters: dict[str, Any], value: float | list[float],
+                            error: bool = False, pruned: bool = False,
+                            intermediate_values: list[float] | None = None) -> None:
+        if not callable(self._space):
+            super().add_evaluated_point(parameters, value, error, pruned, intermediate_values)
+            return
+        from optuna.trial import FixedTrial, TrialState, create_trial
+        from ray.tune.utils.util import flatten_dict
+
+        fixed = FixedTrial(flatten_dict(parameters, "/"))
+        self._space(fixed)
+        values = list(value) if isinstance(value, list | tuple) else [value]
+        # A NaN or infinite value fails the trial, as Optuna's own ``Study.tell`` does.
+        state = (TrialState.FAIL if error or not all(map(math.isfinite, values))
+                 else TrialState.PRUNED if pruned else TrialState.COMPLETE)
+        self._ot_study.add_trial(create_trial(
+            state=state, params=fixed.params, distributions=fixed.distributions,
+            values=values if state == TrialState.COMPLETE else None,
+            intermediate_values=dict(enumerate(intermediate_values or []))))

@@ -1,0 +1,37 @@
+"""The Optuna sampler raynas exposes (its picklable NSGA-II, ``--strategy nsga2``) against
+Optuna's own packaged sampler test suite, and pickled after use as Tune pickles it."""
+
+from __future__ import annotations
+
+import pickle
+
+import optuna
+import pytest
+from optuna.testing.pytest_samplers import BasicSamplerTestCase, MultiObjectiveSamplerTestCase
+
+from raynas.strategies.samplers import NSGAIISampler
+
+
+class TestNSGAIISampler(BasicSamplerTestCase, MultiObjectiveSamplerTestCase):
+    @pytest.fixture
+    def sampler(self):
+        return lambda: NSGAIISampler(population_size=4, seed=0)
+
+
+def test_a_used_sampler_pickles_and_goes_on_where_it_was():
+    def objective(trial):
+        x, y = trial.suggest_float("x", 0, 1), trial.suggest_int("y", 0, 9)
+        return x + y, (1 - x) + (9 - y)
+
+    study = optuna.create_study(directions=["minimize", "minimize"],
+                                sampler=NSGAIISampler(population_size=4, seed=0))
+    study.optimize(objective, n_trials=12)
+    copy = pickle.loads(pickle.dumps(study.sampler))
+    params = []  # the copy's next proposal is the original's
+    for sampler in (study.sampler, copy):
+        other = optuna.create_study(directions=["minimize", "minimize"], sampler=sampler)
+        for t in study.trials:
+            other.add_trial(t)
+        trial = other.ask()
+        params.append((trial.suggest_float("x", 0, 1), trial.suggest_int("y", 0, 9)))
+    assert params[0] == params[1]
