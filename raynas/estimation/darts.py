@@ -30,7 +30,8 @@ from torch.func import functional_call
 
 from raynas.data import Dataset
 from raynas.estimation.fidelity import TIME_ATTR
-from raynas.estimation.oneshot import batches, evaluate
+from raynas.estimation.oneshot import batches
+from raynas.estimation.problem import Loss, problem_of
 from raynas.estimation.train import TrialSettings, device_for, tensors
 from raynas.models import build_model, describe
 from raynas.models.supernet import Supernet, skip_count
@@ -61,17 +62,22 @@ def param_space() -> dict[str, Any]:
 
 
 def _loss(model: nn.Module, x: torch.Tensor, y: torch.Tensor,
-          params: dict[str, torch.Tensor] | None = None) -> torch.Tensor:
+          params: dict[str, torch.Tensor] | None = None,
+          criterion: Loss = nn.functional.cross_entropy) -> torch.Tensor:
     out = model(x) if params is None else functional_call(model, params, (x,))
-    return nn.functional.cross_entropy(out, y)
+    return criterion(out, y)
 
 
 class DartsSearch:
-    """A supernet with its two optimizers: SGD on the weights, Adam on alpha."""
+    """A supernet with its two optimizers: SGD on the weights, Adam on alpha; the loss is the
+    space's problem's (cross-entropy, or Dice + cross-entropy for a U-Net)."""
 
     def __init__(self, space: Space, input_shape: tuple[int, ...], num_classes: int,
                  config: dict[str, Any], epochs: int, device: torch.device) -> None:
         torch.manual_seed(config["seed"])
+        self.problem = problem_of(space)
+        self.criterion = self.problem.loss()
+        self.batch_size = min(BATCH_SIZE, self.problem.max_batch or BATCH_SIZE)
         self.supernet = Supernet(space, input_shape, num_classes, config["seed"]).to(device)
         self.supernet.use(None)
         self.order = int(config["order"])
@@ -84,23 +90,27 @@ class DartsSearch:
         self.generator = torch.Generator().manual_seed(config["seed"])
         self.epoch = 0
 
+    def _loss(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor,
+              params: dict[str, torch.Tensor] | None = None) -> torch.Tensor:
+        return _loss(model, x, y, params, self.criterion)
+
     def train_epoch(self, x: torch.Tensor, y: torch.Tensor, x_val: torch.Tensor,
                     y_val: torch.Tensor) -> float:
         """Alternate an alpha step on a validation batch and a w step on a training batch."""
         self.supernet.train()
-        val_batches = batches(len(x_val), BATCH_SIZE, self.generator)
+        val_batches = batches(len(x_val), self.batch_size, self.generator)
         total, seen = 0.0, 0
-        for step, idx in enumerate(batches(len(x), BATCH_SIZE, self.generator)):
+        for step, idx in enumerate(batches(len(x), self.batch_size, self.generator)):
             idx, vidx = idx.to(x.device), val_batches[step % len(val_batches)].to(x.device)
             self.a_opt.zero_grad(set_to_none=True)
             if self.order == 2:
                 self._unrolled_grad(x[idx], y[idx], x_val[vidx], y_val[vidx])
             else:
-                _loss(self.supernet, x_val[vidx], y_val[vidx]).backward(
+                self._loss(self.supernet, x_val[vidx], y_val[vidx]).backward(
                     inputs=list(self.supernet.alpha.values()))
             self.a_opt.step()
             self.w_opt.zero_grad(set_to_none=True)
-            loss = _loss(self.supernet, x[idx], y[idx])
+            loss = self._loss(self.supernet, x[idx], y[idx])
             loss.backward(inputs=self.supernet.weights())
             nn.utils.clip_grad_norm_(self.supernet.weights(), GRAD_CLIP)
             self.w_opt.step()
@@ -131,7 +141,7 @@ class DartsSearch:
         kept for the double backward."""
         alphas = list(self.supernet.alpha.values())
         unrolled = self._virtual_step(x, y)
-        grads = torch.autograd.grad(_loss(self.supernet, x_val, y_val, unrolled), alphas)
+        grads = torch.autograd.grad(self._loss(self.supernet, x_val, y_val, unrolled), alphas)
         for a, g in zip(alphas, grads, strict=True):
             a.grad = g
 
@@ -148,7 +158,7 @@ class DartsSearch:
                  if not n.startswith("alpha.")]
         group = self.w_opt.param_groups[0]
         lr, decay, mu = group["lr"], group["weight_decay"], group["momentum"]
-        grads = torch.autograd.grad(_loss(self.supernet, x, y), [w for _, w in named],
+        grads = torch.autograd.grad(self._loss(self.supernet, x, y), [w for _, w in named],
                                     create_graph=True, allow_unused=True)
         norm = torch.linalg.vector_norm(torch.stack(
             [torch.linalg.vector_norm(g) for g in grads if g is not None]))
@@ -208,13 +218,14 @@ def darts_trial(config: dict[str, Any], *, space: Space, data: Dataset,
     x, y, x_val, y_val = tensors(device, data.x_train, data.y_train, data.x_val, data.y_val)
     while run.epoch < settings.max_epochs:
         train_loss = run.train_epoch(x, y, x_val, y_val)
-        val_loss, val_accuracy = evaluate(run.supernet, x_val, y_val)
+        scores = run.problem.evaluate(run.supernet, x_val, y_val, data.num_classes,
+                                      run.criterion)
         derived = run.supernet.derive()
         skips = skip_count(derived, space)
         collapsed = skips > config["max_skip"] and kept is not None
         kept = kept if collapsed else derived
         model = build_model(space, kept, data.input_shape, data.num_classes)
-        metrics = {"train_loss": train_loss, "val_loss": val_loss, "val_accuracy": val_accuracy,
+        metrics = {"train_loss": train_loss, **{f"val_{k}": v for k, v in scores.items()},
                    "epoch": run.epoch, TIME_ATTR: run.epoch, "skip_count": skips,
                    "collapsed": int(collapsed), "arch": json.dumps(kept),
                    "arch_hash": arch_hash(kept), "genotype": describe(space, kept),

@@ -7,6 +7,7 @@ would only add worker and collation overhead here).
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import random
 import tempfile
@@ -23,6 +24,7 @@ from raynas.data import Dataset
 from raynas.errors import SpaceError
 from raynas.estimation.costs import CostSettings, judged, measure, rejected
 from raynas.estimation.fidelity import REAL_TASK, TIME_ATTR, Fidelity, ProxyTask, nested_order
+from raynas.estimation.problem import CLASSIFICATION, SEGMENTATION, problem_of
 from raynas.models import build_model
 from raynas.objectives.constraints import FEASIBLE
 from raynas.objectives.scalarize import CALIBRATION_SAMPLES
@@ -30,7 +32,11 @@ from raynas.space import Space, arch_hash
 
 OPTIMIZERS = ("adam", "adamw", "sgd")
 TRAIN_DEFAULTS = {"lr": 1e-3, "weight_decay": 0.0, "batch_size": 64, "optimizer": "adam"}
-EVAL_BATCH = 1024
+#: Hyperparameters a space may set, with no default: a segmentation's cubic training patches
+#: (``patch_size``: train on random patches of that edge, evaluate by sliding window).
+TRAIN_OPTIONAL = ("patch_size",)
+EVAL_BATCH = CLASSIFICATION.eval_batch  # a classifier's (``Problem.eval_batch``)
+SLICES_SHOWN = 3  # test volumes in a segmentation's picture
 
 
 @dataclass(frozen=True)
@@ -59,10 +65,19 @@ def check_train_space(space: Space, origin: str) -> None:
     if train is not None and not isinstance(train, Group):
         raise SpaceError(f"{origin}: space.train: must be a mapping of training "
                          f"hyperparameters; known: {', '.join(TRAIN_DEFAULTS)}")
+    known = (*TRAIN_DEFAULTS, *TRAIN_OPTIONAL)
     for field in space.fields("train"):
-        if field not in TRAIN_DEFAULTS:
+        if field not in known:
             raise SpaceError(f"{origin}: space.train.{field}: unknown training hyperparameter; "
-                             f"known: {', '.join(TRAIN_DEFAULTS)}")
+                             f"known: {', '.join(known)}")
+    if space.domain("train.patch_size") is not None:
+        sizes = space.values("train.patch_size")
+        if problem_of(space) is not SEGMENTATION:
+            raise SpaceError(f"{origin}: space.train.patch_size: only for segmentation models "
+                             "(e.g. unet3d)")
+        if sizes is None or any(not isinstance(v, int) or isinstance(v, bool) or v < 4
+                                for v in sizes):
+            raise SpaceError(f"{origin}: space.train.patch_size: must be integers >= 4")
     if space.domain("train.optimizer") is not None:
         optimizers = space.values("train.optimizer")
         if optimizers is None:
@@ -107,7 +122,8 @@ def seed_everything(seed: int, arch: dict[str, Any]) -> torch.Generator:
 
 class Run:
     """A model with its optimizer and LR schedule, trained epoch by epoch; on a proxy task
-    (``task``) the model is narrower and sees downsampled inputs."""
+    (``task``) the model is narrower and sees downsampled inputs. The loss and the scores are
+    the space's problem's (``problem_of``): classification or segmentation."""
 
     def __init__(self, space: Space, arch: dict[str, Any], input_shape: tuple[int, ...],
                  num_classes: int, epochs: int, device: torch.device, seed: int,
@@ -116,6 +132,8 @@ class Run:
         self.hp = hyperparameters(arch)
         self.device = device
         self.task = task
+        self.problem = problem_of(space)
+        self.num_classes = num_classes
         self.input_shape = task.shape(input_shape)
         self.model = build_model(space, arch, self.input_shape, num_classes,
                                  task.width).to(device)
@@ -127,7 +145,8 @@ class Run:
             cls = torch.optim.AdamW if self.hp["optimizer"] == "adamw" else torch.optim.Adam
             self.opt = cls(self.model.parameters(), **kwargs)
         self.sched = torch.optim.lr_scheduler.CosineAnnealingLR(self.opt, T_max=max(1, epochs))
-        self.loss = nn.CrossEntropyLoss()
+        self.loss = self.problem.loss()
+        self.patch = int(self.hp.get("patch_size") or 0)  # 0: whole volumes
         self.epoch = 0
 
     def epochs(self, x: torch.Tensor, y: torch.Tensor, until: int) -> Iterator[float]:
@@ -143,7 +162,8 @@ class Run:
                 if len(idx) < 2 and seen:  # BatchNorm cannot train on a single sample
                     continue
                 self.opt.zero_grad(set_to_none=True)
-                loss = self.loss(self.model(x[idx]), y[idx])
+                inputs, targets = self.batch(x[idx], y[idx])
+                loss = self.loss(self.model(inputs), targets)
                 loss.backward()
                 self.opt.step()
                 total += loss.item() * len(idx)
@@ -155,18 +175,45 @@ class Run:
                 raise FloatingPointError(f"non-finite training loss ({mean}) at epoch {self.epoch}")
             yield mean
 
-    @torch.no_grad()
     def evaluate(self, x: torch.Tensor, y: torch.Tensor) -> tuple[float, float]:
-        """(mean loss, accuracy) on a split."""
-        x = self.inputs(x)
+        """(mean loss, accuracy) on a split; for segmentation the accuracy is the mean Dice."""
+        scores = self.scores(x, y)
+        return scores["loss"], scores["accuracy"]
+
+    def batch(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """A training batch as the model sees it: with ``patch_size``, a random patch of every
+        volume and its mask (MONAI's ``RandSpatialCropd``, seeded from this run)."""
+        if not self.patch or all(s <= self.patch for s in x.shape[2:]):
+            return x, y
+        from monai.transforms import RandSpatialCropd
+
+        crop = RandSpatialCropd(("image", "mask"), self.patch)
+        crop.set_random_state(int(torch.randint(2**31, (1,), generator=self.generator)))
+        pairs = [crop({"image": image, "mask": mask[None]}) for image, mask in zip(x, y,
+                                                                                   strict=True)]
+        return (torch.stack([p["image"].as_tensor() for p in pairs]),
+                torch.stack([p["mask"].as_tensor()[0] for p in pairs]))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """The model's logits for whole inputs: with ``patch_size``, by MONAI's sliding-window
+        inference over patches of that size (what the model was trained on)."""
+        if not self.patch or all(s <= self.patch for s in x.shape[2:]):
+            return self.model(x)
+        from monai.inferers import sliding_window_inference
+
+        return sliding_window_inference(x, self.patch, self.problem.eval_batch, self.model)
+
+    def scores(self, x: torch.Tensor, y: torch.Tensor) -> dict[str, float]:
+        """The mean loss and the problem's scores on a split (``Problem.score``)."""
         self.model.eval()
-        loss, correct = 0.0, 0
-        for start in range(0, len(x), EVAL_BATCH):
-            out = self.model(x[start : start + EVAL_BATCH])
-            target = y[start : start + EVAL_BATCH]
-            loss += self.loss(out, target).item() * len(target)
-            correct += (out.argmax(1) == target).sum().item()
-        return loss / len(x), correct / len(x)
+        return self.problem.evaluate(self.forward, self.inputs(x), y, self.num_classes,
+                                     self.loss)
+
+    @torch.no_grad()
+    def predict(self, x: torch.Tensor) -> torch.Tensor:
+        """The predicted labels (per voxel for segmentation) of a few inputs."""
+        self.model.eval()
+        return self.forward(self.inputs(x)).argmax(1)
 
     def inputs(self, x: torch.Tensor) -> torch.Tensor:
         """Inputs at the proxy task's resolution: area interpolation averages each output
@@ -240,10 +287,9 @@ def train_trial(config: dict[str, Any], *, space: Space, data: Dataset,
                                              data.y_val)
     steps = _by_rung if settings.fidelity.rungs else _by_epoch
     for run, progress in steps(new_run, state, x_train, y_train, settings):
-        val_loss, val_accuracy = run.evaluate(x_val, y_val)
+        scores = {f"val_{name}": value for name, value in run.scores(x_val, y_val).items()}
         # lr as a metric: PBT changes it mid-trial (exploit + explore), and MLflow shows when.
-        metrics = {"val_accuracy": val_accuracy, "val_loss": val_loss, "lr": run.hp["lr"],
-                   **progress, **fixed}
+        metrics = {**scores, "lr": run.hp["lr"], **progress, **fixed}
         metrics.update(judged(metrics, settings.costs))
         if progress[TIME_ATTR] >= settings.fidelity.max_budget and not settings.checkpoint_last:
             tune.report(metrics)
@@ -263,7 +309,8 @@ def _subset(x: torch.Tensor, y: torch.Tensor, fraction: float,
     order (``nested_order``), so smaller shares are subsets of larger ones."""
     if fraction >= 1:
         return x, y
-    order = torch.as_tensor(nested_order(y.cpu().numpy(), seed), device=x.device)
+    labels = y if y.dim() == 1 else y.new_zeros(len(y))  # masks: volumes in a random order
+    order = torch.as_tensor(nested_order(labels.cpu().numpy(), seed), device=x.device)
     keep = order[: max(2, math.ceil(fraction * len(order)))]
     return x[keep], y[keep]
 
@@ -298,7 +345,10 @@ class Retrained:
     model: nn.Module
     train_loss: list[float]  # per epoch
     test_loss: float
-    test_accuracy: float
+    test_accuracy: float  # for segmentation: the mean Dice
+    # every score on the test split (for segmentation Dice per class too)
+    test_scores: dict[str, float] = dataclasses.field(default_factory=dict)
+    picture: bytes | None = None  # segmentation: PNG of predicted slices beside ground truth
 
 
 def retrain(space: Space, arch: dict[str, Any], data: Dataset, epochs: int,
@@ -315,8 +365,16 @@ def retrain(space: Space, arch: dict[str, Any], data: Dataset, epochs: int,
         device, np.concatenate([data.x_train, data.x_val]),
         np.concatenate([data.y_train, data.y_val]), data.x_test, data.y_test)
     losses = list(run.epochs(x, y, epochs))
-    test_loss, test_accuracy = run.evaluate(x_test, y_test)
-    return Retrained(run.model.cpu().eval(), losses, test_loss, test_accuracy)
+    scores = run.scores(x_test, y_test)
+    picture = None
+    if run.problem is SEGMENTATION:
+        from raynas.report.segmentation import slices_png
+
+        shown = slice(0, SLICES_SHOWN)
+        picture = slices_png(data.x_test[shown], data.y_test[shown],
+                             run.predict(x_test[shown]).cpu().numpy())
+    return Retrained(run.model.cpu().eval(), losses, scores["loss"], scores["accuracy"],
+                     {k: v for k, v in scores.items() if k != "loss"}, picture)
 
 
 def calibrate(space: Any, data: Any, costs: Any, gpus: float, cpus: float, seed: int,

@@ -486,9 +486,14 @@ def _run(run: Running) -> SearchResult:
             record.log_metrics(final_key, {"train_loss": loss}, epoch)
         files = save_final_model(ledger.folder, retrained.model, data.x_test[:5],
                                  final_key.replace("/", "-"))
+        if retrained.picture is not None:  # segmentation: predicted slices beside the truth
+            picture = f"{final_key.replace('/', '-')}_segmentation.png"
+            (ledger.folder / picture).write_bytes(retrained.picture)
+            ledger.write("artifact", final_key, file=picture)
         ledger.write("model", final_key, **files, name=run.experiment, arch=arch,
                      space_yaml=to_yaml(space),
-                     metrics={"test_accuracy": retrained.test_accuracy,
+                     metrics={**{f"test_{k}": v for k, v in retrained.test_scores.items()},
+                              "test_accuracy": retrained.test_accuracy,
                               "test_loss": retrained.test_loss,
                               "search_val_accuracy": val_accuracy, "retrain_epochs": epochs})
         final = ledger.ops[-1]["args"]

@@ -19,6 +19,7 @@ from raynas.errors import ConfigError
 from raynas.estimation import load_space, nb201
 from raynas.estimation.costs import check_settings as check_costs
 from raynas.estimation.fidelity import Fidelity, parse_fidelity
+from raynas.estimation.problem import check_data
 from raynas.estimation.tabular import PREFIX as TABULAR
 from raynas.estimation.tabular import Table, load_for_search
 from raynas.models import check_width
@@ -120,12 +121,33 @@ def resolve(config: SearchConfig) -> Resolved:
         data = load_for_search(config, space, objectives)
     else:
         data = load_dataset(config.dataset, seed=config.seed)
+        check_data(space, data.masks, data.input_shape)
+        if data.masks:
+            check_segmentation(strategy, fidelity)
     resolved = Resolved(config, space, data, objectives, fidelity, constraints, kind, weights,
                         strategy, scheduler, time_budget_s)
     for part in (strategy, scheduler):
         if part.check is not None:
             part.check(resolved)
     return resolved
+
+
+#: Strategies whose estimators score with a classification loss and accuracy of their own
+#: (a zero-cost proxy, a one-shot supernet's accuracy); darts trains with the space's problem.
+CLASSIFYING_STRATEGIES = ("zero_cost", "oneshot")
+
+
+def check_segmentation(strategy: Strategy, fidelity: Fidelity) -> None:
+    """What a segmentation search cannot use: estimators that score networks with a
+    classification loss of their own, and proxy inputs at a lower resolution (the masks would
+    need it too)."""
+    if strategy.name in CLASSIFYING_STRATEGIES:
+        raise ConfigError(f"--strategy {strategy.name}: scores networks with a classification "
+                          "loss of its own; a segmentation search trains each network (random, "
+                          "tpe, evolution, rl, ...) or runs darts")
+    if fidelity.task.resolution < 1 or (fidelity.rungs and fidelity.resource == "resolution"):
+        raise ConfigError("--fidelity/--proxy-task resolution: not for segmentation (the masks "
+                          "would need the same downsampling); use epochs, data or width")
 
 
 def check_combination(strategy: Strategy, scheduler: Scheduler, num_objectives: int) -> None:

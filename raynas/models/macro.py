@@ -21,7 +21,7 @@ import torch
 from torch import nn
 
 from raynas.errors import SpaceError, did_you_mean
-from raynas.ops import DIMS, OPS, projection
+from raynas.ops import ALL_OPS, DIMS, VOLUMETRIC, monai_blocks, projection
 from raynas.space.nodes import Group, Repeat
 from raynas.space.space import Space
 
@@ -37,12 +37,12 @@ class Layer(nn.Module):
         self.connection = spec["connection"]
         c_out = spec["channels"]
         op_in = sum(c_history) if self.connection == "dense" else c_in
-        self.op = OPS[spec["op"]](op_in, c_out, stride, dims)
+        self.op = ALL_OPS[spec["op"]](op_in, c_out, stride, dims)
         self.pool = DIMS[dims].adaptive_avg_pool
         if self.connection == "skip":
             self.side = projection(c_in, c_out, stride, dims)
         elif self.connection == "parallel":
-            self.side = OPS[spec["op"]](c_in, c_out, stride, dims)
+            self.side = ALL_OPS[spec["op"]](c_in, c_out, stride, dims)
 
     def forward(self, history: list[torch.Tensor]) -> torch.Tensor:
         x = history[-1]
@@ -55,14 +55,15 @@ class Layer(nn.Module):
 
 
 class MacroNet(nn.Module):
-    """A chain of searched layers for inputs shaped (C, L) or (C, H, W)."""
+    """A chain of searched layers for inputs shaped (C, L), (C, H, W) or (C, D, H, W)."""
 
     def __init__(self, arch: dict[str, Any], input_shape: tuple[int, ...], num_classes: int,
                  width: float = 1.0):
         super().__init__()
         dims = len(input_shape) - 1
         if dims not in DIMS:
-            raise SpaceError(f"macro model: inputs must be (C, L) or (C, H, W), got {input_shape}")
+            raise SpaceError(f"macro model: inputs must be (C, L), (C, H, W) or (C, D, H, W), "
+                             f"got {input_shape}")
 
         def scaled(channels: int) -> int:  # a width multiplier keeps at least one channel
             return max(1, round(channels * width))
@@ -111,9 +112,11 @@ def check(space: Space, origin: str) -> None:
             raise fail(f"layers.block.{field}",
                        "missing (a layer needs op, channels, stride and connection)")
     for op in finite("layers.op"):
-        if op not in OPS:
-            raise fail("layers.block.op", f"unknown op {op!r}{did_you_mean(op, OPS)}; "
-                       f"known ops: {', '.join(OPS)}")
+        if op not in ALL_OPS:
+            raise fail("layers.block.op", f"unknown op {op!r}{did_you_mean(op, ALL_OPS)}; "
+                       f"known ops: {', '.join(ALL_OPS)}")
+    if VOLUMETRIC & set(finite("layers.op")):
+        monai_blocks()  # the medical ops are MONAI's: a one-line error if it is missing
     for conn in finite("layers.connection"):
         if conn not in CONNECTIONS:
             raise fail("layers.block.connection", f"unknown connection {conn!r}"
@@ -180,7 +183,7 @@ def latency_units(arch: dict[str, Any], input_shape: tuple[int, ...], num_classe
             units.append(Unit(f"concat:{'+'.join(map(str, channels))}@{shape(*spatial)}",
                               partial(_Concat, list(channels)), (c_in, *spatial)))
         units.append(Unit(f"{op}:{shape(c_in, *spatial)}>{c_out}/s{stride}",
-                          partial(OPS[op], c_in, c_out, stride, dims), (c_in, *spatial),
+                          partial(ALL_OPS[op], c_in, c_out, stride, dims), (c_in, *spatial),
                           2 if conn == "parallel" else 1))
         out = tuple(math.ceil(s / stride) for s in spatial)
         if conn == "skip":

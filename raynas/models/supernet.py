@@ -7,11 +7,16 @@ edge returns the softmax(alpha)-weighted sum of its ops, the continuous relaxati
 optimises. alpha is shared by all cells of a type, as in DARTS. Written here because no
 maintained library builds supernets over these cell skeletons (NNI's retiarii, the usual
 source, is archived).
+
+The 3-D U-Net (``unet3d``) has a supernet too: every level's op is a mixed op over the
+candidate ops, one alpha row per level shared by the level's encoder and decoder op, so DARTS
+searches the per-level ops of a segmentation network of fixed depth and widths.
 """
 
 from __future__ import annotations
 
 import random
+import re
 from typing import Any
 
 import torch
@@ -30,6 +35,8 @@ from raynas.models.cell import (
     darts_pairs,
     nb201_field,
 )
+from raynas.models.unet import UNet3D
+from raynas.ops import ALL_OPS
 from raynas.space import Arch, Space
 
 SKIP = "skip_connect"
@@ -81,6 +88,12 @@ class Supernet(nn.Module):
                                                  for j, i in NB201_EDGES], NB201_OPS)}
             self.net = NB201Net(self._edge("cell", NB201_OPS), input_shape, num_classes,
                                 self.template["channels"], self.template["cells_per_stage"])
+        elif space.model == "unet3d":
+            levels = len(self.template["levels"])
+            self.edges = {"levels": [(i,) for i in range(levels)]}
+            self.ops = {"levels": _options(space, ["levels.op"], ALL_OPS)}
+            self.net = UNet3D(self.template, input_shape, num_classes,
+                              level_op=self._level_edge)
         else:
             plans, self.ops = {}, {}
             self.edges = {kind: [(n, s) for n in DARTS_NODES for s in range(n)]
@@ -108,6 +121,12 @@ class Supernet(nn.Module):
 
         return make
 
+    def _level_edge(self, level: int, c_in: int, c_out: int, stride: int) -> MixedOp:
+        """A U-Net level's op as a mixed op (its encoder and decoder op share alpha's row)."""
+        edge = MixedOp({op: ALL_OPS[op](c_in, c_out, stride, 3) for op in self.ops["levels"]})
+        self.mixed.append(("levels", level, edge))
+        return edge
+
     def weights(self) -> list[nn.Parameter]:
         """The shared network weights (everything but alpha)."""
         return [p for name, p in self.named_parameters() if not name.startswith("alpha.")]
@@ -132,6 +151,8 @@ class Supernet(nn.Module):
         """The op index on every edge for an architecture of the space; in a DARTS cell the
         edges a node does not read carry ``none``."""
         self.space.validate(arch)
+        if self.space.model == "unet3d":
+            return {"levels": [self.ops["levels"].index(level["op"]) for level in arch["levels"]]}
         if self.space.model == "nb201":
             ops = self.ops["cell"]
             return {"cell": [ops.index(arch["cell"][nb201_field(j, i)])
@@ -156,6 +177,12 @@ class Supernet(nn.Module):
         in a DARTS cell, per node the two incoming edges whose best non-``none`` op is
         strongest, each with that op (DARTS's ``genotype()``)."""
         weights = {kind: torch.softmax(a.detach(), dim=-1).cpu() for kind, a in self.alpha.items()}
+        if self.space.model == "unet3d":
+            ops = self.ops["levels"]
+            levels = [{**level, "op": ops[int(row.argmax())]}
+                      for level, row in zip(self.template["levels"], weights["levels"],
+                                            strict=True)]
+            return self.space.validate({**self.template, "levels": levels})
         if self.space.model == "nb201":
             cell = derive_nb201(weights["cell"], self.ops["cell"])
             return self.space.validate({**self.template, "cell": cell})
@@ -163,9 +190,11 @@ class Supernet(nn.Module):
         return self.space.validate({**self.template, **cells})
 
     def alpha_table(self) -> dict[str, dict[str, dict[str, float]]]:
-        """softmax(alpha) as ``{kind: {edge: {op: weight}}}`` (edge ``J_I``: into J from I)."""
-        return {kind: {f"{node}_{src}": dict(zip(self.ops[kind], row.tolist(), strict=True))
-                       for (node, src), row in zip(self.edges[kind],
+        """softmax(alpha) as ``{kind: {edge: {op: weight}}}`` (edge ``J_I``: into J from I; a
+        U-Net's: the level)."""
+        return {kind: {"_".join(map(str, edge)): dict(zip(self.ops[kind], row.tolist(),
+                                                          strict=True))
+                       for edge, row in zip(self.edges[kind],
                                                    torch.softmax(a.detach(), -1), strict=True)}
                 for kind, a in self.alpha.items()}
 
@@ -198,6 +227,8 @@ def derive_darts(weights: torch.Tensor, ops: list[str]) -> dict[str, dict[str, s
 def skip_count(arch: Arch, space: Space) -> int:
     """Skip connections in the architecture's cell (the normal cell for DARTS): the count
     DARTS collapses to (Zela et al. 2020; DARTS+, Liang et al. 2019)."""
+    if space.model == "unet3d":  # no parameter-free op to collapse to: its ops all convolve
+        return 0
     if space.model == "nb201":
         return sum(op == SKIP for op in arch["cell"].values())
     return sum(spec[side] == SKIP for spec in arch["normal"].values()
@@ -205,13 +236,16 @@ def skip_count(arch: Arch, space: Space) -> int:
 
 
 def check_supernet_space(space: Space) -> None:
-    """A supernet shares one network skeleton: only the cells may be searched."""
-    if space.model not in ("nb201", "darts"):
+    """A supernet shares one network skeleton: only the cells (a U-Net's level ops) may be
+    searched."""
+    if space.model not in ("nb201", "darts", "unet3d"):
         raise ConfigError(f"--space {space.name}: weight sharing needs a cell space (model nb201 "
-                          f"or darts, e.g. nb201_cell, darts_cell), not model {space.model!r}")
-    cells = ("cell.",) if space.model == "nb201" else tuple(f"{k}." for k in CELL_TYPES)
+                          f"or darts, e.g. nb201_cell, darts_cell) or a unet3d space, not model "
+                          f"{space.model!r}")
+    cells = {"nb201": r"cell\.", "unet3d": r"levels\.\d+\.op$"}.get(
+        space.model, "|".join(rf"{k}\." for k in CELL_TYPES))
     for decision in space.decisions():
         options = decision.param.options()
-        if not decision.key.startswith(cells) and (options is None or len(options) > 1):
+        if not re.match(cells, decision.key) and (options is None or len(options) > 1):
             raise ConfigError(f"--space {space.name}: {decision.key} is searched, but a "
                               "supernet shares one skeleton: only the cells may vary")

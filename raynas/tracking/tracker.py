@@ -16,7 +16,7 @@ from mlflow.tracking import MlflowClient
 from ray.tune import Callback
 from ray.tune.stopper import Stopper
 
-from raynas.config import METRICS, TIME_ATTR
+from raynas.config import METRIC_PREFIXES, METRICS, TIME_ATTR
 from raynas.models import describe
 from raynas.objectives.constraints import FEASIBLE, VIOLATIONS
 from raynas.objectives.scalarize import SCALAR
@@ -104,7 +104,8 @@ class SearchRecord:
 def recorded(result: dict) -> dict[str, float]:
     """The metrics of a Tune result that MLflow records: the finite ones of ``METRICS``, and
     the scalar of a scalarised search (a rejected trial reports NaN for what it never had)."""
-    return {k: result[k] for k in (*METRICS, SCALAR)
+    family = [k for k in result if k.startswith(METRIC_PREFIXES)]
+    return {k: result[k] for k in (*METRICS, SCALAR, *family)
             if isinstance(result.get(k), int | float) and math.isfinite(result[k])}
 
 
