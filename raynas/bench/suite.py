@@ -25,6 +25,12 @@ BENCHMARKS: dict[str, tuple[str, dict[str, Any], dict[str, Any]]] = {
     "scaling": ("trials/minute on 2 Ray nodes vs 1 (started on this machine)",
                 {"trials": 8, "max_epochs": 20},
                 {"trials": 4, "max_epochs": 3, "warm_up": False}),
+    "ofa": ("Once-for-All: train once + specialise 3 latency targets vs 3 constrained "
+            "searches; Kendall tau of inherited vs from-scratch accuracy, predictor RMSE",
+            {"epochs_per_phase": 5, "samples": 100, "subnets": 12, "scratch_epochs": 8,
+             "search_trials": 24, "evaluations": 300},
+            {"epochs_per_phase": 1, "samples": 8, "subnets": 3, "scratch_epochs": 1,
+             "search_trials": 2, "evaluations": 20}),
 }
 
 

@@ -1,6 +1,7 @@
 """The ``raynas`` command, one module per command group: ``search`` (search, extend, sync,
 spaces), ``results`` (retrain, export, report, compare, pareto), ``bench`` (benchmarks,
-tabulate) and ``cluster`` (launch, status, stop).
+tabulate), ``cluster`` (launch, status, stop), ``data`` (synth-medical) and ``ofa`` (ofa train,
+specialize).
 
 User errors print one line, ``raynas: error: <what>``, on stderr and exit with code 2.
 """
@@ -12,7 +13,7 @@ import signal
 import sys
 from collections.abc import Sequence
 
-from raynas.cli import bench, cluster, results, search
+from raynas.cli import bench, cluster, data, ofa, results, search
 from raynas.cli.common import EXIT_INTERRUPTED, EXIT_USAGE, Parser
 from raynas.errors import RaynasError, SearchInterrupted
 
@@ -20,7 +21,7 @@ from raynas.errors import RaynasError, SearchInterrupted
 def build_parser() -> Parser:
     parser = Parser(prog="raynas", description="Neural Architecture Search on Ray Tune + MLflow")
     commands = parser.add_subparsers(dest="command", parser_class=Parser)
-    for group in (search, results, bench, cluster):
+    for group in (search, results, bench, cluster, data, ofa):
         group.add(commands)
     return parser
 

@@ -231,21 +231,30 @@ def candidate_trial(config: dict[str, Any], *, space: Space, data: Dataset,
 
 class SupernetTracker(Callback):
     """Mirrors the stage-1 trial into the search's ``supernet`` child run, with progress
-    lines (driver side, through the search's ledger like every MLflow write)."""
+    lines (driver side, through the search's ledger like every MLflow write). Once-for-All's
+    supernet (``estimation.ofa``) reports other ``metrics`` with its own ``line`` and ``params``.
+    """
 
-    def __init__(self, record: SearchRecord, max_epochs: int,
-                 progress: Callable[[str], None]) -> None:
+    def __init__(self, record: SearchRecord, max_epochs: int, progress: Callable[[str], None],
+                 metrics: tuple[str, ...] = ("train_loss", "val_accuracy"),
+                 line: Callable[[dict], str] | None = None,
+                 params: dict[str, Any] | None = None) -> None:
         self.record, self.max_epochs, self.progress = record, max_epochs, progress
+        self.metrics, self.line = metrics, line
+        self.params = SUPERNET_HP if params is None else params
 
     def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         self.record.child(STAGE, STAGE, {"raynas.role": STAGE, "raynas.trial_id": trial.trial_id})
-        self.record.log_params(STAGE, {**trial.config, **SUPERNET_HP, "epochs": self.max_epochs})
+        self.record.log_params(STAGE, {**trial.config, **self.params, "epochs": self.max_epochs})
 
     def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict,
                         **info: Any) -> None:
         if result["epoch"] > self.record.ledger.last_step.get(STAGE, 0):
-            self.record.log_metrics(STAGE, {k: result[k] for k in ("train_loss", "val_accuracy")},
+            self.record.log_metrics(STAGE, {k: result[k] for k in self.metrics if k in result},
                                     result["epoch"])
+        if self.line:
+            self.progress(self.line(result))
+            return
         self.progress(f"supernet epoch {result['epoch']}/{self.max_epochs}: train_loss "
                       f"{result['train_loss']:.4f}, val_accuracy {result['val_accuracy']:.4f} "
                       f"(mean of {PROBES} sampled paths, inherited weights)")
@@ -258,6 +267,27 @@ class SupernetTracker(Callback):
         self.record.end(STAGE, "FAILED")
 
 
+def fit_stage(trainable: Any, path: str, param_space: dict[str, Any], tracker: Callback,
+              announce: Callable[[], None]) -> Any:
+    """Train a supernet as the one trial of a Tune experiment at ``path`` (checkpointed each
+    epoch, retried twice) and return its ``Result``; an experiment that is there already is
+    restored and finished, not started again (``announce`` is called only for a new one)."""
+    from ray import tune
+
+    if tune.Tuner.can_restore(path):
+        tuner = tune.Tuner.restore(path, trainable, resume_unfinished=True, resume_errored=True)
+    else:
+        announce()
+        base, _, name = path.rpartition("/")
+        tuner = tune.Tuner(trainable, param_space=param_space,
+                           tune_config=tune.TuneConfig(num_samples=1),
+                           run_config=tune.RunConfig(
+                               name=name, storage_path=base, verbose=0, callbacks=[tracker],
+                               checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
+                               failure_config=tune.FailureConfig(max_failures=2)))
+    return tuner.fit()[0]
+
+
 def train_supernet(space: Space, data: Dataset, settings: TrialSettings, sampler: str,
                    controller: Callable[..., Any] | None, record: SearchRecord, tune_path: str,
                    progress: Callable[[str], None]) -> Any:
@@ -265,25 +295,14 @@ def train_supernet(space: Space, data: Dataset, settings: TrialSettings, sampler
     its checkpoint. A finished or interrupted stage is restored, not run again (--resume)."""
     from ray import tune
 
-    path = f"{tune_path.rstrip('/')}/{STAGE}"
     trainable = tune.with_resources(
         tune.with_parameters(supernet_trial, space=space, data=data, settings=settings,
                              controller=controller),
         {"cpu": settings.cpus, "gpu": settings.gpus})
-    if tune.Tuner.can_restore(path):
-        tuner = tune.Tuner.restore(path, trainable, resume_unfinished=True, resume_errored=True)
-    else:
-        progress(f"stage 1: training the supernet ({sampler}, {settings.max_epochs} epochs)")
-        base, _, name = path.rpartition("/")
-        tuner = tune.Tuner(trainable, param_space={"sampler": sampler},
-                           tune_config=tune.TuneConfig(num_samples=1),
-                           run_config=tune.RunConfig(
-                               name=name, storage_path=base, verbose=0,
-                               callbacks=[SupernetTracker(record, settings.max_epochs,
-                                                          progress)],
-                               checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
-                               failure_config=tune.FailureConfig(max_failures=2)))
-    result = tuner.fit()[0]
+    result = fit_stage(trainable, f"{tune_path.rstrip('/')}/{STAGE}", {"sampler": sampler},
+                       SupernetTracker(record, settings.max_epochs, progress),
+                       lambda: progress(f"stage 1: training the supernet ({sampler}, "
+                                        f"{settings.max_epochs} epochs)"))
     if result.error or result.checkpoint is None:
         raise RaynasError(f"supernet training failed: {last_line(str(result.error))}")
     record.tag("parent", {"raynas.supernet_checkpoint": result.checkpoint.path})

@@ -12,12 +12,13 @@ from typing import Any
 from torch import nn
 
 from raynas.errors import SpaceError, did_you_mean
-from raynas.models import macro
+from raynas.models import elastic, macro, unet
 from raynas.models.cell import darts, nb201
 from raynas.ops import Unit
 from raynas.space.space import Space
 
-BUILDERS = {"macro": macro, "nb201": nb201, "darts": darts}
+BUILDERS = {"macro": macro, "nb201": nb201, "darts": darts, "unet3d": unet,
+            "ofa": elastic}
 
 
 def _builder(model: str, origin: str):
