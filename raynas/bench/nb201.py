@@ -187,11 +187,7 @@ def run(datasets: Sequence[str], strategy_names: Sequence[str], seeds: int, work
     runnable = [s for s in strategy_names if s not in NOT_RUN]
     we_started = init_ray(address, print_fn)
     try:
-        task = ray.remote(one_run).options(num_cpus=1)
-        refs = {(name, strategy, seed): task.remote(name, strategy, seed, BUDGET_S[name],
-                                                    workers)
-                for name in datasets for strategy in runnable for seed in range(seeds)}
-        runs = dict(zip(refs, ray.get(list(refs.values())), strict=True))
+        runs = _gather(one_run, datasets, runnable, seeds, workers, print_fn)
         report: dict[str, Any] = {"seeds": seeds, "workers": workers, "datasets": {},
                                   "speed": speed(datasets[0])}
     finally:
@@ -249,6 +245,24 @@ def speed(name: str, simulated: int = 4000, tuned: int = 24) -> dict[str, float]
              max_epochs=1, concurrency=2, callbacks=[Clock()])
     tune = tuned / (max(stamps) - min(stamps))
     return {"simulated_trials_per_s": sim, "tune_trials_per_s": tune, "ratio": sim / tune}
+
+
+def _gather(function: Callable[..., Any], datasets: Sequence[str], strategy_names: Sequence[str],
+            seeds: int, workers: int, print_fn: Callable[[str], None]) -> dict[tuple, Any]:
+    """``function(dataset, strategy, seed, budget, workers)`` for every combination, one Ray
+    task each (one CPU), with a progress line at every tenth of them."""
+    import ray
+
+    task = ray.remote(function).options(num_cpus=1)
+    pending = {task.remote(name, strategy, seed, BUDGET_S[name], workers): (name, strategy, seed)
+               for name in datasets for strategy in strategy_names for seed in range(seeds)}
+    total, done, started = len(pending), {}, time.perf_counter()
+    while pending:
+        ready, _ = ray.wait(list(pending), num_returns=min(len(pending), max(1, total // 10)))
+        for ref in ready:
+            done[pending.pop(ref)] = ray.get(ref)
+        print_fn(f"{len(done)}/{total} runs ({time.perf_counter() - started:.0f} s)")
+    return done
 
 
 def _check(datasets: Sequence[str], strategy_names: Sequence[str], seeds: int,
@@ -403,11 +417,7 @@ def run_pareto(datasets: Sequence[str], strategy_names: Sequence[str], seeds: in
     _check(datasets, strategy_names, seeds, workers)
     we_started = init_ray(address, print_fn)
     try:
-        task = ray.remote(one_pareto_run).options(num_cpus=1)
-        refs = {(name, strategy, seed): task.remote(name, strategy, seed, BUDGET_S[name],
-                                                    workers)
-                for name in datasets for strategy in strategy_names for seed in range(seeds)}
-        runs = dict(zip(refs, ray.get(list(refs.values())), strict=True))
+        runs = _gather(one_pareto_run, datasets, strategy_names, seeds, workers, print_fn)
     finally:
         if we_started:
             ray.shutdown()
