@@ -113,6 +113,19 @@ def device_for(gpus: float) -> torch.device:
     return torch.device("cuda" if gpus > 0 and torch.cuda.is_available() else "cpu")
 
 
+def optimizer(model: nn.Module, hp: dict[str, Any], epochs: int
+              ) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LRScheduler]:
+    """The optimizer ``hp`` names (``hyperparameters``) and its cosine schedule over
+    ``epochs``."""
+    kwargs = {"lr": hp["lr"], "weight_decay": hp["weight_decay"]}
+    if hp["optimizer"] == "sgd":
+        opt = torch.optim.SGD(model.parameters(), momentum=0.9, nesterov=True, **kwargs)
+    else:
+        cls = torch.optim.AdamW if hp["optimizer"] == "adamw" else torch.optim.Adam
+        opt = cls(model.parameters(), **kwargs)
+    return opt, torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(1, epochs))
+
+
 def seed_everything(seed: int, arch: dict[str, Any]) -> torch.Generator:
     """Seed torch from the search seed and the architecture, so a trial is reproducible."""
     value = (seed * 1_000_003 + int(arch_hash(arch), 16)) % 2**63
@@ -137,14 +150,7 @@ class Run:
         self.input_shape = task.shape(input_shape)
         self.model = build_model(space, arch, self.input_shape, num_classes,
                                  task.width).to(device)
-        kwargs = {"lr": self.hp["lr"], "weight_decay": self.hp["weight_decay"]}
-        if self.hp["optimizer"] == "sgd":
-            self.opt = torch.optim.SGD(self.model.parameters(), momentum=0.9, nesterov=True,
-                                       **kwargs)
-        else:
-            cls = torch.optim.AdamW if self.hp["optimizer"] == "adamw" else torch.optim.Adam
-            self.opt = cls(self.model.parameters(), **kwargs)
-        self.sched = torch.optim.lr_scheduler.CosineAnnealingLR(self.opt, T_max=max(1, epochs))
+        self.opt, self.sched = optimizer(self.model, self.hp, epochs)
         self.loss = self.problem.loss()
         self.patch = int(self.hp.get("patch_size") or 0)  # 0: whole volumes
         self.epoch = 0

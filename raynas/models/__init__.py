@@ -12,13 +12,13 @@ from typing import Any
 from torch import nn
 
 from raynas.errors import SpaceError, did_you_mean
-from raynas.models import elastic, macro, unet
+from raynas.models import detection, elastic, macro, unet
 from raynas.models.cell import darts, nb201
 from raynas.ops import Unit
 from raynas.space.space import Space
 
 BUILDERS = {"macro": macro, "nb201": nb201, "darts": darts, "unet3d": unet,
-            "ofa": elastic}
+            "ofa": elastic, "detection": detection}
 
 
 def _builder(model: str, origin: str):

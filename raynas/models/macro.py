@@ -71,7 +71,7 @@ class MacroNet(nn.Module):
         stem = scaled(arch.get("stem_channels", DEFAULT_STEM_CHANNELS))
         self.stem = DIMS[dims].conv_norm_act(input_shape[0], stem, 3, 1)
         size = min(input_shape[1:])
-        channels = [stem]
+        channels, reductions = [stem], [1]
         layers = []
         for spec in arch["layers"]:
             spec = {**spec, "channels": scaled(spec["channels"])}
@@ -79,16 +79,25 @@ class MacroNet(nn.Module):
             layers.append(Layer(spec, channels[-1], channels, stride, dims))
             size = math.ceil(size / stride)
             channels.append(spec["channels"])
+            reductions.append(reductions[-1] * stride)
         self.layers = nn.ModuleList(layers)
+        #: Of the stem's output and each layer's (``features``): channels, and how many times
+        #: smaller than the input it is along each side.
+        self.channels, self.reductions = channels, reductions
+        # No classifier for num_classes=0: the chain is a detector's backbone (``features``).
         self.head = nn.Sequential(
             DIMS[dims].adaptive_avg_pool(1), nn.Flatten(), nn.Linear(channels[-1], num_classes)
-        )
+        ) if num_classes else None
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def features(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """The stem's output and every layer's, in order."""
         history = [self.stem(x)]
         for layer in self.layers:
             history.append(layer(history))
-        return self.head(history[-1])
+        return history
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.features(x)[-1])
 
 
 def check(space: Space, origin: str) -> None:

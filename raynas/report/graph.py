@@ -75,10 +75,10 @@ def facts(panels: list[Graph]) -> dict[str, Any]:
 
 
 # --- one function per builder ----------------------------------------------------------------
-def macro_graph(arch: dict[str, Any]) -> list[Graph]:
-    """A chain (``raynas.models.macro``): stem -> x0, layer i -> x_i, head (pool, linear).
-    ``skip`` adds a wiring edge, ``parallel`` a second op edge, ``dense`` a concat node fed by
-    every earlier feature map."""
+def macro_graph(arch: dict[str, Any], head: str = "head") -> list[Graph]:
+    """A chain (``raynas.models.macro``): stem -> x0, layer i -> x_i, ``head`` (by default
+    pool and linear). ``skip`` adds a wiring edge, ``parallel`` a second op edge, ``dense`` a
+    concat node fed by every earlier feature map."""
     layers = arch["layers"]
     g = Graph(f"{arch.get('space', 'macro')}: {len(layers)} layers")
     previous = g.node("x0", f"x0\n{arch.get('stem_channels', 16)} ch")
@@ -99,8 +99,19 @@ def macro_graph(arch: dict[str, Any]) -> list[Graph]:
         elif connection == "skip":
             g.edge(previous, current, "skip")
         previous = current
-    g.edge(previous, g.node("output", "output", "output"), "head")
+    g.edge(previous, g.node("output", "output", "output"), head)
     return [g]
+
+
+def detection_graph(arch: dict[str, Any]) -> list[Graph]:
+    """A detector (``raynas.models.detection``): its backbone chain, then the neck and head
+    on the deepest scales."""
+    from raynas.models.detection import DEFAULTS
+
+    a = {**DEFAULTS, **arch}
+    neck = "FPN" if a["neck"] == "fpn" else "1x1 convs"
+    return macro_graph(arch, f"{neck} ({a['neck_channels']} ch) on {a['levels']} scales, "
+                             f"{'FCOS' if a['head'] == 'fcos' else 'RetinaNet'} head")
 
 
 def nb201_graph(arch: dict[str, Any]) -> list[Graph]:
@@ -190,4 +201,4 @@ def unet3d_graph(arch: dict[str, Any]) -> list[Graph]:
 
 GRAPHS: dict[str, Callable[[dict[str, Any]], list[Graph]]] = {
     "macro": macro_graph, "nb201": nb201_graph, "darts": darts_graph, "ofa": ofa_graph,
-    "unet3d": unet3d_graph}
+    "unet3d": unet3d_graph, "detection": detection_graph}

@@ -124,7 +124,10 @@ def test_links_lead_somewhere_inside_the_repository(page: Path) -> None:
             assert anchor in anchors(resolved), f"{page.name}: no heading #{anchor} in {path}"
 
 
-def test_screenshots_are_on_the_tracking_page() -> None:
+def test_screenshots_are_on_the_tracking_page_and_every_picture_on_a_page() -> None:
     tracking = (DOCS / "tracking.md").read_text()
-    for picture in sorted(DOCS.glob("*.png")):
+    for picture in sorted(DOCS.glob("mlflow-*.png")):
         assert f"]({picture.name})" in tracking, f"docs/tracking.md does not show {picture.name}"
+    pages = "".join(page.read_text() for page in DOCS.glob("*.md"))
+    for picture in sorted(DOCS.glob("*.png")):
+        assert f"]({picture.name})" in pages, f"no page of docs/ shows {picture.name}"

@@ -13,7 +13,8 @@ ROOT = Path(__file__).resolve().parents[2]
 LAYERS = [
     ("raynas.errors", "raynas.config", "raynas.registry"),
     ("raynas.space",),
-    ("raynas.ops", "raynas.data", "raynas.volumes", "raynas.runtime", "raynas.search_spaces"),
+    ("raynas.ops", "raynas.data", "raynas.volumes", "raynas.detections", "raynas.runtime",
+     "raynas.search_spaces"),
     ("raynas.models",),
     ("raynas.objectives",),
     ("raynas.report",),
