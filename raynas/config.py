@@ -10,7 +10,8 @@ from dataclasses import dataclass
 METRICS = ("val_accuracy", "val_loss", "train_loss", "params", "flops", "lr", "data_fraction",
            "peak_memory_mb", "latency_ms", "width_multiplier", "resolution_scale",
            "sim_time_s",  # sim_time_s: a tabular trial's simulated training time so far
-           "val_dice")  # segmentation: the mean foreground Dice (also its val_accuracy)
+           "val_dice",  # segmentation: the mean foreground Dice (also its val_accuracy)
+           "val_auc")  # classification: ROC AUC, one-vs-rest over the classes
 #: Families of metrics recorded too, by name prefix: a segmentation's Dice per class.
 METRIC_PREFIXES = ("val_dice_class_",)
 TIME_ATTR = "budget"  # the result key every scheduler measures progress in

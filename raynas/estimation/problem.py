@@ -7,7 +7,8 @@ The problem follows from the space's model builder (``SEGMENTATION`` in its modu
 benchmarks - trains it the same way. Each problem's scores hold ``accuracy``, the value the
 search ranks by (``val_accuracy``): the fraction of correct labels for classification, the mean
 foreground Dice for segmentation, which also reports it as ``dice`` and per class as
-``dice_class_K``. Segmentation uses MONAI's ``DiceCELoss`` and ``DiceMetric``.
+``dice_class_K``. Segmentation uses MONAI's ``DiceCELoss`` and ``DiceMetric``; classification
+also reports its ROC AUC (``auc``).
 """
 
 from __future__ import annotations
@@ -30,10 +31,13 @@ Loss = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 class Problem:
     name: str
     loss: Callable[[], Loss]  # a fresh loss function: logits, targets -> mean loss
-    # predicted labels (argmax of the logits), targets, number of classes -> scores
+    # what ``keep`` kept of the logits, targets, number of classes -> scores
     score: Callable[[torch.Tensor, torch.Tensor, int], dict[str, float]]
     eval_batch: int  # inputs per forward pass when evaluating
     max_batch: int | None = None  # a cap on a weight-sharing supernet's batches (memory)
+    # What of a batch's logits the scores need: the predicted labels (segmentation: a class per
+    # voxel), or the class probabilities (classification: accuracy and ROC AUC).
+    keep: Callable[[torch.Tensor], torch.Tensor] = lambda logits: logits.argmax(1)
 
     @torch.no_grad()
     def evaluate(self, model: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor,
@@ -44,18 +48,28 @@ class Problem:
         loss = loss or self.loss()
         if isinstance(model, nn.Module):
             model.eval()
-        total, predicted = 0.0, []
+        total, kept = 0.0, []
         for start in range(0, len(x), self.eval_batch):
             out = model(x[start : start + self.eval_batch])
             target = y[start : start + self.eval_batch]
             total += loss(out, target).item() * len(target)
-            predicted.append(out.argmax(1))
-        return {"loss": total / len(x), **self.score(torch.cat(predicted), y, num_classes)}
+            kept.append(self.keep(out))
+        return {"loss": total / len(x), **self.score(torch.cat(kept), y, num_classes)}
 
 
-def _accuracy(predicted: torch.Tensor, target: torch.Tensor, num_classes: int
+def _accuracy(probabilities: torch.Tensor, target: torch.Tensor, num_classes: int
               ) -> dict[str, float]:
-    return {"accuracy": (predicted == target).sum().item() / len(target)}
+    """Accuracy, and the ROC AUC averaged one-vs-rest over the classes the split holds
+    (scikit-learn's ``roc_auc_score`` per class); no AUC for a split of one class."""
+    import numpy as np
+    from sklearn.metrics import roc_auc_score
+
+    scores = {"accuracy": (probabilities.argmax(1) == target).sum().item() / len(target)}
+    y, p = target.cpu().numpy(), probabilities.float().cpu().numpy()
+    present = np.unique(y)
+    if len(present) > 1:
+        scores["auc"] = float(np.mean([roc_auc_score(y == c, p[:, c]) for c in present]))
+    return scores
 
 
 def _dice_ce() -> Loss:
@@ -79,7 +93,8 @@ def _dice(predicted: torch.Tensor, target: torch.Tensor, num_classes: int) -> di
             **{f"dice_class_{k}": d for k, d in enumerate(per_class, start=1)}}
 
 
-CLASSIFICATION = Problem("classification", nn.CrossEntropyLoss, _accuracy, 1024)
+CLASSIFICATION = Problem("classification", nn.CrossEntropyLoss, _accuracy, 1024,
+                         keep=lambda logits: logits.softmax(1))
 SEGMENTATION = Problem("segmentation", _dice_ce, _dice, 4, max_batch=4)
 
 

@@ -4,7 +4,8 @@ Each objective is first normalised to ``n`` in about [0, 1], 0 at its best end a
 worst, with a range fixed before the search starts (the trials are compared by the scheduler
 while they run, so the scale must not drift as results arrive):
 
-- ``val_accuracy``: [1/classes (chance), 1];
+- ``val_accuracy``: [1/classes (chance), 1]; ``val_auc``: [0.5 (chance), 1]; ``val_dice``:
+  [0, 1];
 - ``val_loss``, ``train_loss``: [0, ln(classes)] (the loss of a uniform guess);
 - ``lr``, ``data_fraction``, proxy-task scales: [0, 1];
 - cost metrics (``params``, ``flops``, ``latency_ms``, ``peak_memory_mb``) span orders of
@@ -121,6 +122,8 @@ def fixed_range(metric: str, num_classes: int) -> tuple[float, float] | None:
     """The range of a metric known without measuring anything, or None (a cost metric)."""
     if metric == "val_accuracy":
         return 1 / num_classes, 1.0
+    if metric in ("val_auc", "val_dice"):
+        return 0.5 if metric == "val_auc" else 0.0, 1.0  # chance AUC; a Dice of nothing
     if metric in ("val_loss", "train_loss"):
         return 0.0, math.log(num_classes)
     if metric in UNIT_RANGE:
