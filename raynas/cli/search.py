@@ -158,15 +158,17 @@ def _summary(result: Any, as_json: bool) -> None:
     best = result.best
     print(f"\nbest architecture ({best['arch_hash']}, trial {best['trial_id']}):")
     print(json.dumps(best["arch"], indent=2))
-    print(f"validation accuracy (search): {best['val_accuracy']:.4f}")
+    score = "Dice" if "test_dice" in best else "accuracy"  # a segmentation ranks by its Dice
+    print(f"validation {score} (search): {best['val_accuracy']:.4f}")
     if "sim_time_s" in best:  # a tabular search: nothing was trained
         test = best["test_accuracy"]  # NaN: the table has none (NAS-Bench-201's package)
         print(f"test accuracy (the table's, no retraining): "
               f"{f'{test:.4f}' if test == test else 'not in this table'}; "
               f"simulated training time of the search: {best['sim_time_s']:.0f} s")
     else:
-        print(f"test accuracy (retrained on train+val, held-out test): "
-              f"{best['test_accuracy']:.4f}")
+        auc = f" (ROC AUC {best['test_auc']:.4f})" if "test_auc" in best else ""
+        print(f"test {score} (retrained on train+val, held-out test): "
+              f"{best['test_accuracy']:.4f}{auc}")
     print(f"trials: {result.num_trials} ({result.num_failed} failed), "
           f"wall time {result.wall_time_s:.0f} s")
     print(f"model: {result.model_uri}  (MLflow run {result.parent_run_id})")

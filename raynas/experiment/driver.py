@@ -518,6 +518,8 @@ def _run(run: Running) -> SearchResult:
         num_failed=len(failed),
         best={"arch": arch, "trial_id": best.metrics["trial_id"], "val_accuracy": val_accuracy,
               "test_accuracy": test_accuracy, "arch_hash": arch_hash(arch),
+              # the final model's other test scores: test_auc, test_dice (segmentation), ...
+              **{k: v for k, v in final["metrics"].items() if k.startswith("test_")},
               **({SIM_TIME: final["metrics"][SIM_TIME]} if resolved.tabular else {})},
         model_uri="none (tabular search)" if resolved.tabular else ledger.outputs.get(
             f"{final_key}:model_uri", "pending"),
