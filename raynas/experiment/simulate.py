@@ -19,7 +19,6 @@ a trial started before it runs to its end.
 from __future__ import annotations
 
 import heapq
-import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -162,13 +161,3 @@ def table_results(table: Table, space: Any, seed: int, max_epochs: int
     """``results_of`` for a tabular benchmark: what ``tabular_trial`` would report."""
     return lambda config: replay(table, space, space.decode(config), seed, max_epochs)
 
-
-def best(finished: Sequence[Finished], metric: str, mode: str, max_epochs: int
-         ) -> Finished | None:
-    """The incumbent: the best trial by its last ``metric`` among those that trained all of
-    ``max_epochs`` (a stopped trial's partial score is not comparable); None if none did."""
-    sign = 1.0 if mode == "max" else -1.0
-    complete = [f for f in finished if len(f.results) >= max_epochs
-                and isinstance(f.last.get(metric), int | float)
-                and math.isfinite(f.last[metric])]
-    return max(complete, key=lambda f: sign * f.last[metric], default=None)
