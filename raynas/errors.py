@@ -31,6 +31,11 @@ class SearchInterrupted(RaynasError):
 
 
 def did_you_mean(word: str, options: Iterable[str]) -> str:
-    """A ' (did you mean X?)' suffix for typos, or '' when nothing is close."""
-    close = difflib.get_close_matches(str(word), [str(o) for o in options], n=1)
+    """A ' (did you mean X?)' suffix for typos, or '' when nothing is close: the shortest
+    option the word begins (``val_acc`` -> ``val_accuracy``, not the closer-spelt ``val_auc``),
+    else the closest by difflib."""
+    word, names = str(word), [str(o) for o in options]
+    begun = sorted((n for n in names if len(word) >= 3 and n.startswith(word) and n != word),
+                   key=len)
+    close = begun[:1] or difflib.get_close_matches(word, names, n=1)
     return f" (did you mean {close[0]!r}?)" if close else ""
