@@ -85,6 +85,15 @@ def true_accuracy(name: str) -> dict[str, float]:
             for key, runs in load_nb201(name).runs.items()}
 
 
+@functools.cache
+def mean_cost(name: str) -> float:
+    """Mean simulated seconds of one evaluation (once per process: it reads every run)."""
+    from raynas.estimation.nb201 import load_nb201
+
+    return statistics.fmean(c.values["train_time_s"][0] * CHARGED
+                            for runs in load_nb201(name).runs.values() for c in runs)
+
+
 def search(name: str, strategy: str, seed: int, budget_s: float, workers: int,
            objectives: Sequence[tuple[str, str]] = OBJECTIVES[:1],
            scalarize: bool = False) -> tuple[list[Any], float]:
@@ -99,13 +108,11 @@ def search(name: str, strategy: str, seed: int, budget_s: float, workers: int,
     from raynas.strategies.base import StrategyContext
 
     table, space = load_nb201(name), load_space("nb201_cell")
-    mean_cost = statistics.fmean(c.values["train_time_s"][0] * CHARGED
-                                 for runs in table.runs.values() for c in runs)
     results_of = table_results(table, space, seed, 1)
     if scalarize:
         results_of, objectives = _scalarized(name, results_of, objectives, seed)
     ctx = StrategyContext.of(space, objectives, seed=seed,
-                             num_trials=round(budget_s / mean_cost), concurrency=workers,
+                             num_trials=round(budget_s / mean_cost(name)), concurrency=workers,
                              max_budget=1)
     plan, scheduler = plan_search(strategies.get(strategy), schedulers.get("fifo"), ctx)
     started = time.perf_counter()
