@@ -18,9 +18,14 @@ def add(commands: Any) -> None:
                 "DIR/labels) for --dataset nifti:DIR")
     sm.add_argument("--classes", type=int, default=2,
                     help="classes, background included (default: %(default)s)")
-    _synth(verbs, "synth-detection", cmd_synth_detection, 300, 64, "images", "pixels",
-           "write synthetic images of shapes (square, circle, triangle) with their boxes in "
-           "COCO format (DIR/annotations.json, DIR/images) for coco:DIR")
+    sd = _synth(verbs, "synth-detection", cmd_synth_detection, 300, 64, "images", "pixels",
+                "write synthetic images of shapes (square, circle, triangle) with their boxes "
+                "in COCO format (DIR/annotations.json, DIR/images) for coco:DIR")
+    sd.add_argument("--layout", choices=("single", "instances"), default="single",
+                    help="single: DIR/annotations.json and DIR/images/; instances: COCO's "
+                         "DIR/annotations/instances_train.json and DIR/train/, with the last "
+                         "15%% of the images in instances_val.json and DIR/val/, which coco:DIR "
+                         "reads as the test split (default: %(default)s)")
 
 
 def _synth(verbs: Any, name: str, func: Any, count: int, size: int, items: str, units: str,
@@ -62,6 +67,7 @@ def cmd_synth_detection(args: argparse.Namespace) -> None:
 
     folder = Path(args.folder)
     _check(folder, ("count", args.count, 10), ("size", args.size, 16))
-    write_synthetic(folder, args.count, args.size, args.seed)
+    write_synthetic(folder, args.count, args.size, args.seed, args.layout)
     print(f"wrote {args.count} images of {args.size}x{args.size} pixels with boxes of "
-          f"{len(SHAPES)} classes ({', '.join(SHAPES)}) to {folder}; read them as coco:{folder}")
+          f"{len(SHAPES)} classes ({', '.join(SHAPES)}) to {folder} ({args.layout} layout); "
+          f"read them as coco:{folder}")
