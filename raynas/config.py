@@ -11,7 +11,9 @@ METRICS = ("val_accuracy", "val_loss", "train_loss", "params", "flops", "lr", "d
            "peak_memory_mb", "latency_ms", "width_multiplier", "resolution_scale",
            "sim_time_s",  # sim_time_s: a tabular trial's simulated training time so far
            "val_dice",  # segmentation: the mean foreground Dice (also its val_accuracy)
-           "val_auc")  # classification: ROC AUC, one-vs-rest over the classes
+           "val_auc",  # classification: ROC AUC, one-vs-rest over the classes
+           # detection: COCO mAP@[.5:.95] (also its val_accuracy), mAP@.5 and mAP@.75
+           "val_map", "val_map_50", "val_map_75")
 #: Families of metrics recorded too, by name prefix: a segmentation's Dice per class.
 METRIC_PREFIXES = ("val_dice_class_",)
 TIME_ATTR = "budget"  # the result key every scheduler measures progress in

@@ -60,6 +60,11 @@ class Dataset:
         """Segmentation: a class per voxel, not one per input."""
         return self.y_train.ndim > 1
 
+    @property
+    def split_sizes(self) -> tuple[int, int, int]:
+        """Inputs in train, val and test."""
+        return len(self.x_train), len(self.x_val), len(self.x_test)
+
     def summary(self) -> str:
         return (f"{self.name}: {len(self.x_train)} train / {len(self.x_val)} val / "
                 f"{len(self.x_test)} test, input {self.input_shape}, {self.num_classes} classes")

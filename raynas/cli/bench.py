@@ -99,6 +99,21 @@ def add(commands: Any) -> None:
     nb.add_argument("--output", default="bench_nb201.txt",
                     help="table (every run in FILE.json, anytime plots in *_DATASET.png; "
                          "default: %(default)s)")
+    de = which.add_parser("detection", help="a detection search against a fixed baseline "
+                                            "detector trained the same way (test mAP@.5)")
+    de.set_defaults(func=cmd_bench_detection)
+    de.add_argument("--dataset", default=None, metavar="coco:DIR",
+                    help="default: raynas data synth-detection's 300 images, in a temporary "
+                         "folder")
+    de.add_argument("--trials", type=int, default=12, help="per search (default: %(default)s)")
+    de.add_argument("--max-epochs", type=int, default=8, help="per trial (default: %(default)s)")
+    de.add_argument("--retrain-epochs", type=int, default=15,
+                    help="of the best and of the baseline (default: %(default)s)")
+    de.add_argument("--seeds", type=int, default=1,
+                    help="searches, each on its own data split (default: %(default)s)")
+    de.add_argument("--strategy", default="tpe", help="default: %(default)s")
+    de.add_argument("--output", default="bench_detection.json",
+                    help="JSON results (the rows also in FILE.csv; default: %(default)s)")
     from raynas.bench.suite import BENCHMARKS
 
     for name, (text, _, _) in BENCHMARKS.items():
@@ -246,6 +261,20 @@ def cmd_bench_nb201(args: argparse.Namespace) -> None:
     run = nb201.run_pareto if args.pareto else nb201.run
     run(datasets, names, seeds, args.workers, Path(args.output), args.address)
     print(f"written: {args.output} (every run: {args.output}.json)")
+
+
+def cmd_bench_detection(args: argparse.Namespace) -> None:
+    from pathlib import Path
+
+    from raynas.errors import ConfigError
+
+    if min(args.trials, args.max_epochs, args.retrain_epochs, args.seeds) < 1:
+        raise ConfigError("raynas bench detection: --trials, --max-epochs, --retrain-epochs and "
+                          "--seeds must be >= 1")
+    from raynas.bench import detection
+
+    detection.run(args.dataset, args.trials, args.max_epochs, args.retrain_epochs, args.seeds,
+                  Path(args.output), args.strategy)
 
 
 def _names(text: str) -> list[str]:

@@ -158,7 +158,9 @@ def _summary(result: Any, as_json: bool) -> None:
     best = result.best
     print(f"\nbest architecture ({best['arch_hash']}, trial {best['trial_id']}):")
     print(json.dumps(best["arch"], indent=2))
-    score = "Dice" if "test_dice" in best else "accuracy"  # a segmentation ranks by its Dice
+    # what val_accuracy holds: a segmentation's Dice, a detection's mAP
+    score = ("Dice" if "test_dice" in best else "mAP@[.5:.95]" if "test_map" in best
+             else "accuracy")
     print(f"validation {score} (search): {best['val_accuracy']:.4f}")
     if "sim_time_s" in best:  # a tabular search: nothing was trained
         test = best["test_accuracy"]  # NaN: the table has none (NAS-Bench-201's package)
@@ -166,7 +168,8 @@ def _summary(result: Any, as_json: bool) -> None:
               f"{f'{test:.4f}' if test == test else 'not in this table'}; "
               f"simulated training time of the search: {best['sim_time_s']:.0f} s")
     else:
-        auc = f" (ROC AUC {best['test_auc']:.4f})" if "test_auc" in best else ""
+        auc = (f" (ROC AUC {best['test_auc']:.4f})" if "test_auc" in best else
+               f" (mAP@.5 {best['test_map_50']:.4f})" if "test_map_50" in best else "")
         print(f"test {score} (retrained on train+val, held-out test): "
               f"{best['test_accuracy']:.4f}{auc}")
     print(f"trials: {result.num_trials} ({result.num_failed} failed), "

@@ -43,11 +43,36 @@ def load_space(source: str | Path | dict[str, Any] | Space) -> Space:
     return space
 
 
+def load_data(spec: str, seed: int = 0) -> Any:
+    """A dataset to train on: ``DetectionData`` for ``coco:DIR`` (``raynas.detections``), else a
+    ``Dataset`` of arrays (``raynas.data``); both split by the seed."""
+    from raynas.data import load_dataset
+    from raynas.detections import load_detection
+
+    if spec.startswith("coco:"):
+        return load_detection(spec, seed=seed)
+    return load_dataset(spec, seed=seed)
+
+
 def trial_function(data: Any) -> Callable[..., None]:
     """The Tune function trainable that scores a trial on ``data`` (called with ``space=``,
-    ``data=`` and ``settings=``): training on a ``Dataset``, or a lookup in a tabular
-    benchmark's ``Table``."""
+    ``data=`` and ``settings=``): training on a ``Dataset`` or on ``DetectionData``, or a
+    lookup in a tabular benchmark's ``Table``."""
+    from raynas.detections import DetectionData
+    from raynas.estimation.detection import detection_trial
     from raynas.estimation.tabular import Table, tabular_trial
     from raynas.estimation.train import train_trial
 
+    if isinstance(data, DetectionData):
+        return detection_trial
     return tabular_trial if isinstance(data, Table) else train_trial
+
+
+def final_training(data: Any) -> Callable[..., Any]:
+    """What trains a search's best architecture on train+val and scores it on the test split
+    (called with space, arch, data, epochs, settings; returns a ``train.Retrained``)."""
+    from raynas.detections import DetectionData
+    from raynas.estimation.detection import retrain_detector
+    from raynas.estimation.train import retrain
+
+    return retrain_detector if isinstance(data, DetectionData) else retrain

@@ -1,10 +1,14 @@
-"""Training a detector (``model: detection``) on ``coco:DIR`` data and scoring it by mAP.
+"""Training a detector (``model: detection``) on ``coco:DIR`` data and scoring it by mAP: the
+Tune trainable of a detection search, and its final retraining.
 
-Not yet a Tune trial: ``Detector.epochs`` trains one architecture epoch by epoch and yields
-the validation mAP after each, for the search to report once it is wired in (docs/detection.md).
-Detection needs its own loop: torchvision's detectors compute their losses themselves from
+Detection needs its own epoch loop: torchvision's detectors compute their losses themselves from
 lists of images and targets, which a DataLoader streams from disk (``raynas.detections``). The
-optimizer, its schedule and the seeding are the classifier's (``raynas.estimation.train``).
+rest of a trial is the classifier's (``raynas.estimation.train``): the optimizer and its
+schedule, the seeding, the costs measured before training, and the reports and checkpoints of
+every epoch (``start_trial``, ``report_steps``), so schedulers such as ASHA stop detectors by
+epochs as they stop classifiers. A trial reports ``val_map`` (mAP@[.5:.95]), ``val_map_50`` and
+``val_map_75``; ``val_accuracy``, which a search ranks by unless told otherwise, is COCO's
+primary metric, ``val_map``.
 
 ``MeanBoxes`` is the baseline a detector must beat: per class, the mean training box, scored by
 how often the class occurs; it sees no pixel of the image.
@@ -17,33 +21,53 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
 from raynas.detections import DetectionData, Detections, collate
 from raynas.errors import ConfigError
-from raynas.estimation.train import hyperparameters, optimizer, seed_everything
+from raynas.estimation.fidelity import TIME_ATTR
+from raynas.estimation.train import (
+    Retrained,
+    TrialSettings,
+    apply_hyperparameters,
+    device_for,
+    hyperparameters,
+    optimizer,
+    report_steps,
+    seed_everything,
+    start_trial,
+)
 from raynas.models import BUILDERS, build_model
 from raynas.objectives.detection import BoxMAP
 from raynas.space import Space
 
 EVAL_BATCH = 32
 CPU = torch.device("cpu")
+#: Boxes per image in the served model's output (torchvision's detectors keep at most 100, as
+#: COCO's mAP counts).
+MAX_BOXES = 100
+SHOWN = 6  # held-out test images in the final model's picture of predicted boxes
 
 
 @dataclass(frozen=True)
 class Epoch:
     """One epoch of training: its mean training loss (the sum of the detector's losses) and the
-    validation scores (``map``, ``map_50``, ``map_75``)."""
+    validation scores (``map``, ``map_50``, ``map_75``; none without validation data)."""
 
     epoch: int
     loss: float
     scores: dict[str, float]
 
 
+def is_detection(space: Space) -> bool:
+    return getattr(BUILDERS.get(space.model), "DETECTION", False)
+
+
 def check_detection_space(space: Space) -> None:
-    if not getattr(BUILDERS.get(space.model), "DETECTION", False):
+    if not is_detection(space):
         raise ConfigError(f"--space {space.name}: model {space.model!r} does not detect "
                           "objects; use a detection space (detection)")
 
@@ -70,7 +94,7 @@ def evaluate(model: Any, data: Detections, device: torch.device = CPU
 
 class Detector:
     """An architecture built as a torchvision detector (``model``) with its optimizer, trained
-    on ``data.train`` for ``epochs`` epochs by iterating ``epochs()``."""
+    for ``epochs`` epochs by iterating ``epochs()``; ``state``/``load`` checkpoint it."""
 
     def __init__(self, space: Space, arch: dict[str, Any], data: DetectionData, epochs: int,
                  seed: int = 0, device: torch.device = CPU) -> None:
@@ -78,16 +102,20 @@ class Detector:
         self.generator = seed_everything(seed, arch)
         self.hp = hyperparameters(arch)
         self.data, self.total, self.device = data, epochs, device
-        self.model = build_model(space, arch, (3, *data.image_size), data.num_classes).to(device)
+        self.model = build_model(space, arch, data.input_shape, data.num_classes).to(device)
         self.opt, self.sched = optimizer(self.model, self.hp, epochs)
+        self.epoch = 0
 
-    def epochs(self) -> Iterator[Epoch]:
-        """Train epoch by epoch, yielding each one's loss and validation mAP."""
-        for epoch in range(1, self.total + 1):
+    def epochs(self, train: Detections | None = None, val: Detections | None = None
+               ) -> Iterator[Epoch]:
+        """Train epoch by epoch on ``train`` (default: the data's training split), yielding each
+        epoch's loss and mAP on ``val`` (default: the validation split; pass ``()`` for none)."""
+        train = self.data.train if train is None else train
+        val = self.data.val if val is None else val
+        while self.epoch < self.total:
             self.model.train()
             total, seen = 0.0, 0
-            for images, targets in loader(self.data.train, int(self.hp["batch_size"]),
-                                          self.generator):
+            for images, targets in loader(train, int(self.hp["batch_size"]), self.generator):
                 if len(images) < 2 and seen:  # BatchNorm cannot train on a single image
                     continue
                 losses = self.model([im.to(self.device) for im in images],
@@ -100,10 +128,98 @@ class Detector:
                 total += loss.item() * len(images)
                 seen += len(images)
             self.sched.step()
+            self.epoch += 1
             mean = total / seen
             if not math.isfinite(mean):
-                raise FloatingPointError(f"non-finite training loss ({mean}) at epoch {epoch}")
-            yield Epoch(epoch, mean, evaluate(self.model, self.data.val, self.device))
+                raise FloatingPointError(f"non-finite training loss ({mean}) at epoch "
+                                         f"{self.epoch}")
+            yield Epoch(self.epoch, mean, evaluate(self.model, val, self.device) if val else {})
+
+    def state(self) -> dict[str, Any]:
+        return {"model": self.model.state_dict(), "opt": self.opt.state_dict(),
+                "sched": self.sched.state_dict(), "epoch": self.epoch,
+                "rng": self.generator.get_state()}
+
+    def load(self, state: dict[str, Any]) -> None:
+        self.model.load_state_dict(state["model"])
+        self.opt.load_state_dict(state["opt"])
+        self.sched.load_state_dict(state["sched"])
+        self.generator.set_state(state["rng"])
+        self.epoch = state["epoch"]
+        apply_hyperparameters(self.opt, self.sched, self.hp)  # PBT may have mutated them
+
+
+def detection_trial(config: dict[str, Any], *, space: Space, data: DetectionData,
+                    settings: TrialSettings) -> None:
+    """The Tune function trainable of a detection search: costs, then one report (and
+    checkpoint) per epoch with the validation mAP."""
+    started = start_trial(config, space, data, settings)
+    if started is None:
+        return
+    detector = Detector(space, started.arch, data, settings.max_epochs, settings.seed,
+                        device_for(settings.gpus))
+    if started.state:
+        detector.load(started.state)
+    report_steps(((detector, {"accuracy": e.scores["map"], **e.scores},
+                   {"train_loss": e.loss, "epoch": e.epoch, TIME_ATTR: e.epoch})
+                  for e in detector.epochs()), started, settings)
+
+
+class BoxPredictor(nn.Module):
+    """A detector as a model is served (MLflow's pytorch flavor, ``raynas export``): a batch
+    of images (N, 3, H, W), floats in [0, 1], in; one tensor (N, ``MAX_BOXES``, 6) out, each
+    row a box ``x0, y0, x1, y1, score, label`` by descending score. Rows past an image's last
+    box are zeros: label 0 is the background, which no box has.
+
+    MLflow keeps it as a pickle: ``torch.export`` (MLflow's default format) stops at the
+    post-processing, whose top-k and NMS give outputs of data-dependent shapes."""
+
+    serialization_format = "pickle"  # read by ``raynas.tracking.model``
+    # Written for ``raynas export`` too: ``torch.jit.script`` (a constant, no Python-only
+    # calls) and the tracing ONNX exporter (no box count read as a Python int).
+    __constants__ = ["max_boxes"]
+    max_boxes = MAX_BOXES
+
+    def __init__(self, detector: nn.Module) -> None:
+        super().__init__()
+        self.detector = detector.eval()
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        if torch.jit.is_scripting():  # torchvision's scripted detectors return (losses, boxes)
+            found = self.detector(list(images.unbind(0)))[1]
+        else:
+            found = self.detector(list(images))
+        return torch.stack([self.rows(f) for f in found])
+
+    def rows(self, found: dict[str, torch.Tensor]) -> torch.Tensor:
+        """One image's boxes as ``max_boxes`` rows, zeros past the last."""
+        boxes = found["boxes"]
+        rows = torch.cat([boxes, found["scores"][:, None],
+                          found["labels"][:, None].to(boxes.dtype)], dim=1)[:self.max_boxes]
+        return torch.cat([rows, rows.new_zeros(self.max_boxes, 6)])[:self.max_boxes]
+
+
+def retrain_detector(space: Space, arch: dict[str, Any], data: DetectionData, epochs: int,
+                     settings: TrialSettings) -> Retrained:
+    """Train ``arch`` on train+val, score it once on the held-out test split; the model is
+    served as a ``BoxPredictor``, with a picture of its boxes on test images."""
+    from raynas.report.detection import boxes_png
+
+    torch.set_num_threads(max(1, int(settings.cpus)))
+    device = device_for(settings.gpus)
+    detector = Detector(space, arch, data, epochs, settings.seed, device)
+    both = Detections(data.name, data.train.pictures + data.val.pictures, data.train.transform)
+    losses = [e.loss for e in detector.epochs(both, ())]
+    scores = evaluate(detector.model, data.test, device)
+    model = BoxPredictor(detector.model.cpu())
+    shown = [data.test[i] for i in range(min(SHOWN, len(data.test)))]
+    images = [image for image, _ in shown]
+    with torch.no_grad():
+        predictions = model.detector(images)
+    picture = boxes_png(images, predictions, [target for _, target in shown], data.classes)
+    same = [im for im in images if im.shape == images[0].shape][:2]
+    return Retrained(model, losses, {"accuracy": scores["map"], **scores},
+                     np.stack([im.numpy() for im in same]), picture, "detections.png")
 
 
 class MeanBoxes:

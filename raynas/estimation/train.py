@@ -7,7 +7,6 @@ would only add worker and collation overhead here).
 
 from __future__ import annotations
 
-import dataclasses
 import math
 import random
 import tempfile
@@ -239,21 +238,24 @@ class Run:
         self.sched.load_state_dict(state["sched"])
         self.generator.set_state(state["rng"])
         self.epoch = state["epoch"]
-        self._apply_hyperparameters()
+        apply_hyperparameters(self.opt, self.sched, self.hp)
 
-    def _apply_hyperparameters(self) -> None:
-        """Make this run's lr and weight decay the ones in force after loading a checkpoint.
 
-        A plain resume changes nothing; a PBT exploit loads another trial's state under
-        mutated hyperparameters, which the saved optimizer/scheduler state would otherwise undo.
-        """
-        lr = self.hp["lr"]
-        self.sched.base_lrs = [lr] * len(self.opt.param_groups)
-        progress = math.cos(math.pi * self.sched.last_epoch / self.sched.T_max)
-        for group in self.opt.param_groups:
-            group["initial_lr"] = lr
-            group["weight_decay"] = self.hp["weight_decay"]
-            group["lr"] = self.sched.eta_min + (lr - self.sched.eta_min) * (1 + progress) / 2
+def apply_hyperparameters(opt: torch.optim.Optimizer,
+                          sched: torch.optim.lr_scheduler.CosineAnnealingLR,
+                          hp: dict[str, Any]) -> None:
+    """Make ``hp``'s lr and weight decay the ones in force after loading a checkpoint.
+
+    A plain resume changes nothing; a PBT exploit loads another trial's state under
+    mutated hyperparameters, which the saved optimizer/scheduler state would otherwise undo.
+    """
+    lr = hp["lr"]
+    sched.base_lrs = [lr] * len(opt.param_groups)
+    progress = math.cos(math.pi * sched.last_epoch / sched.T_max)
+    for group in opt.param_groups:
+        group["initial_lr"] = lr
+        group["weight_decay"] = hp["weight_decay"]
+        group["lr"] = sched.eta_min + (lr - sched.eta_min) * (1 + progress) / 2
 
 
 def tensors(device: torch.device, *arrays: np.ndarray) -> list[torch.Tensor]:
@@ -264,17 +266,43 @@ def train_trial(config: dict[str, Any], *, space: Space, data: Dataset,
                 settings: TrialSettings) -> None:
     """The Tune function trainable: decode, build, train; report and checkpoint at every step
     of the fidelity (each epoch, or each rung of the proxy task)."""
+    started = start_trial(config, space, data, settings)
+    if started is None:
+        return
+    device = device_for(settings.gpus)
+
+    def new_run(task: ProxyTask) -> Run:
+        return Run(space, started.arch, data.input_shape, data.num_classes, settings.max_epochs,
+                   device, settings.seed, task)
+
+    x_train, y_train, x_val, y_val = tensors(device, data.x_train, data.y_train, data.x_val,
+                                             data.y_val)
+    steps = _by_rung if settings.fidelity.rungs else _by_epoch
+    report_steps(((run, run.scores(x_val, y_val), progress) for run, progress in
+                  steps(new_run, started.state, x_train, y_train, settings)), started, settings)
+
+
+@dataclass(frozen=True)
+class Started:
+    """A trial that is to train: its architecture, the state of its checkpoint (if Tune
+    restored one), its costs and the metrics every report repeats."""
+
+    arch: dict[str, Any]
+    state: dict[str, Any] | None
+    costs: dict[str, Any]
+    fixed: dict[str, Any]
+
+
+def start_trial(config: dict[str, Any], space: Space, data: Any,
+                settings: TrialSettings) -> Started | None:
+    """What every training trainable does first: threads, architecture, the restored
+    checkpoint and the costs; None (after the one report) for a trial its costs reject."""
     import ray
     from ray import tune
 
     torch.set_num_threads(max(1, int(settings.cpus)))
     arch = space.decode(config)
     device = device_for(settings.gpus)
-
-    def new_run(task: ProxyTask) -> Run:
-        return Run(space, arch, data.input_shape, data.num_classes, settings.max_epochs, device,
-                   settings.seed, task)
-
     state = None
     checkpoint = tune.get_checkpoint()
     if checkpoint:
@@ -288,20 +316,26 @@ def train_trial(config: dict[str, Any], *, space: Space, data: Dataset,
              "node_id": ray.get_runtime_context().get_node_id()}
     if costs.get(FEASIBLE) is False:  # rejected: no epoch is spent on it
         tune.report({**rejected(fixed, settings.costs), "epoch": 0, TIME_ATTR: 0})
-        return
-    x_train, y_train, x_val, y_val = tensors(device, data.x_train, data.y_train, data.x_val,
-                                             data.y_val)
-    steps = _by_rung if settings.fidelity.rungs else _by_epoch
-    for run, progress in steps(new_run, state, x_train, y_train, settings):
-        scores = {f"val_{name}": value for name, value in run.scores(x_val, y_val).items()}
+        return None
+    return Started(arch, state, costs, fixed)
+
+
+def report_steps(steps: Iterator[tuple[Any, dict[str, float], dict[str, Any]]],
+                 started: Started, settings: TrialSettings) -> None:
+    """Report every step (a run with ``hp`` and ``state()``, its validation scores, its
+    progress) to Tune, with a checkpoint to resume from."""
+    from ray import tune
+
+    for run, scores, progress in steps:
         # lr as a metric: PBT changes it mid-trial (exploit + explore), and MLflow shows when.
-        metrics = {**scores, "lr": run.hp["lr"], **progress, **fixed}
+        metrics = {**{f"val_{name}": value for name, value in scores.items()},
+                   "lr": run.hp["lr"], **progress, **started.fixed}
         metrics.update(judged(metrics, settings.costs))
         if progress[TIME_ATTR] >= settings.fidelity.max_budget and not settings.checkpoint_last:
             tune.report(metrics)
             continue
         with tempfile.TemporaryDirectory() as folder:
-            torch.save({**run.state(), "rung": progress.get("rung"), "costs": costs},
+            torch.save({**run.state(), "rung": progress.get("rung"), "costs": started.costs},
                        Path(folder) / "state.pt")
             tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(folder))
 
@@ -348,13 +382,26 @@ def _by_rung(new_run: Callable[[ProxyTask], Run], state: dict | None, x: torch.T
 
 @dataclass
 class Retrained:
+    """A final training: the model, and its scores on the held-out test split (``accuracy``,
+    which for segmentation is the mean Dice and for detection mAP@[.5:.95]; ``loss`` where the
+    model has one at test time; the problem's other scores)."""
+
     model: nn.Module
     train_loss: list[float]  # per epoch
-    test_loss: float
-    test_accuracy: float  # for segmentation: the mean Dice
-    # every score on the test split (for segmentation Dice per class too)
-    test_scores: dict[str, float] = dataclasses.field(default_factory=dict)
-    picture: bytes | None = None  # segmentation: PNG of predicted slices beside ground truth
+    test_scores: dict[str, float]
+    example: np.ndarray  # a few test inputs: the logged model's input example
+    # A PNG of predictions beside the ground truth (segmentation: slices; detection: boxes),
+    # logged as ``<final run>_<picture_name>``.
+    picture: bytes | None = None
+    picture_name: str = "segmentation.png"
+
+    @property
+    def test_accuracy(self) -> float:
+        return self.test_scores["accuracy"]
+
+    def metrics(self) -> dict[str, float]:
+        """The test scores as MLflow metrics: ``test_accuracy``, ``test_loss``, ..."""
+        return {f"test_{k}": v for k, v in self.test_scores.items()}
 
 
 def retrain(space: Space, arch: dict[str, Any], data: Dataset, epochs: int,
@@ -379,8 +426,7 @@ def retrain(space: Space, arch: dict[str, Any], data: Dataset, epochs: int,
         shown = slice(0, SLICES_SHOWN)
         picture = slices_png(data.x_test[shown], data.y_test[shown],
                              run.predict(x_test[shown]).cpu().numpy())
-    return Retrained(run.model.cpu().eval(), losses, scores["loss"], scores["accuracy"],
-                     {k: v for k, v in scores.items() if k != "loss"}, picture)
+    return Retrained(run.model.cpu().eval(), losses, scores, data.x_test[:5], picture)
 
 
 def calibrate(space: Any, data: Any, costs: Any, gpus: float, cpus: float, seed: int,

@@ -16,10 +16,10 @@ from typing import Any
 import raynas
 from raynas.config import RETRAIN_SHARE, SearchConfig
 from raynas.errors import ConfigError, RaynasError, SearchInterrupted
-from raynas.estimation import trial_function
+from raynas.estimation import final_training, trial_function
 from raynas.estimation.costs import CostSettings
 from raynas.estimation.tabular import SIM_TIME, tabular_outcome
-from raynas.estimation.train import TrialSettings, calibrate, retrain
+from raynas.estimation.train import TrialSettings, calibrate
 from raynas.experiment.resolve import Resolved, resolve
 from raynas.experiment.state import AUTO, SearchState, auto_folder, folder_of, storage_of
 from raynas.experiment.tuner import build_tuner, plan_search, restore_searcher
@@ -468,7 +468,7 @@ def _run(run: Running) -> SearchResult:
     elif final is None:
         # Train+val is larger than train: an epoch of the retraining takes that much longer.
         epoch_s = (best.metrics.get("time_total_s", 0) / max(1, best.metrics.get(
-            "training_iteration", 1))) * (len(data.y_train) + len(data.y_val)) / len(data.y_train)
+            "training_iteration", 1))) * (1 + data.split_sizes[1] / data.split_sizes[0])
         epochs = budget.retrain_epochs(config.retrain_epochs, epoch_s)
         progress(f"best: trial {best.metrics['trial_id']} val_accuracy={val_accuracy:.4f} "
                  f"({len(finished)} finished, {len(failed)} failed); retraining on train+val "
@@ -477,25 +477,23 @@ def _run(run: Running) -> SearchResult:
         record.child(final_key, "final", {"raynas.role": "final", "raynas.arch_hash":
                                           arch_hash(arch), "raynas.trial_id":
                                           best.metrics["trial_id"]})
-        task = ray.remote(retrain).options(num_cpus=config.cpus_per_trial,
+        task = ray.remote(final_training(data)).options(num_cpus=config.cpus_per_trial,
                                            num_gpus=config.gpus_per_trial)
         retrain_started = time.time()
         retrained = ray.get(task.remote(space, arch, data, epochs, settings))
         spent += f", retraining {time.time() - retrain_started:.0f} s ({epochs} epochs)"
         for epoch, loss in enumerate(retrained.train_loss, start=1):
             record.log_metrics(final_key, {"train_loss": loss}, epoch)
-        files = save_final_model(ledger.folder, retrained.model, data.x_test[:5],
+        files = save_final_model(ledger.folder, retrained.model, retrained.example,
                                  final_key.replace("/", "-"))
-        if retrained.picture is not None:  # segmentation: predicted slices beside the truth
-            picture = f"{final_key.replace('/', '-')}_segmentation.png"
+        if retrained.picture is not None:  # predicted slices or boxes beside the truth
+            picture = f"{final_key.replace('/', '-')}_{retrained.picture_name}"
             (ledger.folder / picture).write_bytes(retrained.picture)
             ledger.write("artifact", final_key, file=picture)
         ledger.write("model", final_key, **files, name=run.experiment, arch=arch,
                      space_yaml=to_yaml(space),
-                     metrics={**{f"test_{k}": v for k, v in retrained.test_scores.items()},
-                              "test_accuracy": retrained.test_accuracy,
-                              "test_loss": retrained.test_loss,
-                              "search_val_accuracy": val_accuracy, "retrain_epochs": epochs})
+                     metrics={**retrained.metrics(), "search_val_accuracy": val_accuracy,
+                              "retrain_epochs": epochs})
         final = ledger.ops[-1]["args"]
     if budget.seconds is not None:
         progress(f"--time-budget {budget.seconds:.0f} s: {spent}; {budget.left:.0f} s left")

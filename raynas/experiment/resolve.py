@@ -14,10 +14,12 @@ from dataclasses import dataclass
 
 from raynas import schedulers, strategies
 from raynas.config import SearchConfig
-from raynas.data import Dataset, load_dataset
+from raynas.data import Dataset
+from raynas.detections import DetectionData
 from raynas.errors import ConfigError
-from raynas.estimation import load_space, nb201
+from raynas.estimation import load_data, load_space, nb201
 from raynas.estimation.costs import check_settings as check_costs
+from raynas.estimation.detection import check_detection_space
 from raynas.estimation.fidelity import Fidelity, parse_fidelity
 from raynas.estimation.problem import check_data
 from raynas.estimation.tabular import PREFIX as TABULAR
@@ -41,7 +43,7 @@ class Resolved:
 
     config: SearchConfig
     space: Space
-    data: Dataset | Table
+    data: Dataset | DetectionData | Table
     objectives: tuple[Objective, ...]
     fidelity: Fidelity
     constraints: tuple[Constraint, ...]
@@ -116,14 +118,17 @@ def resolve(config: SearchConfig) -> Resolved:
     if fidelity.task.width < 1 or (fidelity.rungs and fidelity.resource == "width"):
         check_width(space)
     if nb201.is_nb201(config.dataset):
-        data: Dataset | Table = nb201.load_for_search(config, space, objectives)
+        data: Dataset | DetectionData | Table = nb201.load_for_search(config, space, objectives)
     elif tabular:
         data = load_for_search(config, space, objectives)
     else:
-        data = load_dataset(config.dataset, seed=config.seed)
-        check_data(space, data.masks, data.input_shape)
-        if data.masks:
-            check_segmentation(strategy, fidelity)
+        data = load_data(config.dataset, seed=config.seed)
+        if isinstance(data, DetectionData):
+            check_detection(space, strategy, fidelity)
+        else:
+            check_data(space, data.masks, data.input_shape)
+            if data.masks:
+                check_segmentation(strategy, fidelity)
     resolved = Resolved(config, space, data, objectives, fidelity, constraints, kind, weights,
                         strategy, scheduler, time_budget_s)
     for part in (strategy, scheduler):
@@ -148,6 +153,20 @@ def check_segmentation(strategy: Strategy, fidelity: Fidelity) -> None:
     if fidelity.task.resolution < 1 or (fidelity.rungs and fidelity.resource == "resolution"):
         raise ConfigError("--fidelity/--proxy-task resolution: not for segmentation (the masks "
                           "would need the same downsampling); use epochs, data or width")
+
+
+def check_detection(space: Space, strategy: Strategy, fidelity: Fidelity) -> None:
+    """What a detection search needs: a detection space, strategies that train each network
+    (not zero-cost proxies or weight sharing, which score classifiers), and whole images for
+    epochs (proxy tasks would need the boxes rescaled)."""
+    check_detection_space(space)
+    if strategy.needs_dataset:
+        raise ConfigError(f"--strategy {strategy.name}: scores classifiers on the data itself; "
+                          "a detection search trains each network (random, tpe, evolution, rl, "
+                          "bananas, ...)")
+    if fidelity.rungs or not fidelity.task.full:
+        raise ConfigError("--fidelity/--proxy-task: a detection search trains on the whole "
+                          "images and data, epoch by epoch (--fidelity epochs, no --proxy-task)")
 
 
 def check_combination(strategy: Strategy, scheduler: Scheduler, num_objectives: int) -> None:

@@ -32,11 +32,10 @@ from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 import raynas
-from raynas.data import Dataset, load_dataset
 from raynas.errors import ConfigError, RaynasError, SpaceError
-from raynas.estimation import load_space
+from raynas.estimation import final_training, load_data, load_space
 from raynas.estimation.fidelity import Fidelity
-from raynas.estimation.train import Retrained, TrialSettings, retrain
+from raynas.estimation.train import Retrained, TrialSettings
 from raynas.experiment.state import LEDGERS, SearchState
 from raynas.runtime import init_ray, stderr
 from raynas.space import Space, arch_hash, space_yaml
@@ -159,7 +158,7 @@ def retrain_best(target: str, epochs: int, top_k: int = 1, seeds: int = 3, *,
     client = connect(uri)
     source = resolve(target, client, top_k=top_k, space=space, dataset=dataset, seed=seed,
                      experiment=experiment)
-    data = load_dataset(source.dataset, seed=source.seed)
+    data = load_data(source.dataset, seed=source.seed)
     train_seeds = [source.seed + i for i in range(seeds)]
     record, keys = _start_runs(client, source, epochs, train_seeds, progress)
     progress(f"retraining {len(keys)} architectures x {seeds} seeds for {epochs} epochs on "
@@ -176,7 +175,7 @@ def retrain_best(target: str, epochs: int, top_k: int = 1, seeds: int = 3, *,
             import ray
 
             ray.shutdown()
-    outcomes = [_log(record, keys[rank - 1], rank, candidate, source, data,
+    outcomes = [_log(record, keys[rank - 1], rank, candidate, source,
                      [trainings[rank, s] for s in train_seeds], train_seeds)
                 for rank, candidate in enumerate(source.candidates, start=1)]
     champion = max(outcomes, key=lambda o: o.mean)  # the first of equals: the search's order
@@ -303,13 +302,13 @@ def _start_runs(client: MlflowClient, source: Source, epochs: int, seeds: list[i
     return record, keys
 
 
-def _train(source: Source, data: Dataset, epochs: int, seeds: list[int],
+def _train(source: Source, data: Any, epochs: int, seeds: list[int],
            progress: Callable[[str], None]) -> dict[tuple[int, int], Retrained]:
     """Every architecture x seed as a Ray task of one CPU; results as they finish."""
     import ray
 
     data_ref = ray.put(data)  # once, not once per task
-    task = ray.remote(retrain).options(num_cpus=1)
+    task = ray.remote(final_training(data)).options(num_cpus=1)
     running = {task.remote(source.space, candidate.arch, data_ref, epochs,
                            TrialSettings(Fidelity(epochs), seed)): (rank, seed)
                for rank, candidate in enumerate(source.candidates, start=1) for seed in seeds}
@@ -324,27 +323,29 @@ def _train(source: Source, data: Dataset, epochs: int, seeds: list[int],
                 ray.cancel(other)
             raise RaynasError(f"architecture {rank} ({arch_hash(source.candidates[rank - 1].arch)}"
                               f"), seed {seed}: training failed: {last_line(str(exc))}") from None
+        scores = ", ".join(f"test_{k} {v:.4f}" for k, v in done[rank, seed].test_scores.items()
+                           if k != "accuracy")  # e.g. the loss, a detector's mAP@.5 (map_50)
         progress(f"architecture {rank} seed {seed}: test_accuracy "
-                 f"{done[rank, seed].test_accuracy:.4f} [{len(done)}/{len(done) + len(running)}"
-                 " trainings done]")
+                 f"{done[rank, seed].test_accuracy:.4f} ({scores}) "
+                 f"[{len(done)}/{len(done) + len(running)} trainings done]")
     return done
 
 
 def _log(record: SearchRecord, key: str, rank: int, candidate: Candidate, source: Source,
-         data: Dataset, runs: list[Retrained], seeds: list[int]) -> Outcome:
+         runs: list[Retrained], seeds: list[int]) -> Outcome:
     """The first seed's model (picked before testing) with every seed's test accuracy."""
     outcome = Outcome(rank, candidate.arch, candidate.val_accuracy, seeds,
                       [r.test_accuracy for r in runs], record.ledger.runs[key])
     first = runs[0]
     for epoch, loss in enumerate(first.train_loss, start=1):
         record.log_metrics(key, {"train_loss": loss}, epoch)
-    metrics = {"test_accuracy": first.test_accuracy, "test_loss": first.test_loss,
-               "test_accuracy_mean": outcome.mean, "test_accuracy_std": outcome.std,
+    metrics = {**first.metrics(), "test_accuracy_mean": outcome.mean,
+               "test_accuracy_std": outcome.std,
                **{f"test_accuracy_seed_{s}": a
                   for s, a in zip(seeds, outcome.test_accuracies, strict=True)}}
     if candidate.val_accuracy is not None:
         metrics["search_val_accuracy"] = candidate.val_accuracy
-    files = save_final_model(record.ledger.folder, first.model, data.x_test[:5],
+    files = save_final_model(record.ledger.folder, first.model, first.example,
                              key.replace("/", "-"))
     record.ledger.write("model", key, **files, name=source.experiment, arch=candidate.arch,
                         space_yaml=space_yaml(source.space), metrics=metrics)

@@ -6,6 +6,7 @@ import statistics
 
 import torch
 from torch import nn
+from torch.utils._pytree import tree_leaves
 from torch.utils.flop_counter import FlopCounterMode
 
 
@@ -106,8 +107,9 @@ def peak_memory_mb(model: nn.Module, input_shape: tuple[int, ...], batch: int) -
 
             with torch.enable_grad(), torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
                 out = model(x)
-            saved.setdefault(out.untyped_storage().data_ptr(), out.untyped_storage().nbytes())
-            saved.setdefault(x.untyped_storage().data_ptr(), x.untyped_storage().nbytes())
+            # the output: a tensor, or a detector's boxes, scores and labels per image
+            for t in (x, *(t for t in tree_leaves(out) if isinstance(t, torch.Tensor))):
+                saved.setdefault(t.untyped_storage().data_ptr(), t.untyped_storage().nbytes())
             activations = sum(saved.values())
         del out
     finally:

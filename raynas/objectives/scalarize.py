@@ -7,7 +7,7 @@ while they run, so the scale must not drift as results arrive):
 - ``val_accuracy``: [1/classes (chance), 1]; ``val_auc``: [0.5 (chance), 1]; ``val_dice``:
   [0, 1];
 - ``val_loss``, ``train_loss``: [0, ln(classes)] (the loss of a uniform guess);
-- ``lr``, ``data_fraction``, proxy-task scales: [0, 1];
+- ``lr``, ``data_fraction``, proxy-task scales, a detection's mAP (``val_map``...): [0, 1];
 - cost metrics (``params``, ``flops``, ``latency_ms``, ``peak_memory_mb``) span orders of
   magnitude, so they are normalised on a log10 scale, between the smallest and largest value
   of a random sample of the space's architectures, measured on the trials' device
@@ -38,7 +38,8 @@ if TYPE_CHECKING:
 SCALAR = "scalarized"
 KINDS = ("weighted", "chebyshev")
 LOG_SCALE = ("params", "flops", "latency_ms", "peak_memory_mb")
-UNIT_RANGE = ("lr", "data_fraction", "width_multiplier", "resolution_scale")
+UNIT_RANGE = ("lr", "data_fraction", "width_multiplier", "resolution_scale", "val_map",
+              "val_map_50", "val_map_75")
 CALIBRATION_SAMPLES = 12
 
 

@@ -45,8 +45,11 @@ def log_model_files(client: MlflowClient, run_id: str, folder: Path, args: dict)
             mlflow.log_metrics(args["metrics"])
             # Requirements given, not inferred: MLflow infers them by loading the model in a
             # subprocess (~10 s of a search's end), and misses raynas, whose classes it needs.
+            # MLflow saves a torch.export program, unless the model says that torch.export
+            # cannot capture it (a detector: NMS has data-dependent shapes), then a pickle.
             info = mlflow.pytorch.log_model(
                 model, name="model", signature=infer_signature(example, output),
+                serialization_format=getattr(model, "serialization_format", "pt2"),
                 input_example=example, registered_model_name=args["name"],
                 pip_requirements=[*mlflow.pytorch.get_default_pip_requirements(),
                                   f"raynas=={raynas.__version__}"])

@@ -9,6 +9,7 @@ import random
 
 import pytest
 
+from raynas.bench.detection import baseline_arch
 from raynas.detections import load_detection
 from raynas.errors import ConfigError
 from raynas.estimation import load_space
@@ -20,14 +21,7 @@ EPOCHS = 8
 def test_a_trained_detector_beats_the_mean_box_baseline(shapes):
     data = load_detection(f"coco:{shapes}")
     space = load_space("detection")
-    conv = {"op": "conv_3x3", "connection": "series"}
-    arch = space.validate({
-        "stem_channels": 16,
-        "layers": [{**conv, "channels": 16, "stride": 2}, {**conv, "channels": 32, "stride": 2},
-                   {**conv, "channels": 32, "stride": 2, "connection": "skip"}],
-        "levels": 2, "neck": "fpn", "neck_channels": 32, "head": "fcos", "anchor_scale": 4,
-        "anchor_octaves": 1, "anchor_ratios": "1",
-        "train": {"lr": 0.003, "weight_decay": 1e-4, "batch_size": 8, "optimizer": "adam"}})
+    arch = baseline_arch(space)  # the fixed baseline of raynas bench detection
     detector = Detector(space, arch, data, EPOCHS)
     epochs = list(detector.epochs())
     assert [e.epoch for e in epochs] == list(range(1, EPOCHS + 1))
@@ -48,3 +42,19 @@ def test_only_a_detection_space_trains_as_a_detector(shapes):
     with pytest.raises(ConfigError, match=r"--space small_cnn: model 'macro' does not detect "
                                           r"objects; use a detection space \(detection\)"):
         Detector(space, space.sample(random.Random(0)), data, 1)
+
+
+def test_a_restored_detector_goes_on_from_its_checkpoint(shapes):
+    data = load_detection(f"coco:{shapes}")
+    space = load_space("detection")
+    arch = baseline_arch(space)
+    first = Detector(space, arch, data, 3)
+    one = next(first.epochs())
+    state = first.state()
+    again = Detector(space, arch, data, 3, seed=1)  # other initial weights
+    again.load(state)
+    assert again.epoch == 1 and all(
+        (a == b).all() for a, b in zip(again.model.state_dict().values(),
+                                       first.model.state_dict().values(), strict=True))
+    assert evaluate(again.model, data.val) == one.scores  # the same weights score the same
+    assert [e.epoch for e in again.epochs()] == [2, 3]
