@@ -7,30 +7,45 @@ which is the backbone, plus:
 - ``levels``: how many of the backbone's scales feed the head, the deepest ones (a scale's
   feature map is the last layer output at that resolution) of stride 4 or more; fewer if the
   chain has fewer (one that never reaches stride 4 gives its last output, max-pooled to it);
-- ``neck``: ``fpn`` (torchvision's ``FeaturePyramidNetwork``: lateral 1x1 convolutions, a
-  top-down pathway, 3x3 outputs) or ``none`` (a 1x1 convolution per level only), either giving
-  every level ``neck_channels`` channels, as the shared heads need;
-- ``head``: ``fcos`` (anchor-free, torchvision's ``FCOS``) or ``retinanet`` (anchor-based,
-  torchvision's ``RetinaNet`` with focal loss);
-- anchors, from torchvision's ``AnchorGenerator``: at a level of stride ``s`` the anchors are
-  ``anchor_scale * s * 2**(k / anchor_octaves)`` pixels wide for k < ``anchor_octaves``, at
-  each of ``anchor_ratios`` (height / width; a comma-separated string such as ``"0.5,1,2"``).
-  FCOS takes one anchor per location: only ``anchor_scale`` applies to it (its centre sampling
-  and box coding are relative to that size).
+- ``neck``, giving every level ``neck_channels`` channels, as the shared heads need: ``none``
+  (a 1x1 convolution per level), ``fpn`` (torchvision's ``FeaturePyramidNetwork``: lateral 1x1
+  convolutions, a top-down pathway, 3x3 outputs) or ``bifpn`` (EfficientDet's BiFPN: the 1x1
+  convolutions, then ``bifpn_repeats`` times a top-down and a bottom-up pathway whose nodes mix
+  their inputs by learnt non-negative weights; with one level there is nothing to fuse and it
+  is ``none``);
+- ``head``: ``fcos`` (anchor-free, torchvision's ``FCOS``), ``retinanet`` (anchor-based,
+  torchvision's ``RetinaNet`` with focal loss), ``ssdlite`` (anchor-based, torchvision's ``SSD``
+  with an ``SSDLiteHead``: depthwise-separable predictors, hard negative mining) or
+  ``faster_rcnn`` (two-stage, torchvision's ``FasterRCNN``: a region proposal network on the
+  anchors, ``MultiScaleRoIAlign`` of each proposal from its level, a two-layer box head);
+- anchors, from torchvision's ``AnchorGenerator`` (RetinaNet, and Faster R-CNN's proposals): at
+  a level of stride ``s`` the anchors are ``anchor_scale * s * 2**(k / anchor_octaves)`` pixels
+  wide for k < ``anchor_octaves``, at each of ``anchor_ratios`` (height / width; a
+  comma-separated string such as ``"0.5,1,2"``). FCOS takes one anchor per location: only
+  ``anchor_scale`` applies to it (its centre sampling and box coding are relative to that size).
+  SSD's ``DefaultBoxGenerator`` has its own scheme, mapped as: a level's box is
+  ``anchor_scale * s`` pixels wide (as a fraction of the image's side, so stretched with a
+  non-square image), plus the square between it and the next level's (SSD's fixed second size,
+  in place of ``anchor_octaves``), and each ratio r other than 1 adds the boxes of r and 1/r
+  (SSD's aspect ratios come in such pairs).
 
 The model takes a list of float images (C, H, W) in [0, 1]; in training mode, with targets, it
-returns its losses, in eval mode the boxes, scores and labels per image. It resizes nothing:
-``input_shape`` (C, H, W) sets the size torchvision's transform keeps the images at.
+returns its losses, in eval mode the boxes, scores and labels per image, at most 100 (as many as
+COCO's mAP counts) scored 0.05 or more. It resizes nothing: ``input_shape`` (C, H, W) sets the
+size torchvision's transform keeps the images at.
 """
 
 from __future__ import annotations
 
 import math
 from collections import OrderedDict
+from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 import torch
 from torch import nn
+from torchvision.ops.misc import Conv2dNormActivation
 
 from raynas.errors import SpaceError
 from raynas.models import macro
@@ -38,50 +53,130 @@ from raynas.space.space import Space
 
 #: The builder's output is a torchvision detector (boxes, not logits).
 DETECTION = True
-NECKS = ("none", "fpn")
-HEADS = ("fcos", "retinanet")
+NECKS = ("none", "fpn", "bifpn")
+HEADS = ("fcos", "retinanet", "ssdlite", "faster_rcnn")
 #: What an architecture may leave out (a space that does not search it).
-DEFAULTS = {"levels": 3, "neck": "fpn", "neck_channels": 32, "head": "fcos",
-            "anchor_scale": 4, "anchor_octaves": 1, "anchor_ratios": "1"}
-#: FCOS's head normalises with ``GroupNorm(16, channels)``.
-CHANNEL_MULTIPLE = 16
+DEFAULTS = {"levels": 3, "neck": "fpn", "neck_channels": 32, "bifpn_repeats": 1,
+            "head": "fcos", "anchor_scale": 4, "anchor_octaves": 1, "anchor_ratios": "1"}
+#: FCOS's head normalises with ``GroupNorm(32, channels)``.
+CHANNEL_MULTIPLE = 32
 MAX_LEVELS = 5
+#: EfficientDet repeats its BiFPN 3 (D0) to 8 (D7) times.
+MAX_BIFPN_REPEATS = 8
 #: The finest level's stride: a head on finer maps costs much and, for objects of more than a few
 #: pixels, gains little (torchvision's detectors start at stride 8).
 MIN_STRIDE = 4
+#: Boxes kept per image (COCO's mAP counts 100), and the lowest score kept: torchvision's FCOS
+#: default (0.2) drops low-scored boxes that mAP still counts.
+DETECTIONS, SCORE_THRESH = 100, 0.05
+#: Faster R-CNN's box head: 7x7 RoIs through two fully connected layers this wide
+#: (torchvision's 1024 is for 800-pixel COCO images, and too slow on a CPU).
+ROI_SIZE, REPRESENTATION = 7, 128
+#: Faster R-CNN's proposals: the best PROPOSALS[0] anchors a level before NMS, PROPOSALS[1] in
+#: all after, and ROIS_PER_IMAGE of them sampled to train the box head (torchvision's 2000,
+#: 2000 and 512 are for 800-pixel images; on CPU the RoIAlign backward pass dominates).
+PROPOSALS, ROIS_PER_IMAGE = (500, 300), 128
+
+
+class Lateral(nn.Module):
+    """A 1x1 convolution per level, to the neck's channels (the ``none`` neck)."""
+
+    def __init__(self, widths: list[int], channels: int) -> None:
+        super().__init__()
+        self.convs = nn.ModuleList(nn.Conv2d(c, channels, 1) for c in widths)
+
+    def forward(self, x: OrderedDict[str, torch.Tensor]) -> OrderedDict[str, torch.Tensor]:
+        return OrderedDict((k, conv(v)) for (k, v), conv in zip(x.items(), self.convs,
+                                                                strict=True))
+
+
+class Fusion(nn.Module):
+    """A BiFPN node: EfficientDet's fast normalised fusion (the inputs, resized to the first's
+    size, averaged by weights kept non-negative by a ReLU), then swish, a depthwise-separable
+    3x3 convolution and BatchNorm."""
+
+    def __init__(self, inputs: int, channels: int) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(inputs))
+        # EfficientDet's order, linear out: stacked passes trained far better so than with the
+        # Conv-BN-ReLU blocks of the dw_conv_3x3 op (test mAP@.5 0.46 against 0.10, 3 passes)
+        self.conv = nn.Sequential(
+            nn.SiLU(), nn.Conv2d(channels, channels, 3, padding=1, groups=channels, bias=False),
+            Conv2dNormActivation(channels, channels, 1, activation_layer=None))
+
+    def weights(self) -> torch.Tensor:
+        w = nn.functional.relu(self.weight)
+        return w / (w.sum() + 1e-4)  # EfficientDet's epsilon: no division by zero
+
+    def forward(self, inputs: list[torch.Tensor]) -> torch.Tensor:
+        size = inputs[0].shape[-2:]
+        resized = [x if x.shape[-2:] == size else
+                   nn.functional.adaptive_max_pool2d(x, size) if x.shape[-1] > size[-1] else
+                   nn.functional.interpolate(x, size=size, mode="nearest") for x in inputs]
+        return self.conv(sum(w * x for w, x in zip(self.weights(), resized, strict=True)))
+
+
+class BiFPNLayer(nn.Module):
+    """One BiFPN pass over the levels (finest first). torchvision has no BiFPN, so it is written
+    here: top-down, node i fuses level i with node i+1; bottom-up, output i fuses level i, the
+    top-down node i (except on the coarsest level, whose top-down node is its input) and
+    output i-1. The finest output is its top-down node."""
+
+    def __init__(self, levels: int, channels: int) -> None:
+        super().__init__()
+        self.top_down = nn.ModuleList(Fusion(2, channels) for _ in range(levels - 1))
+        self.bottom_up = nn.ModuleList(Fusion(3 if i < levels - 1 else 2, channels)
+                                       for i in range(1, levels))
+
+    def forward(self, x: OrderedDict[str, torch.Tensor]) -> OrderedDict[str, torch.Tensor]:
+        inputs = list(x.values())
+        down = inputs[:]
+        for i in reversed(range(len(inputs) - 1)):
+            down[i] = self.top_down[i]([inputs[i], down[i + 1]])
+        out = down[:1]
+        for i, node in enumerate(self.bottom_up, start=1):
+            middle = [down[i]] if i < len(inputs) - 1 else []
+            out.append(node([inputs[i], *middle, out[-1]]))
+        return OrderedDict(zip(x, out, strict=True))
+
+
+def neck(kind: str, widths: list[int], channels: int, repeats: int) -> nn.Module:
+    """The neck: an ``OrderedDict`` of levels in, the same levels at ``channels`` out."""
+    from torchvision.ops import FeaturePyramidNetwork
+
+    if kind == "fpn":
+        return FeaturePyramidNetwork(widths, channels)
+    lateral = Lateral(widths, channels)
+    if kind == "none" or len(widths) == 1:
+        return lateral
+    return nn.Sequential(lateral, *(BiFPNLayer(len(widths), channels) for _ in range(repeats)))
 
 
 class Backbone(nn.Module):
     """The macro chain's deepest ``levels`` scales through the neck, as torchvision's detectors
     take a backbone: an ``OrderedDict`` of feature maps and one ``out_channels``."""
 
-    def __init__(self, arch: dict[str, Any], input_shape: tuple[int, ...], levels: int,
-                 neck: str, channels: int) -> None:
+    def __init__(self, arch: dict[str, Any], input_shape: tuple[int, ...]) -> None:
         super().__init__()
-        from torchvision.ops import FeaturePyramidNetwork
-
+        a = {**DEFAULTS, **arch}
         self.trunk = macro.MacroNet(arch, input_shape, 0)
         r = self.trunk.reductions
         stages = [i for i in range(len(r)) if i + 1 == len(r) or r[i + 1] != r[i]]
-        self.picks = ([i for i in stages if r[i] >= MIN_STRIDE] or stages[-1:])[-levels:]
+        self.picks = ([i for i in stages if r[i] >= MIN_STRIDE] or stages[-1:])[-a["levels"]:]
         # A chain that never reaches MIN_STRIDE: its last output max-pooled down to it.
         self.pool = math.ceil(MIN_STRIDE / r[self.picks[0]])
         #: Each level's stride: how many input pixels one feature map cell spans.
         self.strides = [r[i] * self.pool for i in self.picks]
-        widths = [self.trunk.channels[i] for i in self.picks]
-        self.neck = FeaturePyramidNetwork(widths, channels) if neck == "fpn" else nn.ModuleList(
-            nn.Conv2d(c, channels, 1) for c in widths)
-        self.out_channels = channels
+        self.neck = neck(a["neck"], [self.trunk.channels[i] for i in self.picks],
+                         a["neck_channels"], a["bifpn_repeats"])
+        self.out_channels = a["neck_channels"]
 
     def forward(self, x: torch.Tensor) -> OrderedDict[str, torch.Tensor]:
         history = self.trunk.features(x)
-        levels = OrderedDict((str(k), history[i] if self.pool == 1 else
-                              nn.functional.max_pool2d(history[i], self.pool, ceil_mode=True))
-                             for k, i in enumerate(self.picks))
-        if isinstance(self.neck, nn.ModuleList):
-            return OrderedDict((k, conv(v)) for (k, v), conv in zip(levels.items(), self.neck,
-                                                                    strict=True))
-        return self.neck(levels)
+        return self.neck(OrderedDict(
+            (str(k), history[i] if self.pool == 1 else
+             nn.functional.max_pool2d(history[i], self.pool, ceil_mode=True))
+            for k, i in enumerate(self.picks)))
 
 
 def ratios(text: str) -> tuple[float, ...]:
@@ -92,28 +187,90 @@ def ratios(text: str) -> tuple[float, ...]:
     return values
 
 
-def build(arch: dict[str, Any], input_shape: tuple[int, ...], num_classes: int) -> nn.Module:
-    """A torchvision ``FCOS`` or ``RetinaNet``; ``num_classes`` counts the background."""
-    from torchvision.models.detection import FCOS, RetinaNet
+def anchor_generator(a: dict[str, Any], strides: list[int]) -> nn.Module:
+    """The anchors of RetinaNet, Faster R-CNN and (one a location) FCOS: see the module's
+    docstring."""
     from torchvision.models.detection.anchor_utils import AnchorGenerator
 
+    octaves = a["anchor_octaves"]
+    return AnchorGenerator(
+        tuple(tuple(a["anchor_scale"] * s * 2 ** (k / octaves) for k in range(octaves))
+              for s in strides), (ratios(a["anchor_ratios"]),) * len(strides))
+
+
+def keep_size(input_shape: tuple[int, ...]) -> dict[str, int]:
+    """The transform's sizes that keep an image of ``input_shape`` as it is."""
+    return {"min_size": min(input_shape[1:]), "max_size": max(input_shape[1:])}
+
+
+def fcos(backbone: Backbone, a: dict[str, Any], input_shape: tuple[int, ...], num_classes: int
+         ) -> nn.Module:
+    from torchvision.models.detection import FCOS
+
+    one = anchor_generator({**a, "anchor_octaves": 1, "anchor_ratios": "1"}, backbone.strides)
+    return FCOS(backbone, num_classes, anchor_generator=one, score_thresh=SCORE_THRESH,
+                detections_per_img=DETECTIONS, **keep_size(input_shape))
+
+
+def retinanet(backbone: Backbone, a: dict[str, Any], input_shape: tuple[int, ...],
+              num_classes: int) -> nn.Module:
+    from torchvision.models.detection import RetinaNet
+
+    return RetinaNet(backbone, num_classes, anchor_generator=anchor_generator(a, backbone.strides),
+                     score_thresh=SCORE_THRESH, detections_per_img=DETECTIONS,
+                     **keep_size(input_shape))
+
+
+def ssdlite(backbone: Backbone, a: dict[str, Any], input_shape: tuple[int, ...],
+            num_classes: int) -> nn.Module:
+    from torchvision.models.detection.anchor_utils import DefaultBoxGenerator
+    from torchvision.models.detection.ssd import SSD
+    from torchvision.models.detection.ssdlite import SSDLiteHead
+
+    strides, side = backbone.strides, min(input_shape[1:])
+    scales = [a["anchor_scale"] * s / side for s in [*strides, 2 * strides[-1]]]
+    pairs = sorted({max(r, 1 / r) for r in ratios(a["anchor_ratios"]) if r != 1})
+    boxes = DefaultBoxGenerator([pairs] * len(strides), scales=scales, steps=strides)
+    # torchvision's SSDlite normalises its head with this BatchNorm
+    norm = partial(nn.BatchNorm2d, eps=0.001, momentum=0.03)
+    head = SSDLiteHead([backbone.out_channels] * len(strides), boxes.num_anchors_per_location(),
+                       num_classes, norm)
+    # SSD resizes every image to a fixed (width, height): the input's
+    return SSD(backbone, boxes, (input_shape[2], input_shape[1]), num_classes, head=head,
+               score_thresh=SCORE_THRESH, detections_per_img=DETECTIONS)
+
+
+def faster_rcnn(backbone: Backbone, a: dict[str, Any], input_shape: tuple[int, ...],
+                num_classes: int) -> nn.Module:
+    from torchvision.models.detection import FasterRCNN
+    from torchvision.models.detection.faster_rcnn import FastRCNNPredictor, TwoMLPHead
+    from torchvision.ops import MultiScaleRoIAlign
+
+    # A proposal anchor_scale * s pixels wide is pooled from the level of stride s, as are the
+    # anchors that proposed it (FPN's rule maps 224 pixels, ImageNet's objects, to level 4).
+    pool = MultiScaleRoIAlign(list(map(str, range(len(backbone.strides)))), ROI_SIZE, 2,
+                              canonical_scale=a["anchor_scale"] * 2 ** 4, canonical_level=4)
+    return FasterRCNN(
+        backbone, rpn_anchor_generator=anchor_generator(a, backbone.strides), box_roi_pool=pool,
+        box_head=TwoMLPHead(backbone.out_channels * ROI_SIZE ** 2, REPRESENTATION),
+        box_predictor=FastRCNNPredictor(REPRESENTATION, num_classes),
+        rpn_pre_nms_top_n_train=PROPOSALS[0], rpn_pre_nms_top_n_test=PROPOSALS[0],
+        rpn_post_nms_top_n_train=PROPOSALS[1], rpn_post_nms_top_n_test=PROPOSALS[1],
+        box_batch_size_per_image=ROIS_PER_IMAGE, box_score_thresh=SCORE_THRESH,
+        box_detections_per_img=DETECTIONS, **keep_size(input_shape))
+
+
+HEAD_BUILDERS: dict[str, Callable[..., nn.Module]] = {
+    "fcos": fcos, "retinanet": retinanet, "ssdlite": ssdlite, "faster_rcnn": faster_rcnn}
+
+
+def build(arch: dict[str, Any], input_shape: tuple[int, ...], num_classes: int) -> nn.Module:
+    """A torchvision detector with the architecture's head; ``num_classes`` counts the
+    background."""
     if len(input_shape) != 3:
         raise SpaceError(f"detection model: inputs must be images (C, H, W), got {input_shape}")
     a = {**DEFAULTS, **arch}
-    backbone = Backbone(arch, input_shape, a["levels"], a["neck"], a["neck_channels"])
-    octaves = a["anchor_octaves"] if a["head"] == "retinanet" else 1
-    shape = ratios(a["anchor_ratios"]) if a["head"] == "retinanet" else (1.0,)
-    anchors = AnchorGenerator(
-        tuple(tuple(a["anchor_scale"] * s * 2 ** (k / octaves) for k in range(octaves))
-              for s in backbone.strides), (shape,) * len(backbone.strides))
-    size = {"min_size": min(input_shape[1:]), "max_size": max(input_shape[1:])}
-    if a["head"] == "fcos":
-        # torchvision's default score threshold (0.2) drops the low-scored boxes that mAP
-        # still counts; RetinaNet's is 0.05.
-        return FCOS(backbone, num_classes, anchor_generator=anchors, score_thresh=0.05, **size)
-    # at most 100 boxes an image, as COCO's mAP counts (torchvision's RetinaNet keeps 300)
-    return RetinaNet(backbone, num_classes, anchor_generator=anchors, detections_per_img=100,
-                     **size)
+    return HEAD_BUILDERS[a["head"]](Backbone(arch, input_shape), a, input_shape, num_classes)
 
 
 def check(space: Space, origin: str) -> None:
@@ -146,6 +303,7 @@ def check(space: Space, origin: str) -> None:
     integers("levels", 1, MAX_LEVELS)
     integers("neck_channels", CHANNEL_MULTIPLE, float("inf"),
              f" and multiples of {CHANNEL_MULTIPLE} (FCOS's GroupNorm)")
+    integers("bifpn_repeats", 1, MAX_BIFPN_REPEATS)
     integers("anchor_octaves", 1, 4)
     for v in finite("anchor_scale"):
         if not isinstance(v, int | float) or isinstance(v, bool) or not 0 < v < 1e6:

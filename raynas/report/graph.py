@@ -109,9 +109,11 @@ def detection_graph(arch: dict[str, Any]) -> list[Graph]:
     from raynas.models.detection import DEFAULTS
 
     a = {**DEFAULTS, **arch}
-    neck = "FPN" if a["neck"] == "fpn" else "1x1 convs"
-    return macro_graph(arch, f"{neck} ({a['neck_channels']} ch) on {a['levels']} scales, "
-                             f"{'FCOS' if a['head'] == 'fcos' else 'RetinaNet'} head")
+    neck = {"none": "1x1 convs", "fpn": "FPN", "bifpn": f"BiFPN x{a['bifpn_repeats']}"}
+    head = {"fcos": "FCOS", "retinanet": "RetinaNet", "ssdlite": "SSDlite",
+            "faster_rcnn": "Faster R-CNN"}
+    return macro_graph(arch, f"{neck[a['neck']]} ({a['neck_channels']} ch) on {a['levels']} "
+                             f"scales, {head[a['head']]} head")
 
 
 def nb201_graph(arch: dict[str, Any]) -> list[Graph]:
