@@ -14,7 +14,9 @@ A dataset spec is a string:
 - ``nifti:DIR``              NIfTI volumes in DIR/images with masks in DIR/labels or labels in
                              DIR/labels.csv (``raynas.volumes``; needs ``raynas[medical]``);
 - ``torchvision:NAME:DIR``   a torchvision dataset already on disk (``download=False``);
-- ``folder:DIR``             an ``ImageFolder`` (one sub-folder per class, equal image sizes).
+- ``folder:DIR``             an ``ImageFolder`` (one sub-folder per class, equal image sizes);
+- ``coco:DIR``               object detection: images with boxes, read from disk image by image
+                             (``raynas.detections``; ``raynas.estimation.load_data`` picks it).
 
 More kinds plug in with ``register_source``. raynas never downloads data. Splits are
 deterministic for a seed and stratified; normalisation statistics come from the training split
@@ -98,12 +100,16 @@ def load_dataset(spec: str, seed: int = 0, val_fraction: float = 0.15,
                    int(max(y_train.max(), y_val.max(), y_test.max()) + 1))
 
 
+#: Detection data, which is no arrays: read by ``raynas.detections`` (``load_data`` picks it).
+DETECTION_USAGE = "coco:DIR"
+
+
 def _read(spec: str) -> Arrays:
     kind, _, rest = spec.partition(":")
     source = SOURCES.get(kind)
     if source is not None and bool(rest) == source.takes_argument:
         return source.read(spec, rest)
-    usages = [s.usage for s in SOURCES.values()]
+    usages = [*(s.usage for s in SOURCES.values()), DETECTION_USAGE]
     raise DataError(f"unknown dataset {spec!r}{did_you_mean(spec, usages)}; use one of "
                     f"{', '.join(usages)}")
 
