@@ -19,6 +19,8 @@ from raynas.config import SearchConfig
 from raynas.detections import write_synthetic
 from raynas.estimation.detection import MAX_BOXES
 from raynas.experiment.driver import search
+from raynas.experiment.resolve import resolve
+from raynas.objectives.scalarize import fixed_range
 from raynas.space import builtin_dir
 
 EPOCHS = 3
@@ -107,3 +109,14 @@ def test_the_fixed_baseline_retrains_from_its_file(ray_local, tracking, few, cap
     version = MlflowClient(tracking).get_model_version("detection", "1")
     metrics = MlflowClient(tracking).get_run(version.run_id).data.metrics
     assert metrics["test_accuracy"] == metrics["test_map"] and "test_map_50" in metrics
+
+
+def test_a_detection_search_takes_several_objectives_and_scalarises_maps(few):
+    pareto = resolve(SearchConfig(space="detection", dataset=f"coco:{few}", strategy="nsga2",
+                                  objective=["val_map_50:max", "latency_ms:min"]))
+    assert pareto.objectives == (("val_map_50", "max"), ("latency_ms", "min"))
+    scalar = resolve(SearchConfig(space="detection", dataset=f"coco:{few}", strategy="tpe",
+                                  objective=["val_map:max", "params:min"],
+                                  scalarize="chebyshev"))
+    assert scalar.metric == ("scalarized", "min")
+    assert fixed_range("val_map", scalar.data.num_classes) == (0.0, 1.0)
