@@ -58,13 +58,14 @@ def run(dataset: str | None, trials: int, max_epochs: int, retrain_epochs: int, 
                 tracking_uri=f"sqlite:///{root}/mlflow.db", storage=str(root / "ray")),
                 progress=print_fn)
             rows.append({"seed": seed, "detector": "searched",
-                         "arch_hash": result.best["arch_hash"],
+                         "arch_hash": result.best["arch_hash"], **_parts(result.best["arch"]),
                          **{f"test_{k}": result.best[f"test_{k}"] for k in SCORES},
                          "seconds": round(time.time() - started, 1)})
             started = time.time()
             fixed = retrain_detector(space, baseline, load_detection(dataset, seed=seed),
                                      retrain_epochs, TrialSettings(Fidelity(retrain_epochs), seed))
             rows.append({"seed": seed, "detector": "baseline", "arch_hash": arch_hash(baseline),
+                         **_parts(baseline),
                          **{f"test_{k}": fixed.test_scores[k] for k in SCORES},
                          "seconds": round(time.time() - started, 1)})
             print_fn(f"seed {seed}: test mAP@.5 searched {rows[-2]['test_map_50']:.3f} "
@@ -83,3 +84,9 @@ def run(dataset: str | None, trials: int, max_epochs: int, retrain_epochs: int, 
                   "retrain_epochs": retrain_epochs, "seeds": seeds, "strategy": strategy})
     report.write(output, print_fn)
     return report
+
+
+def _parts(arch: dict[str, Any]) -> dict[str, Any]:
+    """What a row says of a detector's architecture besides its hash."""
+    return {"head": arch["head"], "neck": arch["neck"], "levels": arch["levels"],
+            "layers": len(arch["layers"])}

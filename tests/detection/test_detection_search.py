@@ -120,3 +120,18 @@ def test_a_detection_search_takes_several_objectives_and_scalarises_maps(few):
                                   scalarize="chebyshev"))
     assert scalar.metric == ("scalarized", "min")
     assert fixed_range("val_map", scalar.data.num_classes) == (0.0, 1.0)
+
+
+def test_bench_detection_reports_the_search_against_the_baseline(ray_local, tmp_path, few,
+                                                                  capsys):
+    output = tmp_path / "bench.json"
+    assert main(["bench", "detection", "--dataset", f"coco:{few}", "--trials", "2",
+                 "--max-epochs", "1", "--retrain-epochs", "1", "--output", str(output)]) == 0
+    assert capsys.readouterr().out.strip().splitlines()[-1].startswith("ratio: ")
+    report = json.loads(output.read_text())
+    rows = {r["detector"]: r for r in report["rows"]}
+    assert rows["baseline"]["head"] == "fcos" and rows["baseline"]["layers"] == 3
+    assert rows["searched"]["arch_hash"] != rows["baseline"]["arch_hash"]
+    mean = report["summary"]["mean"]
+    assert report["ratio"] == pytest.approx(mean["searched"]["map_50"]
+                                            / max(mean["baseline"]["map_50"], 1e-9))
