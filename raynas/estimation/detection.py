@@ -30,9 +30,9 @@ from raynas.detections import DetectionData, Detections, collate
 from raynas.errors import ConfigError
 from raynas.estimation.fidelity import TIME_ATTR
 from raynas.estimation.train import (
+    Checkpointed,
     Retrained,
     TrialSettings,
-    apply_hyperparameters,
     device_for,
     hyperparameters,
     optimizer,
@@ -92,7 +92,7 @@ def evaluate(model: Any, data: Detections, device: torch.device = CPU
     return metric.compute()
 
 
-class Detector:
+class Detector(Checkpointed):
     """An architecture built as a torchvision detector (``model``) with its optimizer, trained
     for ``epochs`` epochs by iterating ``epochs()``; ``state``/``load`` checkpoint it."""
 
@@ -134,19 +134,6 @@ class Detector:
                 raise FloatingPointError(f"non-finite training loss ({mean}) at epoch "
                                          f"{self.epoch}")
             yield Epoch(self.epoch, mean, evaluate(self.model, val, self.device) if val else {})
-
-    def state(self) -> dict[str, Any]:
-        return {"model": self.model.state_dict(), "opt": self.opt.state_dict(),
-                "sched": self.sched.state_dict(), "epoch": self.epoch,
-                "rng": self.generator.get_state()}
-
-    def load(self, state: dict[str, Any]) -> None:
-        self.model.load_state_dict(state["model"])
-        self.opt.load_state_dict(state["opt"])
-        self.sched.load_state_dict(state["sched"])
-        self.generator.set_state(state["rng"])
-        self.epoch = state["epoch"]
-        apply_hyperparameters(self.opt, self.sched, self.hp)  # PBT may have mutated them
 
 
 def detection_trial(config: dict[str, Any], *, space: Space, data: DetectionData,

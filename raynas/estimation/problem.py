@@ -106,7 +106,9 @@ def problem_of(space: Space) -> Problem:
 def check_data(space: Space, masks: bool, input_shape: tuple[int, ...]) -> None:
     """ConfigError unless the space's model fits the data: a segmentation model for masks, a
     classifier for labels, volumes for a volumetric model."""
-    if getattr(BUILDERS.get(space.model), "DETECTION", False):
+    from raynas.estimation.detection import is_detection  # it imports this module
+
+    if is_detection(space):
         raise ConfigError(f"--space {space.name}: model {space.model!r} detects objects, and the "
                           "dataset has one label per input; give coco:DIR (docs/detection.md)")
     segmenting = problem_of(space) is SEGMENTATION

@@ -132,7 +132,32 @@ def seed_everything(seed: int, arch: dict[str, Any]) -> torch.Generator:
     return torch.Generator().manual_seed(value)
 
 
-class Run:
+class Checkpointed:
+    """What a training loop saves and restores at every step: its model, optimizer, LR
+    schedule, epoch and random state (a ``Run``, a detector)."""
+
+    model: nn.Module
+    opt: torch.optim.Optimizer
+    sched: torch.optim.lr_scheduler.CosineAnnealingLR
+    generator: torch.Generator
+    hp: dict[str, Any]
+    epoch: int
+
+    def state(self) -> dict[str, Any]:
+        return {"model": self.model.state_dict(), "opt": self.opt.state_dict(),
+                "sched": self.sched.state_dict(), "epoch": self.epoch,
+                "rng": self.generator.get_state()}
+
+    def load(self, state: dict[str, Any]) -> None:
+        self.model.load_state_dict(state["model"])
+        self.opt.load_state_dict(state["opt"])
+        self.sched.load_state_dict(state["sched"])
+        self.generator.set_state(state["rng"])
+        self.epoch = state["epoch"]
+        apply_hyperparameters(self.opt, self.sched, self.hp)  # PBT may have mutated them
+
+
+class Run(Checkpointed):
     """A model with its optimizer and LR schedule, trained epoch by epoch; on a proxy task
     (``task``) the model is narrower and sees downsampled inputs. The loss and the scores are
     the space's problem's (``problem_of``): classification or segmentation."""
@@ -227,18 +252,6 @@ class Run:
             return x
         return nn.functional.interpolate(x, size=self.input_shape[1:], mode="area")
 
-    def state(self) -> dict[str, Any]:
-        return {"model": self.model.state_dict(), "opt": self.opt.state_dict(),
-                "sched": self.sched.state_dict(), "epoch": self.epoch,
-                "rng": self.generator.get_state()}
-
-    def load(self, state: dict[str, Any]) -> None:
-        self.model.load_state_dict(state["model"])
-        self.opt.load_state_dict(state["opt"])
-        self.sched.load_state_dict(state["sched"])
-        self.generator.set_state(state["rng"])
-        self.epoch = state["epoch"]
-        apply_hyperparameters(self.opt, self.sched, self.hp)
 
 
 def apply_hyperparameters(opt: torch.optim.Optimizer,
