@@ -106,12 +106,11 @@ class Detector(Checkpointed):
         self.opt, self.sched = optimizer(self.model, self.hp, epochs)
         self.epoch = 0
 
-    def epochs(self, train: Detections | None = None, val: Detections | None = None
+    def epochs(self, train: Detections | None = None, validate: bool = True
                ) -> Iterator[Epoch]:
         """Train epoch by epoch on ``train`` (default: the data's training split), yielding each
-        epoch's loss and mAP on ``val`` (default: the validation split; pass ``()`` for none)."""
+        epoch's loss and, with ``validate``, its mAP on the validation split."""
         train = self.data.train if train is None else train
-        val = self.data.val if val is None else val
         while self.epoch < self.total:
             self.model.train()
             total, seen = 0.0, 0
@@ -133,7 +132,8 @@ class Detector(Checkpointed):
             if not math.isfinite(mean):
                 raise FloatingPointError(f"non-finite training loss ({mean}) at epoch "
                                          f"{self.epoch}")
-            yield Epoch(self.epoch, mean, evaluate(self.model, val, self.device) if val else {})
+            yield Epoch(self.epoch, mean, evaluate(self.model, self.data.val, self.device)
+                        if validate else {})
 
 
 def detection_trial(config: dict[str, Any], *, space: Space, data: DetectionData,
@@ -196,7 +196,7 @@ def retrain_detector(space: Space, arch: dict[str, Any], data: DetectionData, ep
     device = device_for(settings.gpus)
     detector = Detector(space, arch, data, epochs, settings.seed, device)
     both = Detections(data.name, data.train.pictures + data.val.pictures, data.train.transform)
-    losses = [e.loss for e in detector.epochs(both, ())]
+    losses = [e.loss for e in detector.epochs(both, validate=False)]
     scores = evaluate(detector.model, data.test, device)
     model = BoxPredictor(detector.model.cpu())
     shown = [data.test[i] for i in range(min(SHOWN, len(data.test)))]
