@@ -28,10 +28,12 @@ from raynas.estimation.fidelity import Fidelity
 from raynas.estimation.train import TrialSettings
 from raynas.experiment.driver import search
 from raynas.space import Space, arch_hash, builtin_dir
+from raynas.tracking.store import connect
 
 #: The baseline's file: ``raynas retrain`` trains it as the bench does.
 BASELINE_FILE = "detection_baseline.json"
 SCORES = ("map_50", "map")
+EXPERIMENT = "bench-detection"
 
 
 def baseline_arch(space: Space) -> dict[str, Any]:
@@ -49,13 +51,15 @@ def run(dataset: str | None, trials: int, max_epochs: int, retrain_epochs: int, 
     with tempfile.TemporaryDirectory(prefix="raynas-bench-detection-") as folder:
         root = Path(folder).resolve()
         dataset = dataset or f"coco:{write_synthetic(root / 'shapes')}"
+        uri = f"sqlite:///{root}/mlflow.db"
+        # Its artifacts beside its store: MLflow's default is ./mlruns in the current folder.
+        connect(uri).create_experiment(EXPERIMENT, (root / "mlruns").as_uri())
         for seed in range(seeds):
             started = time.time()
             result = search(SearchConfig(
                 space="detection", dataset=dataset, strategy=strategy, scheduler="asha",
                 num_trials=trials, max_epochs=max_epochs, retrain_epochs=retrain_epochs,
-                seed=seed, experiment="bench-detection",
-                tracking_uri=f"sqlite:///{root}/mlflow.db", storage=str(root / "ray")),
+                seed=seed, experiment=EXPERIMENT, tracking_uri=uri, storage=str(root / "ray")),
                 progress=print_fn)
             rows.append({"seed": seed, "detector": "searched",
                          "arch_hash": result.best["arch_hash"], **_parts(result.best["arch"]),

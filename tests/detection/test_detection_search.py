@@ -123,7 +123,8 @@ def test_a_detection_search_takes_several_objectives_and_scalarises_maps(few):
 
 
 def test_bench_detection_reports_the_search_against_the_baseline(ray_local, tmp_path, few,
-                                                                  capsys):
+                                                                  capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
     output = tmp_path / "bench.json"
     assert main(["bench", "detection", "--dataset", f"coco:{few}", "--trials", "2",
                  "--max-epochs", "1", "--retrain-epochs", "1", "--output", str(output)]) == 0
@@ -132,6 +133,7 @@ def test_bench_detection_reports_the_search_against_the_baseline(ray_local, tmp_
     rows = {r["detector"]: r for r in report["rows"]}
     assert rows["baseline"]["head"] == "fcos" and rows["baseline"]["layers"] == 3
     assert rows["searched"]["arch_hash"] != rows["baseline"]["arch_hash"]
+    assert not (Path.cwd() / "mlruns").exists()  # its MLflow artifacts stayed in its folder
     mean = report["summary"]["mean"]
     assert report["ratio"] == pytest.approx(mean["searched"]["map_50"]
                                             / max(mean["baseline"]["map_50"], 1e-9))
