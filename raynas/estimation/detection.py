@@ -27,8 +27,8 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from raynas.detections import DetectionData, Detections, collate
-from raynas.errors import ConfigError
 from raynas.estimation.fidelity import TIME_ATTR
+from raynas.estimation.problem import check_detection_space
 from raynas.estimation.train import (
     Checkpointed,
     Retrained,
@@ -40,7 +40,7 @@ from raynas.estimation.train import (
     seed_everything,
     start_trial,
 )
-from raynas.models import BUILDERS, build_model
+from raynas.models import build_model
 from raynas.objectives.detection import BoxMAP
 from raynas.space import Space
 
@@ -60,16 +60,6 @@ class Epoch:
     epoch: int
     loss: float
     scores: dict[str, float]
-
-
-def is_detection(space: Space) -> bool:
-    return getattr(BUILDERS.get(space.model), "DETECTION", False)
-
-
-def check_detection_space(space: Space) -> None:
-    if not is_detection(space):
-        raise ConfigError(f"--space {space.name}: model {space.model!r} does not detect "
-                          "objects; use a detection space (detection)")
 
 
 def loader(data: Detections, batch: int, generator: torch.Generator | None = None

@@ -103,11 +103,21 @@ def problem_of(space: Space) -> Problem:
     return SEGMENTATION if getattr(builder, "SEGMENTATION", False) else CLASSIFICATION
 
 
+def is_detection(space: Space) -> bool:
+    """A detection space's model is a torchvision detector (boxes, not logits), which trains in
+    its own loop (``raynas.estimation.detection``), not through a ``Problem``."""
+    return getattr(BUILDERS.get(space.model), "DETECTION", False)
+
+
+def check_detection_space(space: Space) -> None:
+    if not is_detection(space):
+        raise ConfigError(f"--space {space.name}: model {space.model!r} does not detect "
+                          "objects; use a detection space (detection)")
+
+
 def check_data(space: Space, masks: bool, input_shape: tuple[int, ...]) -> None:
     """ConfigError unless the space's model fits the data: a segmentation model for masks, a
     classifier for labels, volumes for a volumetric model."""
-    from raynas.estimation.detection import is_detection  # it imports this module
-
     if is_detection(space):
         raise ConfigError(f"--space {space.name}: model {space.model!r} detects objects, and the "
                           "dataset has one label per input; give coco:DIR (docs/detection.md)")

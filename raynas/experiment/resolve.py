@@ -19,9 +19,8 @@ from raynas.detections import DetectionData
 from raynas.errors import ConfigError
 from raynas.estimation import load_data, load_space, nb201
 from raynas.estimation.costs import check_settings as check_costs
-from raynas.estimation.detection import check_detection_space
 from raynas.estimation.fidelity import Fidelity, parse_fidelity
-from raynas.estimation.problem import check_data
+from raynas.estimation.problem import check_data, check_detection_space
 from raynas.estimation.tabular import PREFIX as TABULAR
 from raynas.estimation.tabular import Table, load_for_search
 from raynas.models import check_width
