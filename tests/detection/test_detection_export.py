@@ -37,7 +37,7 @@ def logged(tracking: str, shapes, tmp_path, layers: list[dict], head: str, epoch
     arch = {"stem_channels": 16, "layers": layers, "levels": 2, "neck": "fpn",
             "neck_channels": 32, "head": head, "anchor_ratios": "0.5,1,2", "train": TRAIN}
     detector = Detector(space, arch, data, epochs)
-    for _ in detector.epochs(val=()):
+    for _ in detector.epochs(validate=False):
         pass
     example = np.stack([data.test[i][0].numpy() for i in range(4)])
     files = save_final_model(tmp_path, BoxPredictor(detector.model), example)
