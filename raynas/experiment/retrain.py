@@ -42,7 +42,7 @@ from raynas.space import Space, arch_hash, space_yaml
 from raynas.tracking.ledger import Ledger
 from raynas.tracking.model import save_final_model
 from raynas.tracking.store import connect, last_line, tracking_uri
-from raynas.tracking.tracker import SearchRecord
+from raynas.tracking.tracker import SearchRecord, experiment_of
 
 # One progress bar per downloaded artifact (space.yaml, architecture.json, …) is stderr noise.
 os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
@@ -276,8 +276,7 @@ def _start_runs(client: MlflowClient, source: Source, epochs: int, seeds: list[i
     folder that ``raynas sync`` understands; the rest is written through the ledger."""
     name = f"{source.experiment}-retrain-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:4]}"
     folder = (LEDGERS / name).resolve()
-    found = client.get_experiment_by_name(source.experiment)
-    experiment_id = found.experiment_id if found else client.create_experiment(source.experiment)
+    experiment_id = experiment_of(client, source.experiment)
     record = SearchRecord(Ledger.open(folder, client.tracking_uri, experiment_id, progress))
     SearchState(str(folder), client.tracking_uri, experiment_id, role="retrain").save()
     linked = {"raynas.search_run_id": source.search_run_id} if source.search_run_id else {}

@@ -12,6 +12,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Protocol
 
+from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 from ray.tune import Callback
 from ray.tune.stopper import Stopper
@@ -37,6 +38,20 @@ class Fidelity(Protocol):
     def progress(self, result: dict) -> str: ...
 
 
+def experiment_of(client: MlflowClient, name: str) -> str:
+    """The id of experiment ``name``, created if missing. Two searches that start at once may
+    both find it missing; the one whose create the store refuses takes the other's."""
+    found = client.get_experiment_by_name(name)
+    if found:
+        return found.experiment_id
+    try:
+        return client.create_experiment(name)
+    except MlflowException:
+        if (found := client.get_experiment_by_name(name)) is None:
+            raise
+        return found.experiment_id
+
+
 class SearchRecord:
     """The parent run of one search, and every write under it, through the search's ledger
     (so a tracking outage delays writes instead of losing them). Runs are named by key:
@@ -59,8 +74,7 @@ class SearchRecord:
               params: dict[str, Any], space_yaml: str,
               warn: Callable[[str], None]) -> SearchRecord:
         """Create the parent run (directly: a store that is down now is a usage error)."""
-        found = client.get_experiment_by_name(experiment)
-        experiment_id = found.experiment_id if found else client.create_experiment(experiment)
+        experiment_id = experiment_of(client, experiment)
         run = client.create_run(experiment_id, tags={**tags, "raynas.folder": str(folder)},
                                 run_name=tags.get("raynas.name"))
         record = cls(Ledger.open(folder, client.tracking_uri, experiment_id, warn))
