@@ -132,6 +132,23 @@ def seed_everything(seed: int, arch: dict[str, Any]) -> torch.Generator:
     return torch.Generator().manual_seed(value)
 
 
+def apply_hyperparameters(opt: torch.optim.Optimizer,
+                          sched: torch.optim.lr_scheduler.CosineAnnealingLR,
+                          hp: dict[str, Any]) -> None:
+    """Make ``hp``'s lr and weight decay the ones in force after loading a checkpoint.
+
+    A plain resume changes nothing; a PBT exploit loads another trial's state under
+    mutated hyperparameters, which the saved optimizer/scheduler state would otherwise undo.
+    """
+    lr = hp["lr"]
+    sched.base_lrs = [lr] * len(opt.param_groups)
+    progress = math.cos(math.pi * sched.last_epoch / sched.T_max)
+    for group in opt.param_groups:
+        group["initial_lr"] = lr
+        group["weight_decay"] = hp["weight_decay"]
+        group["lr"] = sched.eta_min + (lr - sched.eta_min) * (1 + progress) / 2
+
+
 class Checkpointed:
     """What a training loop saves and restores at every step: its model, optimizer, LR
     schedule, epoch and random state (a ``Run``, a detector)."""
@@ -251,24 +268,6 @@ class Run(Checkpointed):
         if tuple(x.shape[1:]) == self.input_shape:
             return x
         return nn.functional.interpolate(x, size=self.input_shape[1:], mode="area")
-
-
-
-def apply_hyperparameters(opt: torch.optim.Optimizer,
-                          sched: torch.optim.lr_scheduler.CosineAnnealingLR,
-                          hp: dict[str, Any]) -> None:
-    """Make ``hp``'s lr and weight decay the ones in force after loading a checkpoint.
-
-    A plain resume changes nothing; a PBT exploit loads another trial's state under
-    mutated hyperparameters, which the saved optimizer/scheduler state would otherwise undo.
-    """
-    lr = hp["lr"]
-    sched.base_lrs = [lr] * len(opt.param_groups)
-    progress = math.cos(math.pi * sched.last_epoch / sched.T_max)
-    for group in opt.param_groups:
-        group["initial_lr"] = lr
-        group["weight_decay"] = hp["weight_decay"]
-        group["lr"] = sched.eta_min + (lr - sched.eta_min) * (1 + progress) / 2
 
 
 def tensors(device: torch.device, *arrays: np.ndarray) -> list[torch.Tensor]:
