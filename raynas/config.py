@@ -6,16 +6,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-#: What every trial reports (and MLflow records per step): what --objective can name.
-METRICS = ("val_accuracy", "val_loss", "train_loss", "params", "flops", "lr", "data_fraction",
-           "peak_memory_mb", "latency_ms", "width_multiplier", "resolution_scale",
-           "sim_time_s",  # sim_time_s: a tabular trial's simulated training time so far
-           "val_dice",  # segmentation: the mean foreground Dice (also its val_accuracy)
-           "val_auc",  # classification: ROC AUC, one-vs-rest over the classes
-           # detection: COCO mAP@[.5:.95] (also its val_accuracy), mAP@.5 and mAP@.75
-           "val_map", "val_map_50", "val_map_75")
-#: Families of metrics recorded too, by name prefix: a segmentation's Dice per class.
-METRIC_PREFIXES = ("val_dice_class_",)
 TIME_ATTR = "budget"  # the result key every scheduler measures progress in
 #: With ``--time-budget``: the share kept for the final retraining when the trials start; the
 #: retraining then runs as many of ``--retrain-epochs`` as the time left allows.

@@ -273,6 +273,8 @@ class DetectionData:
     test: Detections
     classes: tuple[str, ...]
 
+    task = "detection"
+
     @property
     def num_classes(self) -> int:
         return len(self.classes)
@@ -320,6 +322,11 @@ def load_detection(spec: str, seed: int = 0, val_fraction: float = 0.15,
     return DetectionData(spec, Detections(spec, tuple(train), transforms(True)),
                          Detections(spec, tuple(val), transforms(False)),
                          Detections(spec, test, transforms(False)), coco.classes)
+
+
+def load(spec: str, argument: str, seed: int) -> DetectionData:
+    """The ``coco:DIR`` source (``raynas.data.Source``)."""
+    return load_detection(spec, seed)
 
 
 def write_synthetic(root: Path, count: int = 300, size: int = 64, seed: int = 0,

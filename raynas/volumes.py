@@ -36,8 +36,11 @@ def _stem(path: Path) -> str:
     return next(path.name[: -len(s)] for s in SUFFIXES if path.name.endswith(s))
 
 
-def read_nifti(spec: str, root: Path) -> tuple[np.ndarray, np.ndarray, None]:
+def read_nifti(spec: str, folder: str) -> tuple[np.ndarray, np.ndarray, None]:
     """Images (N, C, D, H, W) float32 and masks (N, D, H, W) or labels (N,) int64."""
+    root = Path(folder)
+    if not root.is_dir():
+        raise DataError(f"{spec}: directory not found: {root}")
     nib = _nibabel(spec)
     folder = root / "images"
     if not folder.is_dir():

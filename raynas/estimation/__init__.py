@@ -9,6 +9,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Protocol
 
+from raynas.estimation.task import TASKS, Task
+from raynas.models import check_space
 from raynas.space import Space, read_space
 
 
@@ -32,8 +34,7 @@ def load_space(source: str | Path | dict[str, Any] | Space) -> Space:
     space can produce is one it can build, and the trainer that it knows every training
     hyperparameter, so an invalid space never reaches Ray.
     """
-    from raynas.estimation.train import check_train_space
-    from raynas.models import check_space
+    from raynas.estimation.train import check_train_space  # torch: not for a light import
 
     if isinstance(source, Space):
         return source
@@ -43,36 +44,19 @@ def load_space(source: str | Path | dict[str, Any] | Space) -> Space:
     return space
 
 
-def load_data(spec: str, seed: int = 0) -> Any:
-    """A dataset to train on: ``DetectionData`` for ``coco:DIR`` (``raynas.detections``), else a
-    ``Dataset`` of arrays (``raynas.data``); both split by the seed."""
-    from raynas.data import load_dataset
-    from raynas.detections import load_detection
-
-    if spec.startswith("coco:"):
-        return load_detection(spec, seed=seed)
-    return load_dataset(spec, seed=seed)
+def task_of(data: Any) -> Task:
+    """The task that trains on ``data`` (its ``Data.task``)."""
+    return TASKS.find(data.task)
 
 
 def trial_function(data: Any) -> Callable[..., None]:
     """The Tune function trainable that scores a trial on ``data`` (called with ``space=``,
-    ``data=`` and ``settings=``): training on a ``Dataset`` or on ``DetectionData``, or a
-    lookup in a tabular benchmark's ``Table``."""
-    from raynas.detections import DetectionData
-    from raynas.estimation.detection import detection_trial
-    from raynas.estimation.tabular import Table, tabular_trial
-    from raynas.estimation.train import train_trial
-
-    if isinstance(data, DetectionData):
-        return detection_trial
-    return tabular_trial if isinstance(data, Table) else train_trial
+    ``data=`` and ``settings=``): its task's ``trial``."""
+    return task_of(data).load("trial")
 
 
-def final_training(data: Any) -> Callable[..., Any]:
+def final_training(data: Any) -> Callable[..., Any] | None:
     """What trains a search's best architecture on train+val and scores it on the test split
-    (called with space, arch, data, epochs, settings; returns a ``train.Retrained``)."""
-    from raynas.detections import DetectionData
-    from raynas.estimation.detection import retrain_detector
-    from raynas.estimation.train import retrain
-
-    return retrain_detector if isinstance(data, DetectionData) else retrain
+    (called with space, arch, data, epochs, settings; returns a ``train.Retrained``), or None
+    where the task looks results up instead."""
+    return task_of(data).load("final")

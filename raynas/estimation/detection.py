@@ -27,8 +27,8 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from raynas.detections import DetectionData, Detections, collate
+from raynas.errors import ConfigError
 from raynas.estimation.fidelity import TIME_ATTR
-from raynas.estimation.problem import check_detection_space
 from raynas.estimation.train import (
     Checkpointed,
     Retrained,
@@ -40,7 +40,7 @@ from raynas.estimation.train import (
     seed_everything,
     start_trial,
 )
-from raynas.models import build_model
+from raynas.models import build_model, builder_of
 from raynas.objectives.detection import BoxMAP
 from raynas.space import Space
 
@@ -82,13 +82,19 @@ def evaluate(model: Any, data: Detections, device: torch.device = CPU
     return metric.compute()
 
 
+def check_detects(space: Space) -> None:
+    if builder_of(space).task != "detection":
+        raise ConfigError(f"--space {space.name}: model {space.model!r} does not detect "
+                          "objects; use a detection space (detection)")
+
+
 class Detector(Checkpointed):
     """An architecture built as a torchvision detector (``model``) with its optimizer, trained
     for ``epochs`` epochs by iterating ``epochs()``; ``state``/``load`` checkpoint it."""
 
     def __init__(self, space: Space, arch: dict[str, Any], data: DetectionData, epochs: int,
                  seed: int = 0, device: torch.device = CPU) -> None:
-        check_detection_space(space)
+        check_detects(space)
         self.generator = seed_everything(seed, arch)
         self.hp = hyperparameters(arch)
         self.data, self.total, self.device = data, epochs, device

@@ -106,6 +106,11 @@ class Fidelity:
         """The proxy task rung ``rung`` trains on (``task`` for the epoch fidelity)."""
         return self.task.scaled(self.resource, self.fraction(rung)) if self.rungs else self.task
 
+    def varies(self) -> set[str]:
+        """The proxy task's knobs this fidelity moves off the real task's values."""
+        moved = {k for k in RESOURCES if getattr(self.task, k) < 1}
+        return moved | {self.resource} if self.rungs else moved
+
     def describe(self) -> str:
         if not self.rungs:
             text = f"<= {self.max_epochs} epochs each"

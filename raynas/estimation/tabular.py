@@ -88,6 +88,14 @@ class Table:
 
     path: str
     runs: dict[str, list[Curve]]
+    task = "tabular"  # trials look results up (``raynas.tabular`` registers the task)
+
+    @property
+    def name(self) -> str:
+        return self.path
+
+    def check_settings(self, resolved: Any) -> None:
+        """What this kind of table needs of a search besides ``check_search``'s rules."""
 
     @property
     def epochs(self) -> int:
@@ -201,16 +209,25 @@ def load_table(path: str | Path, flag: str | None = None) -> Table:
     return Table(str(path), runs)
 
 
-def load_for_search(config: SearchConfig, space: Space,
-                    objectives: Sequence[tuple[str, str]]) -> Table:
-    """``resolve`` for ``--dataset tabular:PATH``: the table, checked against the search."""
-    table = load_table(config.dataset[len(PREFIX):])
-    check_search(config, table, space, objectives)
-    return table
+def load_source(spec: str, argument: str, seed: int) -> Table:
+    """The ``tabular:PATH`` source (``raynas.data.Source``)."""
+    return load_table(argument, f"--dataset {spec}")
 
 
-def check_search(config: SearchConfig, table: Table, space: Space,
-                 objectives: Sequence[tuple[str, str]]) -> None:
+def check_search(resolved: Any) -> None:
+    """Whether a search's settings fit its table: no measured costs, the fidelity, epochs,
+    objectives and space, and what the kind of table needs (``Table.check_settings``)."""
+    config, table, space = resolved.config, resolved.data, resolved.space
+    if config.constraint or resolved.scalarize:
+        raise ConfigError(f"--{'constraint' if config.constraint else 'scalarize'}: not with a "
+                          "tabular benchmark, whose trials look results up instead of measuring "
+                          "a model")
+    table.check_settings(resolved)
+    check_table(config, table, space, resolved.objectives)
+
+
+def check_table(config: SearchConfig, table: Table, space: Space,
+                objectives: Sequence[tuple[str, str]]) -> None:
     """Whether a search's settings fit ``table``: fidelity, epochs, objectives and space."""
     if config.fidelity != "epochs" or config.proxy_task:
         raise ConfigError(f"--fidelity {config.fidelity}: a table holds the real task's results "

@@ -23,11 +23,12 @@ from raynas.data import Dataset
 from raynas.errors import SpaceError
 from raynas.estimation.costs import CostSettings, judged, measure, rejected
 from raynas.estimation.fidelity import REAL_TASK, TIME_ATTR, Fidelity, ProxyTask, nested_order
-from raynas.estimation.problem import CLASSIFICATION, SEGMENTATION, problem_of
+from raynas.estimation.problem import CLASSIFICATION, problem_of
 from raynas.models import build_model
 from raynas.objectives.constraints import FEASIBLE
 from raynas.objectives.scalarize import CALIBRATION_SAMPLES
 from raynas.space import Space, arch_hash
+from raynas.tasks.segmentation.problem import SEGMENTATION  # moved out by the segmentation plug-in
 
 OPTIMIZERS = ("adam", "adamw", "sgd")
 TRAIN_DEFAULTS = {"lr": 1e-3, "weight_decay": 0.0, "batch_size": 64, "optimizer": "adam"}

@@ -16,9 +16,8 @@ from typing import Any
 import raynas
 from raynas.config import RETRAIN_SHARE, SearchConfig
 from raynas.errors import ConfigError, RaynasError, SearchInterrupted
-from raynas.estimation import final_training, trial_function
+from raynas.estimation import trial_function
 from raynas.estimation.costs import CostSettings
-from raynas.estimation.tabular import SIM_TIME, tabular_outcome
 from raynas.estimation.train import TrialSettings, calibrate
 from raynas.experiment.resolve import Resolved, resolve
 from raynas.experiment.state import AUTO, SearchState, auto_folder, folder_of, storage_of
@@ -383,8 +382,7 @@ def _fit(run: Running, settings: TrialSettings) -> list[Any]:
             trainable, plan, run.scheduler, metric=metric, mode=mode, storage=base, name=name,
             num_samples=current.get("num_trials") or plan.num_trials, callbacks=[tracker],
             stop=FailureBudget(tracker, config.max_failed_trials),
-            # A lookup that failed fails again: a tabular trial is not retried.
-            max_failures=0 if resolved.tabular else config.max_retries,
+            max_failures=config.max_retries if resolved.task.retry else 0,
             keep_checkpoints=None if resolved.scheduler.population else 1,
             time_budget_s=trials_s)
     grid = tuner.fit()
@@ -457,14 +455,13 @@ def _run(run: Running) -> SearchResult:
                       arch_hash(arch)), "final" if not models else f"final/{arch_hash(arch)}")
     final = next((op["args"] for op in models if op["key"] == final_key), None)
     spent = f"{trials_s:.0f} s to the trials' end (start-up included)"
-    if final is None and resolved.tabular:  # no data to retrain on: the table has it all
-        final = {"metrics": tabular_outcome(data, space, arch, results)}
-        record.log_metrics("parent", {SIM_TIME: final["metrics"][SIM_TIME]}, part)
-        test = final["metrics"]["test_accuracy"]
+    task = resolved.task
+    if final is None and task.final is None:  # nothing to retrain: the result is looked up
+        final = {"metrics": task.load("outcome")(data, space, arch, results)}
+        looked_up = {k: v for k, v in final["metrics"].items() if not k.startswith("test_")}
+        record.log_metrics("parent", looked_up, part)
         progress(f"best: trial {best.metrics['trial_id']} val_accuracy={val_accuracy:.4f}; "
-                 + (f"the table's test accuracy {test:.4f}; " if test == test else
-                    "the table has no test accuracy; ")
-                 + f"{final['metrics'][SIM_TIME]:.0f} s of simulated training")
+                 "looked up: " + ", ".join(f"{k}={v:.4g}" for k, v in final["metrics"].items()))
     elif final is None:
         # Train+val is larger than train: an epoch of the retraining takes that much longer.
         epoch_s = (best.metrics.get("time_total_s", 0) / max(1, best.metrics.get(
@@ -477,10 +474,10 @@ def _run(run: Running) -> SearchResult:
         record.child(final_key, "final", {"raynas.role": "final", "raynas.arch_hash":
                                           arch_hash(arch), "raynas.trial_id":
                                           best.metrics["trial_id"]})
-        task = ray.remote(final_training(data)).options(num_cpus=config.cpus_per_trial,
-                                           num_gpus=config.gpus_per_trial)
+        retraining = ray.remote(task.load("final")).options(num_cpus=config.cpus_per_trial,
+                                                             num_gpus=config.gpus_per_trial)
         retrain_started = time.time()
-        retrained = ray.get(task.remote(space, arch, data, epochs, settings))
+        retrained = ray.get(retraining.remote(space, arch, data, epochs, settings))
         spent += f", retraining {time.time() - retrain_started:.0f} s ({epochs} epochs)"
         for epoch, loss in enumerate(retrained.train_loss, start=1):
             record.log_metrics(final_key, {"train_loss": loss}, epoch)
@@ -518,8 +515,9 @@ def _run(run: Running) -> SearchResult:
               "test_accuracy": test_accuracy, "arch_hash": arch_hash(arch),
               # the final model's other test scores: test_auc, test_dice (segmentation), ...
               **{k: v for k, v in final["metrics"].items() if k.startswith("test_")},
-              **({SIM_TIME: final["metrics"][SIM_TIME]} if resolved.tabular else {})},
-        model_uri="none (tabular search)" if resolved.tabular else ledger.outputs.get(
+              **(final["metrics"] if task.final is None else {})},
+        model_uri=f"none ({task.name} search)" if task.final is None else
+        ledger.outputs.get(
             f"{final_key}:model_uri", "pending"),
         tracking_uri=state.tracking_uri,
         wall_time_s=round(time.time() - budget.started, 1),

@@ -14,16 +14,13 @@ from dataclasses import dataclass
 
 from raynas import schedulers, strategies
 from raynas.config import SearchConfig
-from raynas.data import Dataset
-from raynas.detections import DetectionData
+from raynas.data import Data, load_dataset
 from raynas.errors import ConfigError
-from raynas.estimation import load_data, load_space, nb201
+from raynas.estimation import load_space
 from raynas.estimation.costs import check_settings as check_costs
 from raynas.estimation.fidelity import Fidelity, parse_fidelity
-from raynas.estimation.problem import check_data, check_detection_space
-from raynas.estimation.tabular import PREFIX as TABULAR
-from raynas.estimation.tabular import Table, load_for_search
-from raynas.models import check_width
+from raynas.estimation.task import TASKS, Task
+from raynas.models import builder_of, check_width
 from raynas.objectives.constraints import Constraint, parse_constraints
 from raynas.objectives.pareto import Objective, parse_objectives
 from raynas.objectives.scalarize import SCALAR, parse_weights, scalarization_of
@@ -42,7 +39,8 @@ class Resolved:
 
     config: SearchConfig
     space: Space
-    data: Dataset | DetectionData | Table
+    data: Data
+    task: Task
     objectives: tuple[Objective, ...]
     fidelity: Fidelity
     constraints: tuple[Constraint, ...]
@@ -51,11 +49,6 @@ class Resolved:
     strategy: Strategy
     scheduler: Scheduler
     time_budget_s: float | None
-
-    @property
-    def tabular(self) -> bool:
-        """A tabular benchmark: results are looked up, not trained."""
-        return isinstance(self.data, Table)
 
     @property
     def metric(self) -> tuple[str, str]:
@@ -98,74 +91,53 @@ def resolve(config: SearchConfig) -> Resolved:
     weights = parse_weights(config.weights, len(objectives)) if kind else ()
     check_combination(strategy, scheduler, 1 if kind else len(objectives))
     fidelity = parse_fidelity(config.fidelity, config.max_epochs, config.proxy_task)
-    # A table: one the user gives (tabular:PATH), or NAS-Bench-201's (nb201:NAME).
-    tabular = config.dataset.startswith(TABULAR) or nb201.is_nb201(config.dataset)
-    if strategy.needs_dataset and tabular:
-        raise ConfigError(f"--strategy {strategy.name}: looks at the data itself, and a "
-                          "tabular: dataset has none")
     for flag, part in (("--strategy", strategy), ("--scheduler", scheduler)):
         if part.epochs_only and fidelity.rungs:
             raise ConfigError(f"{flag} {part.name}: needs --fidelity epochs (it trains each "
                               "network on, epoch by epoch)")
-    if tabular and (config.constraint or kind):
-        raise ConfigError(f"--{'constraint' if config.constraint else 'scalarize'}: not with a "
-                          "tabular benchmark, whose trials look results up instead of measuring "
-                          "a model")
     if config.address and config.address != "auto":
         probe(config.address)
     space = load_space(config.space)
     if fidelity.task.width < 1 or (fidelity.rungs and fidelity.resource == "width"):
         check_width(space)
-    if nb201.is_nb201(config.dataset):
-        data: Dataset | DetectionData | Table = nb201.load_for_search(config, space, objectives)
-    elif tabular:
-        data = load_for_search(config, space, objectives)
-    else:
-        data = load_data(config.dataset, seed=config.seed)
-        if isinstance(data, DetectionData):
-            check_detection(space, strategy, fidelity)
-        else:
-            check_data(space, data.masks, data.input_shape)
-            if data.masks:
-                check_segmentation(strategy, fidelity)
-    resolved = Resolved(config, space, data, objectives, fidelity, constraints, kind, weights,
-                        strategy, scheduler, time_budget_s)
+    data = load_dataset(config.dataset, seed=config.seed)
+    task = check_task(space, data, strategy, fidelity)
+    resolved = Resolved(config, space, data, task, objectives, fidelity, constraints, kind,
+                        weights, strategy, scheduler, time_budget_s)
+    if task.check is not None:
+        task.load("check")(resolved)
     for part in (strategy, scheduler):
         if part.check is not None:
             part.check(resolved)
     return resolved
 
 
-#: Strategies whose estimators score with a classification loss and accuracy of their own
-#: (a zero-cost proxy, a one-shot supernet's accuracy); darts trains with the space's problem.
-CLASSIFYING_STRATEGIES = ("zero_cost", "oneshot")
-
-
-def check_segmentation(strategy: Strategy, fidelity: Fidelity) -> None:
-    """What a segmentation search cannot use: estimators that score networks with a
-    classification loss of their own, and proxy inputs at a lower resolution (the masks would
-    need it too)."""
-    if strategy.name in CLASSIFYING_STRATEGIES:
-        raise ConfigError(f"--strategy {strategy.name}: scores networks with a classification "
-                          "loss of its own; a segmentation search trains each network (random, "
-                          "tpe, evolution, rl, ...) or runs darts")
-    if fidelity.task.resolution < 1 or (fidelity.rungs and fidelity.resource == "resolution"):
-        raise ConfigError("--fidelity/--proxy-task resolution: not for segmentation (the masks "
-                          "would need the same downsampling); use epochs, data or width")
-
-
-def check_detection(space: Space, strategy: Strategy, fidelity: Fidelity) -> None:
-    """What a detection search needs: a detection space, strategies that train each network
-    (not zero-cost proxies or weight sharing, which score classifiers), and whole images for
-    epochs (proxy tasks would need the boxes rescaled)."""
-    check_detection_space(space)
-    if strategy.needs_dataset:
-        raise ConfigError(f"--strategy {strategy.name}: scores classifiers on the data itself; "
-                          "a detection search trains each network (random, tpe, evolution, rl, "
-                          "bananas, ...)")
-    if fidelity.rungs or not fidelity.task.full:
-        raise ConfigError("--fidelity/--proxy-task: a detection search trains on the whole "
-                          "images and data, epoch by epoch (--fidelity epochs, no --proxy-task)")
+def check_task(space: Space, data: Data, strategy: Strategy, fidelity: Fidelity) -> Task:
+    """The task that trains on ``data``, checked against the space's model, the strategy and
+    the fidelity by their capabilities alone (no task, strategy or model is named here)."""
+    task = TASKS.find(data.task)
+    builder = builder_of(space)
+    if task.models is not None and builder.task not in task.models:
+        model_task = TASKS.get(builder.task)
+        does = model_task.does if model_task else f"is for {builder.task}"
+        give = f" or give it {model_task.data}" if model_task else ""
+        raise ConfigError(f"--space {space.name}: model {space.model!r} {does}, and the dataset "
+                          f"{task.holds}; use a {task.name} space ({task.spaces}){give}")
+    if strategy.needs_dataset and task.problem is None:
+        raise ConfigError(f"--strategy {strategy.name}: looks at the data itself and scores "
+                          f"networks by a loss on their outputs, which a {task.name} search does "
+                          "not have; use a strategy that trains each network (random, tpe, "
+                          "evolution, rl, bananas, ...)")
+    if strategy.scores is not None and strategy.scores != task.name:
+        raise ConfigError(f"--strategy {strategy.name}: scores networks as a {strategy.scores} "
+                          f"of its own; a {task.name} search trains each network (random, tpe, "
+                          "evolution, rl, ...) or shares weights by its own loss (darts)")
+    beyond = sorted(fidelity.varies() - set(task.fidelities))
+    if beyond:
+        allowed = ", ".join(task.fidelities) or "nothing but epochs"
+        raise ConfigError(f"--fidelity/--proxy-task {beyond[0]}: not for a {task.name} search, "
+                          f"whose proxy tasks may vary {allowed}; use --fidelity epochs")
+    return task
 
 
 def check_combination(strategy: Strategy, scheduler: Scheduler, num_objectives: int) -> None:

@@ -32,8 +32,9 @@ from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 import raynas
+from raynas.data import load_dataset
 from raynas.errors import ConfigError, RaynasError, SpaceError
-from raynas.estimation import final_training, load_data, load_space
+from raynas.estimation import final_training, load_space
 from raynas.estimation.fidelity import Fidelity
 from raynas.estimation.train import Retrained, TrialSettings
 from raynas.experiment.state import LEDGERS, SearchState
@@ -158,7 +159,7 @@ def retrain_best(target: str, epochs: int, top_k: int = 1, seeds: int = 3, *,
     client = connect(uri)
     source = resolve(target, client, top_k=top_k, space=space, dataset=dataset, seed=seed,
                      experiment=experiment)
-    data = load_data(source.dataset, seed=source.seed)
+    data = load_dataset(source.dataset, seed=source.seed)
     train_seeds = [source.seed + i for i in range(seeds)]
     record, keys = _start_runs(client, source, epochs, train_seeds, progress)
     progress(f"retraining {len(keys)} architectures x {seeds} seeds for {epochs} epochs on "

@@ -1,51 +1,81 @@
 """Model builders: turn an architecture (a plain value) into an ``nn.Module``.
 
-A space names its builder with ``model:`` (default ``macro``); the builder also checks at load
-time that everything the space can produce is buildable.
+A space names its builder with ``model:`` (default ``macro``). Every builder is a
+``ModelBuilder`` in ``BUILDERS``, with the capabilities it declares (the task its networks are
+for, a width multiplier, a genotype notation, latency units, a supernet's mixed edges, the
+report's graph), so callers ask the descriptor instead of probing the module. The core builds
+chains (``macro``) and cells (``nb201``, ``darts``); applications register theirs from their own
+folders. ``raynas.testing.check_builder`` is the contract every registered builder passes.
 """
 
 from __future__ import annotations
 
 import random
+from dataclasses import dataclass
 from typing import Any
 
-from torch import nn
-
 from raynas.errors import SpaceError, did_you_mean
-from raynas.models import detection, elastic, macro, unet
-from raynas.models.cell import darts, nb201
-from raynas.ops import Unit
+from raynas.registry import Ref, Registry, load_ref
 from raynas.space.space import Space
 
-BUILDERS = {"macro": macro, "nb201": nb201, "darts": darts, "unet3d": unet,
-            "ofa": elastic, "detection": detection}
+
+@dataclass(frozen=True)
+class ModelBuilder:
+    """``implementation`` (a ``Ref`` to a module or class) has ``check(space, origin)`` (is
+    everything the space can produce buildable) and ``build(arch, input_shape, num_classes)``,
+    plus what the capabilities promise: ``build(..., width=)`` with ``width``; ``describe``,
+    ``parse`` and ``genotype_fields`` with ``genotype``; ``latency_units`` with
+    ``latency_units``. ``example`` is a built-in space and an input shape that
+    ``check_builder`` builds networks of."""
+
+    name: str
+    implementation: Ref
+    task: str = "classification"  # what its networks do: a name in raynas.estimation.TASKS
+    example: tuple[str, tuple[int, ...]] = ("macro_cnn", (1, 8, 8))
+    width: bool = False  # takes a channel multiplier (proxy tasks, --fidelity width)
+    genotype: bool = False  # has a notation of its own (a NAS-Bench-201 string, a DARTS genotype)
+    latency_units: bool = False  # lists its parts for the latency lookup table
+    mixed_edges: bool = False  # a weight-sharing supernet can mix its ops (raynas.models.supernet)
+    graph: Ref | None = None  # arch -> the report's graphs (raynas.report.graph)
+
+    @property
+    def module(self) -> Any:
+        return load_ref(self.implementation)
 
 
-def _builder(model: str, origin: str):
-    if model not in BUILDERS:
-        raise SpaceError(f"{origin}: model: unknown model {model!r}{did_you_mean(model, BUILDERS)};"
-                         f" known: {', '.join(BUILDERS)}")
-    return BUILDERS[model]
+BUILDERS: Registry[ModelBuilder] = Registry("model", "model")
+register_builder = BUILDERS.register
+
+
+def builder_of(space: Space) -> ModelBuilder:
+    """The space's builder, or a one-line SpaceError naming the space's ``model:``."""
+    builder = BUILDERS.get(space.model)
+    if builder is None:
+        raise SpaceError(f"{space.name}: model: unknown model {space.model!r}"
+                         f"{did_you_mean(space.model, BUILDERS)}; known: {', '.join(BUILDERS)}")
+    return builder
 
 
 def check_space(space: Space, origin: str) -> None:
-    _builder(space.model, origin).check(space, origin)
+    if space.model not in BUILDERS:
+        raise SpaceError(f"{origin}: model: unknown model {space.model!r}"
+                         f"{did_you_mean(space.model, BUILDERS)}; known: {', '.join(BUILDERS)}")
+    BUILDERS[space.model].module.check(space, origin)
 
 
 def build_model(space: Space, arch: dict[str, Any], input_shape: tuple[int, ...],
-                num_classes: int, width: float = 1.0) -> nn.Module:
+                num_classes: int, width: float = 1.0) -> Any:
     """``width``: a channel multiplier (a proxy task's reduced channels, see ``ProxyTask``)."""
+    builder = builder_of(space)
     if width == 1:
-        return _builder(space.model, space.name).build(arch, input_shape, num_classes)
+        return builder.module.build(arch, input_shape, num_classes)
     check_width(space)
-    return _builder(space.model, space.name).build(arch, input_shape, num_classes, width=width)
+    return builder.module.build(arch, input_shape, num_classes, width=width)
 
 
 def check_width(space: Space) -> None:
     """SpaceError unless the space's builder takes a width multiplier."""
-    import inspect
-
-    if "width" not in inspect.signature(_builder(space.model, space.name).build).parameters:
+    if not builder_of(space).width:
         raise SpaceError(f"{space.name}: model {space.model!r} has no width multiplier "
                          "(--proxy-task width, --fidelity width); use the resolution or data")
 
@@ -53,21 +83,21 @@ def check_width(space: Space) -> None:
 def describe(space: Space, arch: dict[str, Any]) -> str | None:
     """The architecture in its model's own notation (a NAS-Bench-201 string, a DARTS genotype),
     or None when the model has none."""
-    text = getattr(_builder(space.model, space.name), "describe", None)
-    return text(arch) if text else None
+    builder = builder_of(space)
+    return builder.module.describe(arch) if builder.genotype else None
 
 
 def check_genotype_space(space: Space) -> None:
     """SpaceError unless a genotype identifies an architecture of ``space``: its model has a
     notation and the space searches nothing the notation leaves out (e.g. ``train.lr``)."""
-    builder = _builder(space.model, space.name)
-    if not hasattr(builder, "parse"):
+    builder = builder_of(space)
+    if not builder.genotype:
         raise SpaceError(f"{space.name}: model {space.model!r} has no genotype notation")
-    searched = sorted({d.key.split(".")[0] for d in space.decisions()}
-                      - set(builder.genotype_fields))
+    fields = builder.module.genotype_fields
+    searched = sorted({d.key.split(".")[0] for d in space.decisions()} - set(fields))
     if searched:
         raise SpaceError(f"{space.name}: space.{searched[0]}: searched, but a genotype records "
-                         f"only {', '.join(builder.genotype_fields)}")
+                         f"only {', '.join(fields)}")
 
 
 def from_genotype(space: Space, text: str) -> dict[str, Any]:
@@ -75,14 +105,27 @@ def from_genotype(space: Space, text: str) -> dict[str, Any]:
     ``text`` is malformed or outside the space (see ``check_genotype_space``)."""
     check_genotype_space(space)
     constants = space.sample(random.Random(0))  # every field but the genotype's is a constant
-    return space.validate({**constants, **_builder(space.model, space.name).parse(text)})
+    return space.validate({**constants, **builder_of(space).module.parse(text)})
 
 
 def latency_units(space: Any, arch: dict[str, Any], input_shape: tuple[int, ...],
-                  num_classes: int) -> list[Unit] | None:
+                  num_classes: int) -> list[Any] | None:
     """The units of ``arch`` from its space's builder, or None if the builder cannot list them
     (its latency is then only measured)."""
-    from raynas.models import BUILDERS
+    builder = BUILDERS.get(space.model)
+    if builder is None or not builder.latency_units:
+        return None
+    return builder.module.latency_units(arch, input_shape, num_classes)
 
-    units = getattr(BUILDERS.get(space.model), "latency_units", None)
-    return units(arch, input_shape, num_classes) if units else None
+
+for _builder in (
+    ModelBuilder("macro", "raynas.models.macro", width=True, latency_units=True,
+                 graph="raynas.report.graph:macro_graph"),
+    ModelBuilder("nb201", "raynas.models.cell:NB201Builder", example=("nb201_cell", (3, 8, 8)),
+                 width=True, genotype=True, mixed_edges=True,
+                 graph="raynas.report.graph:nb201_graph"),
+    ModelBuilder("darts", "raynas.models.cell:DartsBuilder", example=("darts_cell", (3, 8, 8)),
+                 width=True, genotype=True, mixed_edges=True,
+                 graph="raynas.report.graph:darts_graph"),
+):
+    register_builder(_builder)

@@ -8,8 +8,8 @@ import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from raynas.config import METRICS
 from raynas.errors import ConfigError, did_you_mean
+from raynas.objectives.metrics import known
 
 FEASIBLE = "feasible"  # in every result of a search with constraints: False = infeasible
 VIOLATIONS = "violations"  # the broken constraints, comma-separated
@@ -41,9 +41,9 @@ def parse_constraints(texts: Sequence[str] | None) -> list[Constraint]:
         if match is None:
             raise ConfigError(f"--constraint: expected METRIC<=BOUND (or <, >=, >), got {text!r}")
         metric, op, bound = match.groups()
-        if metric not in METRICS:
+        if metric not in known():
             raise ConfigError(f"--constraint: unknown metric {metric!r}"
-                              f"{did_you_mean(metric, METRICS)}; one of {', '.join(METRICS)}")
+                              f"{did_you_mean(metric, known())}; one of {', '.join(known())}")
         try:
             value = float(bound)
         except ValueError:

@@ -6,8 +6,8 @@ import io
 from collections.abc import Sequence
 from typing import Any
 
-from raynas.config import METRICS
 from raynas.errors import ConfigError, did_you_mean
+from raynas.objectives.metrics import known
 
 Objective = tuple[str, str]
 
@@ -19,9 +19,9 @@ def parse_objectives(texts: Sequence[str] | None, default: Sequence[str]) -> lis
         metric, _, mode = text.rpartition(":")
         if not metric or mode not in ("max", "min"):
             raise ConfigError(f"--objective: {text!r} is not METRIC:max or METRIC:min")
-        if metric not in METRICS:
+        if metric not in known():
             raise ConfigError(f"--objective: no trial reports {metric!r}"
-                              f"{did_you_mean(metric, METRICS)}; known: {', '.join(METRICS)}")
+                              f"{did_you_mean(metric, known())}; known: {', '.join(known())}")
         if any(metric == m for m, _ in out):
             raise ConfigError(f"--objective: {metric!r} given twice")
         out.append((metric, mode))

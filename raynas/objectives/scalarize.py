@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from raynas.errors import ConfigError
+from raynas.objectives.metrics import METRICS
 
 if TYPE_CHECKING:
     from raynas.config import SearchConfig
@@ -37,9 +38,6 @@ if TYPE_CHECKING:
 
 SCALAR = "scalarized"
 KINDS = ("weighted", "chebyshev")
-LOG_SCALE = ("params", "flops", "latency_ms", "peak_memory_mb")
-UNIT_RANGE = ("lr", "data_fraction", "width_multiplier", "resolution_scale", "val_map",
-              "val_map_50", "val_map_75")
 CALIBRATION_SAMPLES = 12
 
 
@@ -48,13 +46,13 @@ class Scalarizer:
     kind: str
     objectives: tuple[tuple[str, str], ...]
     weights: tuple[float, ...]
-    ranges: tuple[tuple[float, float], ...]  # (low, high) per objective; log10 for LOG_SCALE
+    ranges: tuple[tuple[float, float], ...]  # (low, high) per objective; log10 if log_scale
 
     def normalised(self, result: Mapping[str, Any]) -> list[float]:
         out = []
         for (metric, mode), (low, high) in zip(self.objectives, self.ranges, strict=True):
             value = float(result[metric])
-            if metric in LOG_SCALE:
+            if log_scale(metric):
                 value = math.log10(max(value, 1e-12))
             share = (value - low) / (high - low)
             out.append(share if mode == "min" else 1 - share)
@@ -80,7 +78,7 @@ class Scalarizer:
         return {"kind": self.kind, "metric": SCALAR, "mode": "min",
                 "objectives": [f"{m}:{mode}" for m, mode in self.objectives],
                 "weights": list(self.weights),
-                "ranges": {m: {"low": lo, "high": hi, "log10": m in LOG_SCALE}
+                "ranges": {m: {"low": lo, "high": hi, "log10": log_scale(m)}
                            for (m, _), (lo, hi) in zip(self.objectives, self.ranges,
                                                        strict=True)}}
 
@@ -121,15 +119,14 @@ def parse_weights(text: str | None, count: int) -> tuple[float, ...]:
 
 def fixed_range(metric: str, num_classes: int) -> tuple[float, float] | None:
     """The range of a metric known without measuring anything, or None (a cost metric)."""
-    if metric == "val_accuracy":
-        return 1 / num_classes, 1.0
-    if metric in ("val_auc", "val_dice"):
-        return 0.5 if metric == "val_auc" else 0.0, 1.0  # chance AUC; a Dice of nothing
-    if metric in ("val_loss", "train_loss"):
-        return 0.0, math.log(num_classes)
-    if metric in UNIT_RANGE:
-        return 0.0, 1.0
-    return None
+    found = METRICS.get(metric)
+    return found.range(num_classes) if found else None
+
+
+def log_scale(metric: str) -> bool:
+    """Costs that span orders of magnitude are normalised on a log10 scale."""
+    found = METRICS.get(metric)
+    return bool(found and found.scale == "log")
 
 
 def needs_sample(objectives: Sequence[Objective], num_classes: int) -> list[str]:

@@ -1,10 +1,10 @@
 """An architecture as a graph: feature maps are nodes, operations are labelled edges.
 
 This is the convention of the cell-search papers (NAS-Bench-201, DARTS draw their cells this
-way), and it fits chains too. One function per builder (``GRAPHS``, keyed like
-``raynas.models.BUILDERS``) turns an architecture into one or more panels (a DARTS genotype has
-a normal and a reduction cell); drawing (``diagram``) and the structural facts tagged on every
-trial (``facts``) work on any of them.
+way), and it fits chains too. One function per builder (``graph_of``: the
+``ModelBuilder.graph`` each builder declares) turns an architecture into one or more panels
+(a DARTS genotype has a normal and a reduction cell); drawing (``diagram``) and the structural
+facts tagged on every trial (``facts``) work on any of them.
 """
 
 from __future__ import annotations
@@ -14,6 +14,9 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
+
+from raynas.models import BUILDERS
+from raynas.registry import load_ref
 
 #: Ops that carry nothing (DARTS and NAS-Bench-201 call it ``none``, our op registry ``zero``):
 #: drawn dashed and not counted in the depth.
@@ -201,6 +204,7 @@ def unet3d_graph(arch: dict[str, Any]) -> list[Graph]:
     return [g]
 
 
-GRAPHS: dict[str, Callable[[dict[str, Any]], list[Graph]]] = {
-    "macro": macro_graph, "nb201": nb201_graph, "darts": darts_graph, "ofa": ofa_graph,
-    "unet3d": unet3d_graph, "detection": detection_graph}
+def graph_of(model: str) -> Callable[[dict[str, Any]], list[Graph]] | None:
+    """The graph function a model's builder declares (``ModelBuilder.graph``), or None."""
+    builder = BUILDERS.get(model)
+    return load_ref(builder.graph) if builder is not None and builder.graph else None

@@ -32,7 +32,7 @@ from mlflow.tracking import MlflowClient
 
 from raynas.errors import ConfigError
 from raynas.report.diagram import draw
-from raynas.report.graph import GRAPHS, facts
+from raynas.report.graph import facts, graph_of
 
 # A progress bar per small JSON file read is noise on the search's stderr.
 os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
@@ -175,7 +175,7 @@ def name(search: Search) -> str:
 
 def diagram(search: Search, trial: Trial) -> bytes:
     arch = search.architectures[trial.run.info.run_id]
-    return draw(GRAPHS[search.model](arch), f"trial {trial.trial_id}: val_accuracy "
+    return draw(graph_of(search.model)(arch), f"trial {trial.trial_id}: val_accuracy "
                 f"{trial.val_accuracy:.4f}")
 
 
@@ -248,7 +248,7 @@ def comparison(search: Search, diagrams: dict[str, bytes]) -> str:
     rows = []
     for rank, trial in enumerate(search.top, start=1):
         run_id = trial.run.info.run_id
-        found = facts(GRAPHS[search.model](search.architectures[run_id]))
+        found = facts(graph_of(search.model)(search.architectures[run_id]))
         metrics = trial.run.data.metrics
         cells = (rank, trial.trial_id, _number(trial.val_accuracy, ".4f"),
                  _number(metrics.get("params")), _number(metrics.get("flops")), found["depth"],

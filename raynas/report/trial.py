@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from raynas.report.graph import GRAPHS, facts
+from raynas.report.graph import facts, graph_of
 
 DIAGRAM = "architecture.png"
 
@@ -18,9 +18,9 @@ def log_structure(record: Any, key: str, model: str, arch: dict[str, Any], title
     ledger's thread of the driver (holding the GIL against that loop), it was most of what
     raynas added to a trial; so an actor draws it, starting now, and the diagram is a ledger
     write of its own that takes the picture when it is applied (``render``)."""
-    if model not in GRAPHS:
+    if graph_of(model) is None:
         return
-    found = facts(GRAPHS[model](arch))
+    found = facts(graph_of(model)(arch))
     record.tag(key, {"raynas.depth": found["depth"], "raynas.ops": found["ops"]})
     file = f"{key}/{DIAGRAM}"
     if (drawing := _draw_elsewhere(model, arch, title)) is not None:
@@ -73,7 +73,7 @@ def _session() -> str:
 def _draw(model: str, arch: dict[str, Any], title: str) -> bytes:
     from raynas.report.diagram import draw
 
-    return draw(GRAPHS[model](arch), title)
+    return draw(graph_of(model)(arch), title)
 
 
 class _Artist:

@@ -220,12 +220,13 @@ for _strategy in (
     Strategy("nsga2", _optuna(_nsga2_sampler), "multi-objective evolution: Optuna's NSGA-II",
              multi_objective=True, default_objectives=("val_accuracy:max", "params:min")),
     Strategy("bohb", _bohb, "BOHB: model-based sampling + Hyperband (brings its own "
-             "scheduler)"),
+             "scheduler)", stops_early=True),
     Strategy("zero_cost", _zero_cost, "score many sampled architectures with a zero-cost proxy, "
-             "train the top-k", needs_dataset=True, inner=False, check=_check_zero_cost),
+             "train the top-k", needs_dataset=True, scores="classification", inner=False,
+             check=_check_zero_cost),
     Strategy("oneshot", _oneshot, "weight sharing: train a supernet (SPOS or ENAS), then search "
              "against it (--oneshot-searcher, default evolution)", needs_dataset=True,
-             inner=False, epochs_only=True, check=_check_weight_sharing),
+             scores="classification", inner=False, epochs_only=True, check=_check_weight_sharing),
     Strategy("darts", _darts, "gradient-based: a Tune sweep over DARTS runs (Liu et al. 2019)",
              needs_dataset=True, inner=False, epochs_only=True, check=_check_weight_sharing),
 ):

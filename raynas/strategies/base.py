@@ -213,7 +213,9 @@ class Strategy:
     multi_objective: bool = False  # takes several metrics/modes itself (else: scalarised)
     steers_by_first: bool = False  # under mo-asha, which ranks by all of them, steers by the first
     pbt: bool = False  # may seed PBT's population (Tune's PBT accepts no model-based searcher)
-    needs_dataset: bool = False  # looks at real inputs: not with a tabular: benchmark
+    needs_dataset: bool = False  # scores networks on the data itself (needs a task's Problem)
+    scores: str | None = None  # the task it scores networks as, by a loss of its own
+    stops_early: bool = False  # brings a scheduler that stops trials on their learning curves
     epochs_only: bool = False  # trains one network per run: --fidelity epochs only
     inner: bool = True  # can be oneshot's search against a trained supernet
     extendable: bool = True  # has state to go on from (raynas extend)

@@ -17,11 +17,12 @@ from mlflow.tracking import MlflowClient
 from ray.tune import Callback
 from ray.tune.stopper import Stopper
 
-from raynas.config import METRIC_PREFIXES, METRICS, TIME_ATTR
+from raynas.config import TIME_ATTR
 from raynas.models import describe
 from raynas.objectives.constraints import FEASIBLE, VIOLATIONS
+from raynas.objectives.metrics import families, known
 from raynas.objectives.scalarize import SCALAR
-from raynas.report.graph import GRAPHS
+from raynas.report.graph import graph_of
 from raynas.report.trial import artist, log_structure
 from raynas.space import Space, arch_hash
 from raynas.tracking.ledger import Ledger
@@ -118,8 +119,8 @@ class SearchRecord:
 def recorded(result: dict) -> dict[str, float]:
     """The metrics of a Tune result that MLflow records: the finite ones of ``METRICS``, and
     the scalar of a scalarised search (a rejected trial reports NaN for what it never had)."""
-    family = [k for k in result if k.startswith(METRIC_PREFIXES)]
-    return {k: result[k] for k in (*METRICS, SCALAR, *family)
+    family = [k for k in result if k.startswith(families())]
+    return {k: result[k] for k in (*known(), SCALAR, *family)
             if isinstance(result.get(k), int | float) and math.isfinite(result[k])}
 
 
@@ -148,7 +149,7 @@ class MLflowTracker(Callback):
 
     def setup(self, **info: Any) -> None:
         """At the start of Tune's run: start the actor that draws the trials' diagrams."""
-        if self.space.model in GRAPHS:
+        if graph_of(self.space.model) is not None:
             artist()
 
     def get_state(self) -> None:

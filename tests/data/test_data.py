@@ -91,13 +91,13 @@ def test_corrupt_npz(tmp_path):
 
 def test_a_registered_source_is_a_dataset_spec_at_once(tmp_path):
     """A third party's kind of dataset: read through the same splits and normalisation."""
-    from raynas.data import SOURCES, Source, register_source
+    from raynas.data import SOURCES, Source, from_arrays, register_source
 
     def read(spec, rest):
         rng = np.random.default_rng(int(rest))
         return rng.normal(size=(200, 1, 4, 4)).astype(np.float32), np.arange(200) % 2, None
 
-    register_source(Source("noise", read, "noise:SEED"))
+    register_source(Source("noise", from_arrays(read), "noise:SEED"))
     try:
         data = load_dataset("noise:3")
         assert data.input_shape == (1, 4, 4) and data.num_classes == 2

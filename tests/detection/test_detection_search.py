@@ -68,9 +68,12 @@ def test_detection_search_end_to_end(ray_local, tracking, tmp_path, few):
 
 
 @pytest.mark.parametrize(("args", "message"), [
-    (["--space", "small_cnn"], "--space small_cnn: model 'macro' does not detect objects"),
-    (["--strategy", "zero_cost"], "--strategy zero_cost: scores classifiers"),
-    (["--fidelity", "data"], "--fidelity/--proxy-task: a detection search trains on"),
+    (["--space", "small_cnn"], "--space small_cnn: model 'macro' classifies, and the dataset "
+                               "has boxes per image; use a detection space (detection)"),
+    (["--strategy", "zero_cost"], "--strategy zero_cost: looks at the data itself and scores "
+                                  "networks by a loss on their outputs, which a detection search"),
+    (["--fidelity", "data"], "--fidelity/--proxy-task data: not for a detection search, whose "
+                             "proxy tasks may vary nothing but epochs"),
 ])
 def test_what_a_detection_search_cannot_do_is_refused(few, capsys, args, message):
     code = main(["search", "--space", "detection", "--dataset", f"coco:{few}", *args])

@@ -10,9 +10,10 @@ import torch
 
 from raynas.errors import SpaceError
 from raynas.estimation import load_space
-from raynas.estimation.problem import CLASSIFICATION, SEGMENTATION, problem_of
+from raynas.estimation.problem import CLASSIFICATION, problem_of
 from raynas.models import build_model
 from raynas.ops import ALL_OPS, VOLUMETRIC
+from raynas.tasks.segmentation.problem import SEGMENTATION
 
 MEDICAL = ("3d_conv_3x3x3", "3d_conv_5x5x5", "3d_max_pool_2x2x2", "3d_avg_pool_2x2x2",
            "attention_gate", "multi_scale_fusion", "skip_connection_3d", "dense_connection_3d")

