@@ -29,6 +29,7 @@ not grow with the number of trials. Repeats alternate the order of the two sides
 
 from __future__ import annotations
 
+import argparse
 import statistics
 import tempfile
 import time
@@ -37,6 +38,7 @@ from typing import Any
 
 from raynas.bench.common import Print, Report, interleaved, machine, paired_ratio, sig
 from raynas.data import Dataset
+from raynas.runtime import ray_session
 from raynas.tracking.ledger import Ledger
 
 SPACE_YAML = """\
@@ -60,6 +62,9 @@ space:
 STRATEGY = "random"
 EPOCHS = 1
 EXPERIMENT = "bench-overhead"
+FULL: dict[str, Any] = {"trials": 24, "repeats": 5, "concurrency": 2}
+#: No warm-up: its numbers are for sanity checks, not for reading.
+QUICK: dict[str, Any] = {"trials": 4, "repeats": 1, "concurrency": 2, "warm_up": False}
 
 
 def tracking(folder: Path) -> str:
@@ -184,48 +189,39 @@ def raynas_search(space_path: Path, dataset: str, trials: int, concurrency: int,
 
 def run(trials: int, repeats: int, concurrency: int, output: Path, warm_up: bool = True,
         print_fn: Print = print) -> Report:
-    import ray
-
     from raynas.data import load_dataset
     from raynas.estimation import load_space
 
-    started_ray = not ray.is_initialized()
-    if started_ray:
-        ray.init(address="local", num_cpus=max(2, concurrency), include_dashboard=False,
-                 log_to_driver=False)
     host = machine()
-    try:
-        with tempfile.TemporaryDirectory(prefix="raynas-bench-") as tmp:
-            folder = Path(tmp)
-            space_path = folder / "bench_trivial.yaml"
-            space_path.write_text(SPACE_YAML)
-            dataset = tiny_digits(folder)
-            space, data = load_space(space_path), load_dataset(dataset, seed=0)
-            print_fn(f"overhead: {trials} trivial trials ({data.summary()}; 1 epoch, one "
-                     f"batch), {concurrency} at a time, {repeats} repeats, alternating")
-            whole: list[float] = []
-            backlog: list[int] = []
+    with (ray_session("local", num_cpus=max(2, concurrency)),
+          tempfile.TemporaryDirectory(prefix="raynas-bench-") as tmp):
+        folder = Path(tmp)
+        space_path = folder / "bench_trivial.yaml"
+        space_path.write_text(SPACE_YAML)
+        dataset = tiny_digits(folder)
+        space, data = load_space(space_path), load_dataset(dataset, seed=0)
+        print_fn(f"overhead: {trials} trivial trials ({data.summary()}; 1 epoch, one "
+                 f"batch), {concurrency} at a time, {repeats} repeats, alternating")
+        whole: list[float] = []
+        backlog: list[int] = []
 
-            def with_raynas(seed: int) -> float:
-                search_s, total_s, pending = raynas_search(space_path, dataset, trials,
-                                                           concurrency, seed, folder)
-                whole.append(total_s)
-                backlog.append(pending)
-                return search_s
+        def with_raynas(seed: int) -> float:
+            search_s, total_s, pending = raynas_search(space_path, dataset, trials,
+                                                       concurrency, seed, folder)
+            whole.append(total_s)
+            backlog.append(pending)
+            return search_s
 
-            def with_tune(seed: int) -> float:
-                return plain_tune(space, data, trials, concurrency, seed, folder / "plain")
+        def with_tune(seed: int) -> float:
+            return plain_tune(space, data, trials, concurrency, seed, folder / "plain")
 
-            # The first Tune run of a process pays one-time costs (imports, Ray starting worker
-            # processes): a warm-up, not counted. raynas's own one-time costs (MLflow's store
-            # creation, imports) happen before its search phase starts.
-            if warm_up:
-                print_fn("warm-up (not counted) ...")
-                plain_tune(space, data, 1, 1, 0, folder / "plain")
-            seconds = interleaved({"raynas": with_raynas, "tune": with_tune}, repeats)
-    finally:
-        if started_ray:
-            ray.shutdown()
+        # The first Tune run of a process pays one-time costs (imports, Ray starting worker
+        # processes): a warm-up, not counted. raynas's own one-time costs (MLflow's store
+        # creation, imports) happen before its search phase starts.
+        if warm_up:
+            print_fn("warm-up (not counted) ...")
+            plain_tune(space, data, 1, 1, 0, folder / "plain")
+        seconds = interleaved({"raynas": with_raynas, "tune": with_tune}, repeats)
     rows = [{"repeat": i, "system": name, "trials": trials, "search_s": sig(s),
              "trials_per_s": sig(trials / s),
              **({"whole_search_s": sig(whole[i]), "backlog_writes": backlog[i]}
@@ -250,3 +246,8 @@ def run(trials: int, repeats: int, concurrency: int, output: Path, warm_up: bool
                      "warm_up": warm_up})
     report.write(output, print_fn)
     return report
+
+
+def main(args: argparse.Namespace) -> None:
+    """``raynas bench overhead [--quick]``: ``run`` at its full or its CI size."""
+    run(**(QUICK if args.quick else FULL), output=Path(args.output))

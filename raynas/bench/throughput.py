@@ -12,6 +12,7 @@ Repeats alternate which side runs first; the ratio is the median of the per-repe
 
 from __future__ import annotations
 
+import argparse
 import statistics
 import time
 from pathlib import Path
@@ -26,6 +27,8 @@ ARCH: dict[str, Any] = {
     "train": {"lr": 1e-3, "weight_decay": 1e-5, "batch_size": 64, "optimizer": "adam"},
 }
 SEED = 0
+FULL: dict[str, Any] = {"repeats": 7, "epochs": 3, "threads": 1}
+QUICK: dict[str, Any] = {"repeats": 3, "epochs": 1, "threads": 1}
 
 
 def handwritten_epochs(model: Any, opt: Any, x: Any, y: Any, batch: int, epochs: int) -> None:
@@ -101,3 +104,8 @@ def run(repeats: int, epochs: int, threads: int, output: Path, print_fn: Print =
                      "arch": ARCH, "dataset": data.summary()})
     report.write(output, print_fn)
     return report
+
+
+def main(args: argparse.Namespace) -> None:
+    """``raynas bench throughput [--quick]``: ``run`` at its full or its CI size."""
+    run(**(QUICK if args.quick else FULL), output=Path(args.output))
