@@ -21,7 +21,11 @@ import time
 from pathlib import Path
 from typing import Any
 
-from raynas.bench.common import Print, Report, machine
+from ray import tune
+
+from raynas.bench.common import Print, Report, machine, tune_fit
+from raynas.data import load_dataset
+from raynas.estimation import load_space
 from raynas.runtime import ray_session
 
 #: A small space with real spread: depth, ops, widths, and training hyperparameters that range
@@ -52,10 +56,6 @@ def timed_search(scheduler: str, seed: int, space: Any, data: Any, trials: int,
                  max_epochs: int, concurrency: int) -> tuple[list[tuple[float, float]], float]:
     """Every result of one search as (seconds since the search started, val_accuracy), and
     the search's wall time."""
-    from ray import tune
-
-    from raynas.bench.common import tune_fit
-
     started = time.perf_counter()
     results: list[tuple[float, float]] = []
 
@@ -75,9 +75,6 @@ def time_to(results: list[tuple[float, float]], target: float) -> float:
 
 def run(seeds: int, trials: int, max_epochs: int, concurrency: int, output: Path,
         print_fn: Print = print) -> Report:
-    from raynas.data import load_dataset
-    from raynas.estimation import load_space
-
     space = load_space(SPACE)
     host = machine()
     print_fn(f"asha: random search of {trials} trials x <= {max_epochs} epochs on digits, "

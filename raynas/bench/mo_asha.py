@@ -22,7 +22,10 @@ import time
 from pathlib import Path
 from typing import Any
 
+import moocore
+
 from raynas.bench.common import Print, Report, interleaved, machine, paired_ratio, tune_fit
+from raynas.data import load_dataset
 from raynas.errors import ConfigError
 from raynas.estimation import load_space
 from raynas.runtime import ray_session
@@ -45,15 +48,11 @@ def fit(space: Space, data: Any, scheduler: str, seed: int, trials: int, max_epo
 
 def hypervolume(results: list[dict[str, Any]], largest_params: float) -> float:
     """The normalised hypervolume of ``results`` (see the module docstring)."""
-    import moocore
-
     points = [(1 - r["val_accuracy"], r["params"] / largest_params) for r in results]
     return float(moocore.hypervolume(points, ref=REFERENCE))
 
 
 def front_size(results: list[dict[str, Any]]) -> int:
-    import moocore
-
     return int(moocore.is_nondominated([(-r["val_accuracy"], r["params"]) for r in results])
                .sum())
 
@@ -62,8 +61,6 @@ def run(seeds: int, trials: int, max_epochs: int, concurrency: int, space_name: 
         dataset: str, output: Path, print_fn: Print = print) -> Report:
     """Every seed on both sides; prints a table, the hypervolume ratio and ``ratio: X.XX``
     (wall time, mo-asha / fifo: the median of the per-seed ratios) and writes the report."""
-    from raynas.data import load_dataset
-
     host = machine()
     space = load_space(space_name)
     results: dict[str, list[list[dict[str, Any]]]] = {side: [] for side in SIDES}

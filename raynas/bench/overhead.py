@@ -36,9 +36,22 @@ import time
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+import torch
+from mlflow.tracking import MlflowClient
+from ray import tune
+from ray.tune.search import ConcurrencyLimiter
+from sklearn.datasets import load_digits
+
+from raynas import strategies
 from raynas.bench.common import Print, Report, interleaved, machine, paired_ratio, sig
-from raynas.data import Dataset
+from raynas.config import SearchConfig
+from raynas.data import Dataset, load_dataset
+from raynas.estimation import load_space
+from raynas.estimation.train import Run, tensors
+from raynas.experiment.driver import search
 from raynas.runtime import ray_session
+from raynas.strategies.base import StrategyContext
 from raynas.tracking.ledger import Ledger
 
 SPACE_YAML = """\
@@ -70,8 +83,6 @@ QUICK: dict[str, Any] = {"trials": 4, "repeats": 1, "concurrency": 2, "warm_up":
 def tracking(folder: Path) -> str:
     """A SQLite MLflow store in ``folder``, its experiment's artifacts there too (a new
     experiment's default artifact root would be ``./mlruns`` of the current directory)."""
-    from mlflow.tracking import MlflowClient
-
     uri = f"sqlite:///{folder / 'mlflow.db'}"
     client = MlflowClient(uri)
     if client.get_experiment_by_name(EXPERIMENT) is None:
@@ -82,9 +93,6 @@ def tracking(folder: Path) -> str:
 def tiny_digits(folder: Path, samples: int = 80) -> str:
     """The first ``samples`` digits (+ 20 as the test split) as an ``npz:`` dataset spec: one
     training batch after the validation split."""
-    import numpy as np
-    from sklearn.datasets import load_digits
-
     digits = load_digits()
     x, y = digits.images.astype(np.float32) / 16.0, digits.target
     path = folder / "tiny_digits.npz"
@@ -95,11 +103,6 @@ def tiny_digits(folder: Path, samples: int = 80) -> str:
 
 def plain_trial(config: dict[str, Any], *, space: Any, data: Dataset, seed: int) -> None:
     """The baseline's function trainable: the same evaluation as raynas's, reported to Tune."""
-    import torch
-    from ray import tune
-
-    from raynas.estimation.train import Run, tensors
-
     torch.set_num_threads(1)
     cpu = torch.device("cpu")
     run = Run(space, space.decode(config), data.input_shape, data.num_classes, EPOCHS, cpu, seed)
@@ -113,12 +116,6 @@ def plain_trial(config: dict[str, Any], *, space: Any, data: Dataset, seed: int)
 def plain_tune(space: Any, data: Dataset, trials: int, concurrency: int, seed: int,
                storage: Path) -> float:
     """Seconds of ``Tuner.fit`` for ``trials`` trials of plain Tune with raynas's searcher."""
-    from ray import tune
-    from ray.tune.search import ConcurrencyLimiter
-
-    from raynas import strategies
-    from raynas.strategies.base import StrategyContext
-
     ctx = StrategyContext(space, "val_accuracy", "max", seed, trials, concurrency, EPOCHS)
     # The OptunaSearch inside raynas's searcher chain.
     searcher = strategies.get(STRATEGY).build(ctx).dedup.searcher
@@ -170,9 +167,6 @@ def raynas_search(space_path: Path, dataset: str, trials: int, concurrency: int,
                   folder: Path) -> tuple[float, float, int]:
     """(seconds of the search phase, seconds of the whole ``search`` call, MLflow writes
     still pending when ``Tuner.fit`` returned)."""
-    from raynas.config import SearchConfig
-    from raynas.experiment.driver import search
-
     phases = Phases()
     started = time.perf_counter()
     result = search(SearchConfig(
@@ -189,9 +183,6 @@ def raynas_search(space_path: Path, dataset: str, trials: int, concurrency: int,
 
 def run(trials: int, repeats: int, concurrency: int, output: Path, warm_up: bool = True,
         print_fn: Print = print) -> Report:
-    from raynas.data import load_dataset
-    from raynas.estimation import load_space
-
     host = machine()
     with (ray_session("local", num_cpus=max(2, concurrency)),
           tempfile.TemporaryDirectory(prefix="raynas-bench-") as tmp):

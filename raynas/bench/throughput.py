@@ -18,7 +18,14 @@ import time
 from pathlib import Path
 from typing import Any
 
+import torch
+from torch.nn import functional
+
 from raynas.bench.common import Print, Report, interleaved, machine, paired_ratio
+from raynas.data import load_dataset
+from raynas.estimation import load_space
+from raynas.estimation.train import Run, seed_everything, tensors
+from raynas.models import build_model
 
 ARCH: dict[str, Any] = {
     "space": "macro_cnn", "stem_channels": 16,
@@ -33,9 +40,6 @@ QUICK: dict[str, Any] = {"repeats": 3, "epochs": 1, "threads": 1}
 
 def handwritten_epochs(model: Any, opt: Any, x: Any, y: Any, batch: int, epochs: int) -> None:
     """The baseline: the textbook PyTorch training loop."""
-    import torch
-    from torch.nn import functional
-
     model.train()
     for _ in range(epochs):
         order = torch.randperm(len(x))
@@ -49,13 +53,6 @@ def handwritten_epochs(model: Any, opt: Any, x: Any, y: Any, batch: int, epochs:
 
 def run(repeats: int, epochs: int, threads: int, output: Path, print_fn: Print = print
         ) -> Report:
-    import torch
-
-    from raynas.data import load_dataset
-    from raynas.estimation import load_space
-    from raynas.estimation.train import Run, seed_everything, tensors
-    from raynas.models import build_model
-
     space = load_space("macro_cnn")
     arch = space.validate(ARCH)
     data = load_dataset("digits", seed=SEED)
