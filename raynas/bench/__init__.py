@@ -1,1 +1,190 @@
-"""Benchmarks (``raynas bench …``): each compares against a baseline run in the same process."""
+"""Benchmarks (``raynas bench …``): each compares against a baseline run in the same process.
+
+The built-in benchmarks register here, one ``register(Benchmark(...))`` each with the function
+that declares its flags; their work is in the module named by ``run``, imported only when the
+benchmark runs, so building the CLI's parser stays free of torch, Ray and MLflow. The blocks of
+the applications (nb201, detection, ofa) need nothing else from this package and move with
+their application's folder as they are.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+from raynas.bench.registry import Benchmark, register, suite
+
+
+def _latency(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--quick", action="store_true", help="8 architectures of small_cnn")
+    parser.add_argument("--space", default="macro_cnn", help="default: %(default)s")
+    parser.add_argument("--dataset", default="digits", help="for the input shape and classes")
+    parser.add_argument("--samples", type=int, default=30, help="architectures (default: 30)")
+    parser.add_argument("--batch", type=int, default=1, help="default: %(default)s")
+    parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
+    parser.add_argument("--threads", type=int, default=1,
+                        help="torch threads (default: 1, as a trial with one CPU)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--output", default="bench_latency.json",
+                        help="JSON report (rows also as .csv; default: %(default)s)")
+
+
+register(Benchmark("latency", "latency table predictions against measured latencies (MAPE, "
+                   "Spearman)", _latency, "raynas.bench.latency:main"))
+
+
+def _strategies(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--strategies", default="evolution,rl,tpe,gp,bohb,nsga2",
+                        help="comma-separated (random is always the baseline; "
+                             "default: %(default)s)")
+    parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--trials", type=int, default=12, help="trial budget per search")
+    parser.add_argument("--max-epochs", type=int, default=None,
+                        help="default: 2; with --tabular: the table's epochs")
+    parser.add_argument("--concurrency", type=int, default=2)
+    parser.add_argument("--space", default="macro_cnn")
+    parser.add_argument("--tabular", default=None, metavar="PATH",
+                        help="compare on this tabular benchmark at equal simulated training "
+                             "time (NAS-Bench-201 style; give its --space) instead")
+    parser.add_argument("--sim-budget", type=float, default=None, metavar="SECONDS",
+                        help="--tabular: simulated seconds per search (default: --trials full "
+                             "trainings)")
+    parser.add_argument("--dataset", default="digits")
+    parser.add_argument("--synthetic-budget", type=int, default=300)
+    parser.add_argument("--synthetic-seeds", type=int, default=10)
+    parser.add_argument("--synthetic-only", action="store_true", help="skip the real trainings")
+    parser.add_argument("--output", default="bench_strategies.txt",
+                        help="table file (raw curves in FILE.json; default: %(default)s)")
+
+
+register(Benchmark("strategies", "every strategy against random search", _strategies,
+                   "raynas.bench.strategies:main"))
+
+
+def _mo_asha(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--quick", action="store_true",
+                        help="8 trials x 3 epochs (CI) instead of --trials x --max-epochs")
+    parser.add_argument("--seeds", type=int, default=3, help="default: %(default)s")
+    parser.add_argument("--trials", type=int, default=16, help="default: %(default)s")
+    parser.add_argument("--max-epochs", type=int, default=9, help="default: %(default)s")
+    parser.add_argument("--concurrency", type=int, default=2, help="default: %(default)s")
+    parser.add_argument("--space", default="small_cnn", help="default: %(default)s")
+    parser.add_argument("--dataset", default="digits", help="default: %(default)s")
+    parser.add_argument("--output", default="bench_mo_asha.json",
+                        help="JSON report (rows also as .csv; default: %(default)s)")
+
+
+register(Benchmark("mo-asha", "mo-asha vs fifo, same trials, two objectives: hypervolume and "
+                   "wall time", _mo_asha, "raynas.bench.mo_asha:main"))
+
+
+# --- NAS-Bench-201 (the tabular application) ---------------------------------------------------
+def _nb201(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--quick", action="store_true",
+                        help="cifar10; random, evolution, rl, tpe; 12 runs each (CI)")
+    parser.add_argument("--datasets", default="cifar10,cifar100,imagenet16-120",
+                        help="comma-separated (default: %(default)s)")
+    parser.add_argument("--strategies", default=None,
+                        help="comma-separated (default: random,evolution,rl,tpe,bananas,pnas,"
+                             "bohb; with --pareto: nsga2,random,tpe,evolution)")
+    parser.add_argument("--seeds", type=int, default=100,
+                        help="runs per strategy (default: %(default)s)")
+    parser.add_argument("--workers", type=int, default=1,
+                        help="simulated workers per run (default: %(default)s, as the paper)")
+    parser.add_argument("--pareto", action="store_true",
+                        help="instead: two objectives (val_accuracy, latency_ms), hypervolume "
+                             "and the share of the true Pareto front found")
+    parser.add_argument("--address", default=None, help="existing Ray cluster (ray://… or auto)")
+    parser.add_argument("--output", default="bench_nb201.txt",
+                        help="table (every run in FILE.json, anytime plots in *_DATASET.png; "
+                             "default: %(default)s)")
+
+
+register(Benchmark("nb201", "NAS-Bench-201's strategy comparison (Table 5), reproduced on "
+                   "simulated time", _nb201, "raynas.bench.nb201:main"))
+
+
+# --- detection (the detection application) -----------------------------------------------------
+def _detection(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--dataset", default=None, metavar="coco:DIR",
+                        help="default: raynas data synth-detection's 300 images, in a "
+                             "temporary folder")
+    parser.add_argument("--trials", type=int, default=12,
+                        help="per search (default: %(default)s)")
+    parser.add_argument("--max-epochs", type=int, default=8,
+                        help="per trial (default: %(default)s)")
+    parser.add_argument("--retrain-epochs", type=int, default=15,
+                        help="of the best and of the baseline (default: %(default)s)")
+    parser.add_argument("--seeds", type=int, default=1,
+                        help="searches, each on its own data split (default: %(default)s)")
+    parser.add_argument("--strategy", default="tpe", help="default: %(default)s")
+    parser.add_argument("--output", default="bench_detection.json",
+                        help="JSON results (the rows also in FILE.csv; default: %(default)s)")
+
+
+register(Benchmark("detection", "a detection search against a fixed baseline detector trained "
+                   "the same way (test mAP@.5)", _detection, "raynas.bench.detection:main"))
+
+
+# --- the suite: raynas bench all runs these in turn (ofa's block is the OFA application's) -----
+register(Benchmark.of_suite("overhead", "per-trial orchestration overhead of raynas search vs "
+                            "plain Ray Tune", "raynas.bench.overhead:main"))
+register(Benchmark.of_suite("throughput", "training samples/s of raynas's training loop vs a "
+                            "hand-written one", "raynas.bench.throughput:main"))
+register(Benchmark.of_suite("asha", "time to near-best accuracy: asha vs fifo, same trial "
+                            "budget", "raynas.bench.asha:main"))
+register(Benchmark.of_suite("scaling", "trials/minute on 2 Ray nodes vs 1 (started on this "
+                            "machine)", "raynas.bench.scaling:main"))
+register(Benchmark.of_suite("ofa", "Once-for-All: train once + specialise 3 latency targets vs "
+                            "3 constrained searches; Kendall tau of inherited vs from-scratch "
+                            "accuracy, predictor RMSE", "raynas.bench.ofa:main"))
+
+
+def _all(parser: argparse.ArgumentParser) -> None:
+    # Read when the parser is built: the suite includes the plug-ins' benchmarks.
+    parser.description = (f"{', '.join(b.name for b in suite())} in turn, then their ratios "
+                          "side by side")
+    parser.add_argument("--quick", action="store_true", help="reduced sizes (CI)")
+    parser.add_argument("--output", default=".",
+                        help="folder for bench_NAME.json and .csv (default: the current one)")
+
+
+register(Benchmark("all", "every benchmark that takes only --quick and --output, in turn, then "
+                   "a summary", _all, "raynas.bench.registry:run_all"))
+
+
+def _oneshot(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--quick", action="store_true",
+                        help="6 cells, 3 epochs, a 6-epoch supernet (CI) instead of the flags")
+    parser.add_argument("--archs", type=int, default=16,
+                        help="NAS-Bench-201 cells sampled (default: %(default)s)")
+    parser.add_argument("--epochs", type=int, default=6,
+                        help="epochs of each stand-alone training (default: %(default)s)")
+    parser.add_argument("--supernet-epochs", type=int, default=24,
+                        help="epochs of the supernet's training (default: %(default)s)")
+    parser.add_argument("--supernet", default="spos", metavar="spos|enas")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--output", default="bench_oneshot.json",
+                        help="results (per cell also in FILE.csv; default: %(default)s)")
+
+
+register(Benchmark("oneshot", "weight sharing: Kendall tau of supernet vs stand-alone accuracy, "
+                   "and the cost of each", _oneshot, "raynas.bench.oneshot:main"))
+
+
+def _estimators(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--quick", action="store_true",
+                        help="6 architectures x 4 epochs (CI) instead of --archs x --epochs")
+    parser.add_argument("--archs", type=int, default=24,
+                        help="architectures (default: %(default)s)")
+    parser.add_argument("--epochs", type=int, default=10,
+                        help="epochs of the real training, >= 4 (default: %(default)s)")
+    parser.add_argument("--proxy", default="synflow",
+                        help="the zero-cost proxy that pre-filters (default: %(default)s)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--output", default="bench_estimators.json",
+                        help="results (per architecture also in FILE.csv; default: "
+                             "%(default)s)")
+
+
+register(Benchmark("estimators", "cheap performance estimates against real training: rank "
+                   "correlations, cost, savings", _estimators, "raynas.bench.estimators:main"))

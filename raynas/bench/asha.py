@@ -14,13 +14,19 @@ it does not get there - ASHA can stop the trial that would have). ratio = FIFO's
 
 from __future__ import annotations
 
+import argparse
 import math
 import statistics
 import time
 from pathlib import Path
 from typing import Any
 
-from raynas.bench.common import Print, Report, machine
+from ray import tune
+
+from raynas.bench.common import Print, Report, machine, tune_fit
+from raynas.data import load_dataset
+from raynas.estimation import load_space
+from raynas.runtime import ray_session
 
 #: A small space with real spread: depth, ops, widths, and training hyperparameters that range
 #: from good to poor (lr 1e-4 with SGD hardly learns in a few epochs) - what ASHA is for.
@@ -42,16 +48,14 @@ SPACE: dict[str, Any] = {
     },
 }
 TOLERANCE = 0.005  # "within 0.5 %": percentage points of validation accuracy
+FULL: dict[str, Any] = {"seeds": 3, "trials": 12, "max_epochs": 9, "concurrency": 2}
+QUICK: dict[str, Any] = {"seeds": 1, "trials": 3, "max_epochs": 3, "concurrency": 2}
 
 
 def timed_search(scheduler: str, seed: int, space: Any, data: Any, trials: int,
                  max_epochs: int, concurrency: int) -> tuple[list[tuple[float, float]], float]:
     """Every result of one search as (seconds since the search started, val_accuracy), and
     the search's wall time."""
-    from ray import tune
-
-    from raynas.bench.common import tune_fit
-
     started = time.perf_counter()
     results: list[tuple[float, float]] = []
 
@@ -71,23 +75,14 @@ def time_to(results: list[tuple[float, float]], target: float) -> float:
 
 def run(seeds: int, trials: int, max_epochs: int, concurrency: int, output: Path,
         print_fn: Print = print) -> Report:
-    import ray
-
-    from raynas.data import load_dataset
-    from raynas.estimation import load_space
-
     space = load_space(SPACE)
-    started_ray = not ray.is_initialized()
-    if started_ray:
-        ray.init(address="local", num_cpus=max(2, concurrency), include_dashboard=False,
-                 log_to_driver=False)
     host = machine()
     print_fn(f"asha: random search of {trials} trials x <= {max_epochs} epochs on digits, "
              f"{concurrency} at a time, {seeds} seeds; fifo and asha alternate which runs "
              "first")
     rows: list[dict[str, Any]] = []
     ratios: list[float] = []
-    try:
+    with ray_session("local", num_cpus=max(2, concurrency)):
         for seed in range(seeds):
             data = load_dataset("digits", seed=seed)
             order = ("fifo", "asha") if seed % 2 == 0 else ("asha", "fifo")
@@ -109,9 +104,6 @@ def run(seeds: int, trials: int, max_epochs: int, concurrency: int, output: Path
             print_fn(f"seed {seed}: target val_accuracy {target:.4f}; fifo {shown['fifo']} "
                      f"(search {runs['fifo'][1]:.1f} s), asha {shown['asha']} (search "
                      f"{runs['asha'][1]:.1f} s); {ratios[-1]:.2f}x")
-    finally:
-        if started_ray:
-            ray.shutdown()
     walls = {s: statistics.median(r["wall_s"] for r in rows if r["scheduler"] == s)
              for s in ("fifo", "asha")}
     summary = {"ratio_per_seed": [round(r, 3) if math.isfinite(r) else None for r in ratios],
@@ -129,3 +121,8 @@ def run(seeds: int, trials: int, max_epochs: int, concurrency: int, output: Path
                      "dataset": "digits", "tolerance": TOLERANCE})
     report.write(output, print_fn)
     return report
+
+
+def main(args: argparse.Namespace) -> None:
+    """``raynas bench asha [--quick]``: ``run`` at its full or its CI size."""
+    run(**(QUICK if args.quick else FULL), output=Path(args.output))

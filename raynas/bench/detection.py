@@ -12,6 +12,7 @@ baseline's.
 
 from __future__ import annotations
 
+import argparse
 import json
 import statistics
 import tempfile
@@ -22,6 +23,7 @@ from typing import Any
 from raynas.bench.common import Print, Report, machine
 from raynas.config import SearchConfig
 from raynas.detections import load_detection, write_synthetic
+from raynas.errors import ConfigError
 from raynas.estimation import load_space
 from raynas.estimation.detection import retrain_detector
 from raynas.estimation.fidelity import Fidelity
@@ -94,3 +96,12 @@ def _parts(arch: dict[str, Any]) -> dict[str, Any]:
     """What a row says of a detector's architecture besides its hash."""
     return {"head": arch["head"], "neck": arch["neck"], "levels": arch["levels"],
             "layers": len(arch["layers"])}
+
+
+def main(args: argparse.Namespace) -> None:
+    """``raynas bench detection``: its flags checked, then ``run``."""
+    if min(args.trials, args.max_epochs, args.retrain_epochs, args.seeds) < 1:
+        raise ConfigError("raynas bench detection: --trials, --max-epochs, --retrain-epochs and "
+                          "--seeds must be >= 1")
+    run(args.dataset, args.trials, args.max_epochs, args.retrain_epochs, args.seeds,
+        Path(args.output), args.strategy)

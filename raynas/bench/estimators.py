@@ -11,6 +11,7 @@ final quality (within ``tolerance``) as training all; ``ratio`` is its time over
 
 from __future__ import annotations
 
+import argparse
 import csv
 import json
 import math
@@ -25,6 +26,7 @@ import torch
 from scipy.stats import kendalltau, spearmanr
 
 from raynas.data import Dataset, load_dataset
+from raynas.errors import ConfigError
 from raynas.estimation import load_space
 from raynas.estimation.fidelity import REAL_TASK, ProxyTask
 from raynas.estimation.learning_curve import extrapolate
@@ -187,3 +189,15 @@ def _run(archs: int, epochs: int, seed: int, proxy: str, output: Path,
     print_fn(f"written: {output} and {output.with_suffix('.csv')}")
     print_fn(f"ratio: {saving['ratio']:.2f}")
     return report
+
+
+def main(args: argparse.Namespace) -> None:
+    """``raynas bench estimators``: the sizes of ``--quick`` or of the flags, checked, then
+    ``run``."""
+    archs, epochs = (6, 4) if args.quick else (args.archs, args.epochs)
+    if archs < 3 or epochs < 4:
+        raise ConfigError("raynas bench estimators: --archs must be >= 3 and --epochs >= 4")
+    if args.proxy not in PROXIES:
+        raise ConfigError(f"--proxy: unknown zero-cost proxy {args.proxy!r}; known: "
+                          f"{', '.join(PROXIES)}")
+    run(archs, epochs, args.seed, args.proxy, Path(args.output))

@@ -11,6 +11,7 @@ between units, e.g. Python calls, so it tends to under-predict small networks).
 
 from __future__ import annotations
 
+import argparse
 import random
 import statistics
 import time
@@ -78,3 +79,14 @@ def run(space_name: str, dataset: str, samples: int, batch: int, device: str, th
                      "batch": batch, "device": device, "threads": threads, "seed": seed})
     report.write(output, print_fn)
     return report
+
+
+def main(args: argparse.Namespace) -> None:
+    """``raynas bench latency``: its flags checked, then ``run``."""
+    if min(args.samples, args.batch, args.threads) < 1:
+        raise ConfigError("raynas bench latency: --samples, --batch and --threads must be >= 1")
+    if args.device == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("--device cuda: no CUDA GPU on this machine")
+    space, samples = ("small_cnn", 8) if args.quick else (args.space, args.samples)
+    run(space, args.dataset, samples, args.batch, args.device, args.threads, args.seed,
+        Path(args.output))

@@ -16,13 +16,19 @@ so that a front's extreme points add volume too; the largest possible value is 1
 
 from __future__ import annotations
 
+import argparse
 import statistics
 import time
 from pathlib import Path
 from typing import Any
 
+import moocore
+
 from raynas.bench.common import Print, Report, interleaved, machine, paired_ratio, tune_fit
+from raynas.data import load_dataset
+from raynas.errors import ConfigError
 from raynas.estimation import load_space
+from raynas.runtime import ray_session
 from raynas.space import Space
 
 OBJECTIVES = (("val_accuracy", "max"), ("params", "min"))
@@ -42,15 +48,11 @@ def fit(space: Space, data: Any, scheduler: str, seed: int, trials: int, max_epo
 
 def hypervolume(results: list[dict[str, Any]], largest_params: float) -> float:
     """The normalised hypervolume of ``results`` (see the module docstring)."""
-    import moocore
-
     points = [(1 - r["val_accuracy"], r["params"] / largest_params) for r in results]
     return float(moocore.hypervolume(points, ref=REFERENCE))
 
 
 def front_size(results: list[dict[str, Any]]) -> int:
-    import moocore
-
     return int(moocore.is_nondominated([(-r["val_accuracy"], r["params"]) for r in results])
                .sum())
 
@@ -59,10 +61,6 @@ def run(seeds: int, trials: int, max_epochs: int, concurrency: int, space_name: 
         dataset: str, output: Path, print_fn: Print = print) -> Report:
     """Every seed on both sides; prints a table, the hypervolume ratio and ``ratio: X.XX``
     (wall time, mo-asha / fifo: the median of the per-seed ratios) and writes the report."""
-    import ray
-
-    from raynas.data import load_dataset
-
     host = machine()
     space = load_space(space_name)
     results: dict[str, list[list[dict[str, Any]]]] = {side: [] for side in SIDES}
@@ -76,15 +74,8 @@ def run(seeds: int, trials: int, max_epochs: int, concurrency: int, space_name: 
             return time.perf_counter() - started
         return once
 
-    started = not ray.is_initialized()
-    if started:
-        ray.init(address="local", num_cpus=max(2, concurrency), include_dashboard=False,
-                 log_to_driver=False)
-    try:
+    with ray_session("local", num_cpus=max(2, concurrency)):
         walls = interleaved({s: side(s) for s in SIDES}, seeds)
-    finally:
-        if started:
-            ray.shutdown()
 
     rows = []
     for seed in range(seeds):
@@ -128,3 +119,13 @@ def run(seeds: int, trials: int, max_epochs: int, concurrency: int, space_name: 
                   "strategy": "random", "reference_point": REFERENCE})
     report.write(output, print_fn)
     return report
+
+
+def main(args: argparse.Namespace) -> None:
+    """``raynas bench mo-asha``: its flags checked, then ``run``."""
+    trials, max_epochs = (8, 3) if args.quick else (args.trials, args.max_epochs)
+    if min(args.seeds, trials, args.concurrency) < 1 or max_epochs < 2:
+        raise ConfigError("raynas bench mo-asha: every count must be >= 1, --max-epochs >= 2 "
+                          "(MO-ASHA's first rung is epoch 1)")
+    run(args.seeds, trials, max_epochs, args.concurrency, args.space, args.dataset,
+        Path(args.output))

@@ -28,6 +28,7 @@ cells it contains.
 
 from __future__ import annotations
 
+import argparse
 import functools
 import json
 import math
@@ -41,6 +42,8 @@ from typing import Any
 import numpy as np
 
 from raynas.errors import ConfigError
+from raynas.estimation.nb201 import DATASETS, check_installed, load_nb201
+from raynas.runtime import ray_session
 
 #: Table 5 of the paper: validation accuracy (%) of the found cell, mean and std over 500 runs.
 PAPER = {
@@ -79,8 +82,6 @@ class Run:
 @functools.cache
 def true_accuracy(name: str) -> dict[str, float]:
     """Each cell's mean validation accuracy (%) over the table's seeds (once per process)."""
-    from raynas.estimation.nb201 import load_nb201
-
     return {key: 100.0 * float(np.mean([c.values["val_accuracy"][0] for c in runs]))
             for key, runs in load_nb201(name).runs.items()}
 
@@ -88,8 +89,6 @@ def true_accuracy(name: str) -> dict[str, float]:
 @functools.cache
 def mean_cost(name: str) -> float:
     """Mean simulated seconds of one evaluation (once per process: it reads every run)."""
-    from raynas.estimation.nb201 import load_nb201
-
     return statistics.fmean(c.values["train_time_s"][0] * CHARGED
                             for runs in load_nb201(name).runs.values() for c in runs)
 
@@ -102,7 +101,6 @@ def search(name: str, strategy: str, seed: int, budget_s: float, workers: int,
     scalarisation, for a strategy that takes one."""
     from raynas import schedulers, strategies
     from raynas.estimation import load_space
-    from raynas.estimation.nb201 import load_nb201
     from raynas.experiment.simulate import simulate, table_results
     from raynas.experiment.tuner import plan_search
     from raynas.strategies.base import StrategyContext
@@ -128,7 +126,6 @@ def _scalarized(name: str, results_of: Callable[[dict[str, Any]], list[dict[str,
     """Results with raynas's scalarised metric added, calibrated as a search calibrates it."""
     import random
 
-    from raynas.estimation.nb201 import load_nb201
     from raynas.objectives.scalarize import CALIBRATION_SAMPLES, SCALAR, make_scalarizer
 
     runs, rng = list(load_nb201(name).runs.values()), random.Random(seed)
@@ -160,8 +157,6 @@ def random_expectation(name: str, trials: Sequence[int]) -> dict[int, float]:
     independent draws of a cell and one of its runs, the one with the best validation accuracy
     picked and judged by its cell's mean. (raynas's random search never draws a cell twice; at
     ~100 of 15,625 cells that changes the expectation by less than 0.01 points.)"""
-    from raynas.estimation.nb201 import load_nb201
-
     table = load_nb201(name)
     truth = true_accuracy(name)
     seen, weight, judged = [], [], []
@@ -186,20 +181,12 @@ def run(datasets: Sequence[str], strategy_names: Sequence[str], seeds: int, work
         print_fn: Callable[[str], None] = print) -> dict[str, Any]:
     """Every (dataset, strategy, seed) as a Ray task; the table printed and written to
     ``output`` (text), ``output``.json (every run) and an anytime plot per dataset (PNG)."""
-    import ray
-
-    from raynas.runtime import init_ray
-
     _check(datasets, strategy_names, seeds, workers)
     runnable = [s for s in strategy_names if s not in NOT_RUN]
-    we_started = init_ray(address, print_fn)
-    try:
+    with ray_session(address, print_fn):
         runs = _gather(one_run, datasets, runnable, seeds, workers, print_fn)
         report: dict[str, Any] = {"seeds": seeds, "workers": workers, "datasets": {},
                                   "speed": speed(datasets[0])}
-    finally:
-        if we_started:
-            ray.shutdown()
     for name in datasets:
         found = {s: [runs[name, s, seed] for seed in range(seeds)] for s in runnable}
         expected = random_expectation(name, [r.trials for rs in found.values() for r in rs])
@@ -224,7 +211,6 @@ def speed(name: str, simulated: int = 4000, tuned: int = 24) -> dict[str, float]
     from raynas import schedulers, strategies
     from raynas.bench.common import tune_fit
     from raynas.estimation import load_space
-    from raynas.estimation.nb201 import load_nb201
     from raynas.experiment.simulate import simulate, table_results
     from raynas.experiment.tuner import plan_search
     from raynas.strategies.base import StrategyContext
@@ -275,7 +261,6 @@ def _gather(function: Callable[..., Any], datasets: Sequence[str], strategy_name
 def _check(datasets: Sequence[str], strategy_names: Sequence[str], seeds: int,
            workers: int) -> None:
     from raynas import strategies
-    from raynas.estimation.nb201 import DATASETS
 
     for name in datasets:
         if name not in DATASETS:
@@ -362,8 +347,6 @@ def plot(found: dict[str, Any], name: str, path: Path) -> None:
 @functools.cache
 def true_points(name: str) -> dict[str, tuple[float, float]]:
     """Each cell's seed-mean (validation accuracy %, latency ms)."""
-    from raynas.estimation.nb201 import load_nb201
-
     return {key: (100.0 * float(np.mean([c.values["val_accuracy"][0] for c in runs])),
                   float(np.mean([c.static["latency_ms"] for c in runs])))
             for key, runs in load_nb201(name).runs.items()}
@@ -417,17 +400,10 @@ def run_pareto(datasets: Sequence[str], strategy_names: Sequence[str], seeds: in
     """``--pareto``: every (dataset, strategy, seed) as a Ray task; hypervolume and the share
     of the true front, printed and written to ``output`` and ``output``.json."""
     import moocore
-    import ray
-
-    from raynas.runtime import init_ray
 
     _check(datasets, strategy_names, seeds, workers)
-    we_started = init_ray(address, print_fn)
-    try:
+    with ray_session(address, print_fn):
         runs = _gather(one_pareto_run, datasets, strategy_names, seeds, workers, print_fn)
-    finally:
-        if we_started:
-            ray.shutdown()
     report: dict[str, Any] = {"seeds": seeds, "workers": workers, "datasets": {}}
     lines = [f"NAS-Bench-201, two objectives (validation accuracy max, latency min), simulated "
              f"time, {seeds} runs per strategy: hypervolume of the reported front (true "
@@ -470,3 +446,22 @@ def _mean_std(values: Sequence[float]) -> tuple[float, float]:
 
 def _cell(pair: Sequence[float]) -> str:
     return f"{pair[0]:.3f} ± {pair[1]:.3f}"
+
+
+def main(args: argparse.Namespace) -> None:
+    """``raynas bench nb201 [--pareto]``: the sizes of ``--quick`` or of the flags; the table's
+    package checked before anything runs."""
+    quick, names = ((PARETO_QUICK, PARETO) if args.pareto else
+                    (QUICK, (*STRATEGIES, *NOT_RUN)))
+    datasets, names, seeds = (
+        (quick["datasets"], quick["strategies"], quick["seeds"]) if args.quick else
+        (_names(args.datasets), _names(args.strategies) if args.strategies else names,
+         args.seeds))
+    check_installed("raynas bench nb201")
+    (run_pareto if args.pareto else run)(datasets, names, seeds, args.workers,
+                                         Path(args.output), args.address)
+    print(f"written: {args.output} (every run: {args.output}.json)")
+
+
+def _names(text: str) -> list[str]:
+    return [n.strip().lower() for n in text.split(",") if n.strip()]

@@ -20,6 +20,7 @@ Everything goes to a throw-away MLflow store and storage in a temporary folder.
 
 from __future__ import annotations
 
+import argparse
 import math
 import random
 import statistics
@@ -28,6 +29,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import ray
 import torch
 from scipy.stats import kendalltau
 
@@ -42,19 +44,26 @@ from raynas.experiment.driver import search
 from raynas.experiment.ofa import read_run, specialize, train_supernet
 from raynas.models import latency_units
 from raynas.objectives.latency import LatencyTable
+from raynas.runtime import ray_session
 from raynas.space import arch_hash
 from raynas.strategies.base import one_thread
 from raynas.tracking.store import connect
 
 SPACE, DATASET = "ofa_mbv3", "digits"
 TARGETS = (0.25, 0.5, 0.75)  # where the latency targets sit between the smallest and largest
+FULL: dict[str, Any] = {"epochs_per_phase": 5, "samples": 100, "subnets": 12,
+                        "scratch_epochs": 8, "search_trials": 24, "evaluations": 300}
+QUICK: dict[str, Any] = {"epochs_per_phase": 1, "samples": 8, "subnets": 3, "scratch_epochs": 1,
+                         "search_trials": 2, "evaluations": 20}
 
 
 def run(epochs_per_phase: int, samples: int, subnets: int, scratch_epochs: int,
         search_trials: int, evaluations: int, output: Path, seed: int = 0,
         print_fn: Print = print) -> Report:
     host = machine()
-    with tempfile.TemporaryDirectory(prefix="raynas-bench-ofa-") as folder:
+    # Ray for the whole benchmark: its stages (supernet, scratch trainings, searches) share it.
+    with (ray_session(progress=print_fn),
+          tempfile.TemporaryDirectory(prefix="raynas-bench-ofa-") as folder):
         uri = f"sqlite:///{Path(folder).resolve() / 'mlflow.db'}"
         storage = str(Path(folder).resolve() / "storage")
         report = _run(epochs_per_phase, samples, subnets, scratch_epochs, search_trials,
@@ -66,8 +75,6 @@ def run(epochs_per_phase: int, samples: int, subnets: int, scratch_epochs: int,
 def _run(epochs_per_phase: int, samples: int, subnets: int, scratch_epochs: int,
          search_trials: int, evaluations: int, seed: int, uri: str, storage: str,
          host: dict[str, Any], print_fn: Print) -> Report:
-    import ray
-
     trained = train_supernet(DATASET, epochs_per_phase, space=SPACE, seed=seed, tracking=uri,
                              storage=storage, progress=print_fn)
     print_fn(f"supernet: {trained.epochs} epochs in {trained.seconds:.1f} s; val_accuracy "
@@ -171,3 +178,8 @@ def _run(epochs_per_phase: int, samples: int, subnets: int, scratch_epochs: int,
                   {"space": SPACE, "dataset": DATASET, "epochs_per_phase": epochs_per_phase,
                    "samples": samples, "subnets": subnets, "scratch_epochs": scratch_epochs,
                    "search_trials": search_trials, "evaluations": evaluations, "seed": seed})
+
+
+def main(args: argparse.Namespace) -> None:
+    """``raynas bench ofa [--quick]``: ``run`` at its full or its CI size."""
+    run(**(QUICK if args.quick else FULL), output=Path(args.output))

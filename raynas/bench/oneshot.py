@@ -11,6 +11,7 @@ times compare; ``ratio`` is stand-alone wall time over the supernet search's.
 
 from __future__ import annotations
 
+import argparse
 import math
 import time
 from pathlib import Path
@@ -20,12 +21,13 @@ from scipy.stats import kendalltau
 
 from raynas.bench.common import Print, Report, machine
 from raynas.data import load_dataset
+from raynas.errors import ConfigError
 from raynas.estimation import load_space
 from raynas.estimation.oneshot import SupernetTraining, inherit
 from raynas.estimation.train import Run, tensors
 from raynas.models import describe
 from raynas.space import arch_hash
-from raynas.strategies.weight_sharing import controller
+from raynas.strategies.weight_sharing import SAMPLERS, controller
 from raynas.strategies.zero_cost import sample_candidates
 
 SPACE = "nb201_cell"
@@ -115,3 +117,17 @@ def _run(archs: int, epochs: int, supernet_epochs: int, sampler: str, seed: int,
                      "seed": seed, "threads": 1})
     report.write(output, print_fn)
     return report
+
+
+def main(args: argparse.Namespace) -> None:
+    """``raynas bench oneshot``: the sizes of ``--quick`` or of the flags, checked, then
+    ``run``."""
+    archs, epochs, supernet_epochs = ((6, 3, 6) if args.quick else
+                                      (args.archs, args.epochs, args.supernet_epochs))
+    if archs < 3 or min(epochs, supernet_epochs) < 1:
+        raise ConfigError("raynas bench oneshot: --archs must be >= 3, --epochs and "
+                          "--supernet-epochs >= 1")
+    if args.supernet not in SAMPLERS:
+        raise ConfigError(f"--supernet: unknown sampler {args.supernet!r}; known: "
+                          f"{', '.join(SAMPLERS)}")
+    run(archs, epochs, supernet_epochs, args.supernet, args.seed, Path(args.output))

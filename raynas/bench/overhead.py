@@ -29,14 +29,29 @@ not grow with the number of trials. Repeats alternate the order of the two sides
 
 from __future__ import annotations
 
+import argparse
 import statistics
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+import torch
+from mlflow.tracking import MlflowClient
+from ray import tune
+from ray.tune.search import ConcurrencyLimiter
+from sklearn.datasets import load_digits
+
+from raynas import strategies
 from raynas.bench.common import Print, Report, interleaved, machine, paired_ratio, sig
-from raynas.data import Dataset
+from raynas.config import SearchConfig
+from raynas.data import Dataset, load_dataset
+from raynas.estimation import load_space
+from raynas.estimation.train import Run, tensors
+from raynas.experiment.driver import search
+from raynas.runtime import ray_session
+from raynas.strategies.base import StrategyContext
 from raynas.tracking.ledger import Ledger
 
 SPACE_YAML = """\
@@ -60,13 +75,14 @@ space:
 STRATEGY = "random"
 EPOCHS = 1
 EXPERIMENT = "bench-overhead"
+FULL: dict[str, Any] = {"trials": 24, "repeats": 5, "concurrency": 2}
+#: No warm-up: its numbers are for sanity checks, not for reading.
+QUICK: dict[str, Any] = {"trials": 4, "repeats": 1, "concurrency": 2, "warm_up": False}
 
 
 def tracking(folder: Path) -> str:
     """A SQLite MLflow store in ``folder``, its experiment's artifacts there too (a new
     experiment's default artifact root would be ``./mlruns`` of the current directory)."""
-    from mlflow.tracking import MlflowClient
-
     uri = f"sqlite:///{folder / 'mlflow.db'}"
     client = MlflowClient(uri)
     if client.get_experiment_by_name(EXPERIMENT) is None:
@@ -77,9 +93,6 @@ def tracking(folder: Path) -> str:
 def tiny_digits(folder: Path, samples: int = 80) -> str:
     """The first ``samples`` digits (+ 20 as the test split) as an ``npz:`` dataset spec: one
     training batch after the validation split."""
-    import numpy as np
-    from sklearn.datasets import load_digits
-
     digits = load_digits()
     x, y = digits.images.astype(np.float32) / 16.0, digits.target
     path = folder / "tiny_digits.npz"
@@ -90,11 +103,6 @@ def tiny_digits(folder: Path, samples: int = 80) -> str:
 
 def plain_trial(config: dict[str, Any], *, space: Any, data: Dataset, seed: int) -> None:
     """The baseline's function trainable: the same evaluation as raynas's, reported to Tune."""
-    import torch
-    from ray import tune
-
-    from raynas.estimation.train import Run, tensors
-
     torch.set_num_threads(1)
     cpu = torch.device("cpu")
     run = Run(space, space.decode(config), data.input_shape, data.num_classes, EPOCHS, cpu, seed)
@@ -108,12 +116,6 @@ def plain_trial(config: dict[str, Any], *, space: Any, data: Dataset, seed: int)
 def plain_tune(space: Any, data: Dataset, trials: int, concurrency: int, seed: int,
                storage: Path) -> float:
     """Seconds of ``Tuner.fit`` for ``trials`` trials of plain Tune with raynas's searcher."""
-    from ray import tune
-    from ray.tune.search import ConcurrencyLimiter
-
-    from raynas import strategies
-    from raynas.strategies.base import StrategyContext
-
     ctx = StrategyContext(space, "val_accuracy", "max", seed, trials, concurrency, EPOCHS)
     # The OptunaSearch inside raynas's searcher chain.
     searcher = strategies.get(STRATEGY).build(ctx).dedup.searcher
@@ -165,9 +167,6 @@ def raynas_search(space_path: Path, dataset: str, trials: int, concurrency: int,
                   folder: Path) -> tuple[float, float, int]:
     """(seconds of the search phase, seconds of the whole ``search`` call, MLflow writes
     still pending when ``Tuner.fit`` returned)."""
-    from raynas.config import SearchConfig
-    from raynas.experiment.driver import search
-
     phases = Phases()
     started = time.perf_counter()
     result = search(SearchConfig(
@@ -184,48 +183,36 @@ def raynas_search(space_path: Path, dataset: str, trials: int, concurrency: int,
 
 def run(trials: int, repeats: int, concurrency: int, output: Path, warm_up: bool = True,
         print_fn: Print = print) -> Report:
-    import ray
-
-    from raynas.data import load_dataset
-    from raynas.estimation import load_space
-
-    started_ray = not ray.is_initialized()
-    if started_ray:
-        ray.init(address="local", num_cpus=max(2, concurrency), include_dashboard=False,
-                 log_to_driver=False)
     host = machine()
-    try:
-        with tempfile.TemporaryDirectory(prefix="raynas-bench-") as tmp:
-            folder = Path(tmp)
-            space_path = folder / "bench_trivial.yaml"
-            space_path.write_text(SPACE_YAML)
-            dataset = tiny_digits(folder)
-            space, data = load_space(space_path), load_dataset(dataset, seed=0)
-            print_fn(f"overhead: {trials} trivial trials ({data.summary()}; 1 epoch, one "
-                     f"batch), {concurrency} at a time, {repeats} repeats, alternating")
-            whole: list[float] = []
-            backlog: list[int] = []
+    with (ray_session("local", num_cpus=max(2, concurrency)),
+          tempfile.TemporaryDirectory(prefix="raynas-bench-") as tmp):
+        folder = Path(tmp)
+        space_path = folder / "bench_trivial.yaml"
+        space_path.write_text(SPACE_YAML)
+        dataset = tiny_digits(folder)
+        space, data = load_space(space_path), load_dataset(dataset, seed=0)
+        print_fn(f"overhead: {trials} trivial trials ({data.summary()}; 1 epoch, one "
+                 f"batch), {concurrency} at a time, {repeats} repeats, alternating")
+        whole: list[float] = []
+        backlog: list[int] = []
 
-            def with_raynas(seed: int) -> float:
-                search_s, total_s, pending = raynas_search(space_path, dataset, trials,
-                                                           concurrency, seed, folder)
-                whole.append(total_s)
-                backlog.append(pending)
-                return search_s
+        def with_raynas(seed: int) -> float:
+            search_s, total_s, pending = raynas_search(space_path, dataset, trials,
+                                                       concurrency, seed, folder)
+            whole.append(total_s)
+            backlog.append(pending)
+            return search_s
 
-            def with_tune(seed: int) -> float:
-                return plain_tune(space, data, trials, concurrency, seed, folder / "plain")
+        def with_tune(seed: int) -> float:
+            return plain_tune(space, data, trials, concurrency, seed, folder / "plain")
 
-            # The first Tune run of a process pays one-time costs (imports, Ray starting worker
-            # processes): a warm-up, not counted. raynas's own one-time costs (MLflow's store
-            # creation, imports) happen before its search phase starts.
-            if warm_up:
-                print_fn("warm-up (not counted) ...")
-                plain_tune(space, data, 1, 1, 0, folder / "plain")
-            seconds = interleaved({"raynas": with_raynas, "tune": with_tune}, repeats)
-    finally:
-        if started_ray:
-            ray.shutdown()
+        # The first Tune run of a process pays one-time costs (imports, Ray starting worker
+        # processes): a warm-up, not counted. raynas's own one-time costs (MLflow's store
+        # creation, imports) happen before its search phase starts.
+        if warm_up:
+            print_fn("warm-up (not counted) ...")
+            plain_tune(space, data, 1, 1, 0, folder / "plain")
+        seconds = interleaved({"raynas": with_raynas, "tune": with_tune}, repeats)
     rows = [{"repeat": i, "system": name, "trials": trials, "search_s": sig(s),
              "trials_per_s": sig(trials / s),
              **({"whole_search_s": sig(whole[i]), "backlog_writes": backlog[i]}
@@ -250,3 +237,8 @@ def run(trials: int, repeats: int, concurrency: int, output: Path, warm_up: bool
                      "warm_up": warm_up})
     report.write(output, print_fn)
     return report
+
+
+def main(args: argparse.Namespace) -> None:
+    """``raynas bench overhead [--quick]``: ``run`` at its full or its CI size."""
+    run(**(QUICK if args.quick else FULL), output=Path(args.output))

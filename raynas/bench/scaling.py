@@ -21,6 +21,7 @@ Ray cluster at a time: the caller may already be attached to its own local Ray.
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import json
 import os
@@ -37,12 +38,16 @@ from pathlib import Path
 from typing import Any
 
 from raynas.bench.common import Print, Report, machine
+from raynas.runtime import ray_session
 
 PORT_FLAGS = ("--node-manager-port", "--object-manager-port", "--dashboard-agent-listen-port",
               "--dashboard-agent-grpc-port", "--runtime-env-agent-port",
               "--metrics-export-port")
 #: What must not leak into the cluster from the caller's environment (it may be in a Ray job).
 LEAKY = ("RAY_ADDRESS", "RAY_API_SERVER_ADDRESS", "RAY_JOB_ID", "RAY_AUTH_TOKEN")
+FULL: dict[str, Any] = {"trials": 8, "max_epochs": 20}
+#: No warm-up: its numbers are for sanity checks, not for reading.
+QUICK: dict[str, Any] = {"trials": 4, "max_epochs": 3, "warm_up": False}
 
 
 def free_ports(n: int) -> list[int]:
@@ -122,10 +127,8 @@ def wait_for_nodes(count: int, timeout: float = 120) -> None:
         time.sleep(0.5)
 
 
-def connect(address: str, timeout: float = 120) -> None:
-    """Join the head once its GCS answers (``ray start`` takes seconds to bring it up)."""
-    import ray
-
+def wait_for_head(address: str, timeout: float = 120) -> None:
+    """Until the head's GCS answers (``ray start`` takes seconds to bring it up)."""
     host, _, port = address.rpartition(":")
     deadline = time.monotonic() + timeout
     while True:
@@ -136,7 +139,6 @@ def connect(address: str, timeout: float = 120) -> None:
             if time.monotonic() > deadline:
                 raise RuntimeError(f"no Ray head at {address} after {timeout:.0f} s") from None
             time.sleep(0.5)
-    ray.init(address=address, log_to_driver=False, logging_level="ERROR")
 
 
 def search_rate(trials: int, max_epochs: int, concurrency: int, gpus_per_trial: float
@@ -176,30 +178,28 @@ def search_rate(trials: int, max_epochs: int, concurrency: int, gpus_per_trial: 
 
 def one_then_two(settings: dict[str, Any]) -> list[dict[str, Any]]:
     """In the driver process: start a head node, measure; add a second node, measure again."""
-    import ray
-
     cpus = settings["cpus"]
     (port,) = free_ports(1)
     nodes = Cluster(Path(settings["temp"]), f"127.0.0.1:{port}", cpus, settings["gpus"], [])
     try:
         nodes.add_node()
-        connect(nodes.address)
-        found = []
-        for count in (1, 2):
-            if count == 2:
-                nodes.add_node()
-            wait_for_nodes(count)
-            # A node's first trial pays its cold start (a worker process importing torch and
-            # raynas: seconds, as long as many short trials): a one-epoch warm-up with a trial
-            # per CPU takes it, so what is measured is the rate of a running search.
-            if settings["warm_up"]:
-                search_rate(count * cpus, 1, count * cpus, settings["gpus_per_trial"])
-            found.append({"nodes": count, "cpus": count * cpus, **search_rate(
-                settings["trials"], settings["max_epochs"], count * cpus,
-                settings["gpus_per_trial"])})
-        return found
+        wait_for_head(nodes.address)
+        with ray_session(nodes.address, logging_level="ERROR"):
+            found = []
+            for count in (1, 2):
+                if count == 2:
+                    nodes.add_node()
+                wait_for_nodes(count)
+                # A node's first trial pays its cold start (a worker process importing torch
+                # and raynas: seconds, as long as many short trials): a one-epoch warm-up with
+                # a trial per CPU takes it, so what is measured is the rate of a running search.
+                if settings["warm_up"]:
+                    search_rate(count * cpus, 1, count * cpus, settings["gpus_per_trial"])
+                found.append({"nodes": count, "cpus": count * cpus, **search_rate(
+                    settings["trials"], settings["max_epochs"], count * cpus,
+                    settings["gpus_per_trial"])})
+            return found
     finally:
-        ray.shutdown()
         nodes.stop()
 
 
@@ -264,6 +264,11 @@ def run(trials: int, max_epochs: int, output: Path, warm_up: bool = True,
                      "space": "small_cnn", "dataset": "digits", "warm_up": warm_up})
     report.write(output, print_fn)
     return report
+
+
+def main(args: argparse.Namespace) -> None:
+    """``raynas bench scaling [--quick]``: ``run`` at its full or its CI size."""
+    run(**(QUICK if args.quick else FULL), output=Path(args.output))
 
 
 if __name__ == "__main__":

@@ -9,6 +9,7 @@ that train on ``digits`` through Tune, reporting the best validation accuracy af
 
 from __future__ import annotations
 
+import argparse
 import itertools
 import json
 import statistics
@@ -18,9 +19,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from raynas import strategies
+from raynas import schedulers, strategies
+from raynas.bench import tabular
 from raynas.bench.common import tune_fit
+from raynas.errors import ConfigError
 from raynas.estimation import load_space
+from raynas.runtime import ray_session
 from raynas.space import Arch, Space
 from raynas.strategies.base import StrategyContext
 
@@ -211,19 +215,38 @@ def run(strategies: Sequence[str], seeds: int, trials: int, max_epochs: int, con
     report = {"synthetic": synthetic}
     tables = [text]
     if real:
-        import ray
-
-        started = not ray.is_initialized()
-        if started:
-            ray.init(num_cpus=max(2, concurrency), include_dashboard=False, log_to_driver=False)
-        try:
+        with ray_session(num_cpus=max(2, concurrency)):
             text, report["real"] = real_table(searchers, seeds, trials, max_epochs,
                                               concurrency, space, dataset)
-        finally:
-            if started:
-                ray.shutdown()
         print_fn(text)
         tables.append(text)
     output.write_text("\n\n".join(tables) + "\n")
     output.with_suffix(output.suffix + ".json").write_text(json.dumps(report, indent=1))
     return report
+
+
+def main(args: argparse.Namespace) -> None:
+    """``raynas bench strategies``: every strategy checked as a search would check it, then
+    the comparison on the tabular benchmark (``--tabular``) or on the two objectives."""
+    from raynas.experiment.resolve import check_combination  # torch: only when run
+
+    names = [s.strip() for s in args.strategies.split(",") if s.strip()]
+    for name in names:
+        check_combination(strategies.get(name), schedulers.get("fifo"), 1)
+    if args.max_epochs is not None and args.max_epochs < 1:
+        raise ConfigError("--max-epochs: must be >= 1")
+    if args.tabular:  # on a tabular benchmark, at equal simulated time
+        if min(args.seeds, args.trials, args.concurrency) < 1:
+            raise ConfigError("raynas bench strategies: every count must be >= 1")
+        tabular.run(args.tabular, args.space, names, args.seeds, args.trials, args.max_epochs,
+                    args.concurrency, args.sim_budget, Path(args.output))
+        print(f"written: {args.output} (raw points: {args.output}.json)")
+        return
+    max_epochs = 2 if args.max_epochs is None else args.max_epochs
+    if min(args.seeds, args.trials, max_epochs, args.concurrency, args.synthetic_budget,
+           args.synthetic_seeds) < 1:
+        raise ConfigError("raynas bench strategies: every count must be >= 1")
+    run(names, args.seeds, args.trials, max_epochs, args.concurrency, args.space, args.dataset,
+        args.synthetic_budget, args.synthetic_seeds, Path(args.output),
+        real=not args.synthetic_only)
+    print(f"written: {args.output} (raw curves: {args.output}.json)")

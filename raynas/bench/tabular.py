@@ -23,6 +23,7 @@ from raynas.bench.common import tune_fit
 from raynas.errors import ConfigError
 from raynas.estimation import load_space
 from raynas.estimation.tabular import SIM_TIME, Table, check_space, load_table, table_key
+from raynas.runtime import ray_session
 from raynas.space import Space
 
 FRACTIONS = (0.25, 0.5, 1.0)
@@ -87,8 +88,6 @@ def run(path: str, space_name: str, strategies: Sequence[str], seeds: int, trial
         max_epochs: int | None, concurrency: int, budget: float | None, output: Path,
         print_fn: Callable[[str], None] = print) -> dict[str, Any]:
     """The comparison, printed and written to ``output`` (text) and ``output``.json."""
-    import ray
-
     table = load_table(path, f"--tabular {path}")
     space = load_space(space_name)
     check_space(space, table, f"--space {space_name}")
@@ -98,13 +97,10 @@ def run(path: str, space_name: str, strategies: Sequence[str], seeds: int, trial
     budget = budget or trials * full_time(table, epochs)
     if budget <= 0:
         raise ConfigError("--sim-budget: must be > 0")
-    started_ray = not ray.is_initialized()
-    if started_ray:
-        ray.init(num_cpus=max(2, concurrency), include_dashboard=False, log_to_driver=False)
     names = ["random", *(s for s in strategies if s != "random")]
     report: dict[str, Any] = {"table": path, "space": space.name, "epochs": epochs,
                               "budget_s": budget, "strategies": {}}
-    try:
+    with ray_session(num_cpus=max(2, concurrency)):
         for strategy in names:
             clock = time.time()
             runs = [search_points(strategy, seed, space, table, trials, epochs, concurrency)
@@ -113,9 +109,6 @@ def run(path: str, space_name: str, strategies: Sequence[str], seeds: int, trial
                 "seconds": round(time.time() - clock, 1),
                 "spent_s": [round(spent, 1) for _, spent in runs],
                 "points": [[vars(p) for p in points] for points, _ in runs]}
-    finally:
-        if started_ray:
-            ray.shutdown()
     text = _table(report, table, seeds, trials, concurrency)
     print_fn(text)
     output.write_text(text + "\n")

@@ -12,12 +12,20 @@ Repeats alternate which side runs first; the ratio is the median of the per-repe
 
 from __future__ import annotations
 
+import argparse
 import statistics
 import time
 from pathlib import Path
 from typing import Any
 
+import torch
+from torch.nn import functional
+
 from raynas.bench.common import Print, Report, interleaved, machine, paired_ratio
+from raynas.data import load_dataset
+from raynas.estimation import load_space
+from raynas.estimation.train import Run, seed_everything, tensors
+from raynas.models import build_model
 
 ARCH: dict[str, Any] = {
     "space": "macro_cnn", "stem_channels": 16,
@@ -26,13 +34,12 @@ ARCH: dict[str, Any] = {
     "train": {"lr": 1e-3, "weight_decay": 1e-5, "batch_size": 64, "optimizer": "adam"},
 }
 SEED = 0
+FULL: dict[str, Any] = {"repeats": 7, "epochs": 3, "threads": 1}
+QUICK: dict[str, Any] = {"repeats": 3, "epochs": 1, "threads": 1}
 
 
 def handwritten_epochs(model: Any, opt: Any, x: Any, y: Any, batch: int, epochs: int) -> None:
     """The baseline: the textbook PyTorch training loop."""
-    import torch
-    from torch.nn import functional
-
     model.train()
     for _ in range(epochs):
         order = torch.randperm(len(x))
@@ -46,13 +53,6 @@ def handwritten_epochs(model: Any, opt: Any, x: Any, y: Any, batch: int, epochs:
 
 def run(repeats: int, epochs: int, threads: int, output: Path, print_fn: Print = print
         ) -> Report:
-    import torch
-
-    from raynas.data import load_dataset
-    from raynas.estimation import load_space
-    from raynas.estimation.train import Run, seed_everything, tensors
-    from raynas.models import build_model
-
     space = load_space("macro_cnn")
     arch = space.validate(ARCH)
     data = load_dataset("digits", seed=SEED)
@@ -101,3 +101,8 @@ def run(repeats: int, epochs: int, threads: int, output: Path, print_fn: Print =
                      "arch": ARCH, "dataset": data.summary()})
     report.write(output, print_fn)
     return report
+
+
+def main(args: argparse.Namespace) -> None:
+    """``raynas bench throughput [--quick]``: ``run`` at its full or its CI size."""
+    run(**(QUICK if args.quick else FULL), output=Path(args.output))
