@@ -9,12 +9,18 @@ import tomllib
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
+#: The applications: plug-ins that register what they add (docs/design.md, "Applications").
+APPLICATIONS = ("raynas.tasks", "raynas.tabular", "raynas.ofa")
+#: The core layers, which find the applications through their registries only.
+CORE = ("raynas.space", "raynas.data", "raynas.models", "raynas.objectives", "raynas.report",
+        "raynas.tracking", "raynas.estimation", "raynas.strategies", "raynas.schedulers",
+        "raynas.experiment")
 #: Bottom to top. A module belongs to the first entry its dotted name starts with.
 LAYERS = [
     ("raynas.errors", "raynas.config", "raynas.registry"),
     ("raynas.space",),
     ("raynas.ops", "raynas.data", "raynas.volumes", "raynas.detections", "raynas.runtime",
-     "raynas.search_spaces"),
+     "raynas.search_spaces", "raynas.bench.registry"),
     ("raynas.models",),
     ("raynas.objectives",),
     ("raynas.report",),
@@ -23,6 +29,7 @@ LAYERS = [
     ("raynas.strategies", "raynas.schedulers"),
     ("raynas.experiment",),
     ("raynas.deploy", "raynas.bench", "raynas.testing"),
+    APPLICATIONS,
     ("raynas.cli",),
     ("raynas",),  # the package's lazy public API
 ]
@@ -86,3 +93,17 @@ def test_every_package_is_installed():
         "packages"])
     packages = {m for m, p in modules().items() if p.name == "__init__.py"}
     assert packages <= listed
+
+
+def test_no_core_module_names_an_application():
+    """Imports, and module paths in strings too (a lazy ``"module:attr"`` reference): a core
+    module that names an application depends on it, whatever the import graph says."""
+    named = []
+    for module, path in modules().items():
+        if not module.startswith(CORE):
+            continue
+        strings = [node.value for node in ast.walk(ast.parse(path.read_text()))
+                   if isinstance(node, ast.Constant) and isinstance(node.value, str)]
+        named += [f"{module} -> {n}" for n in [*(i for i, _ in imports(module, path)), *strings]
+                  if any(n == a or n.startswith((a + ".", a + ":")) for a in APPLICATIONS)]
+    assert not named, "the core names applications: " + ", ".join(sorted(set(named)))
