@@ -1,11 +1,15 @@
-"""Operation registry: op name -> factory ``(c_in, c_out, stride, dims) -> nn.Module``.
+"""The op registry: every op a builder can put on an edge or a layer is an ``Op`` in ``OPS``,
+a factory ``(c_in, c_out, stride, dims) -> nn.Module`` with what it needs declared.
 
 The same names build 1-D (``Conv1d``, for sequences shaped N, C, L), 2-D (``Conv2d``, for
-images shaped N, C, H, W) and 3-D (``Conv3d``, for volumes shaped N, C, D, H, W) modules.
-Conv-BN-ReLU blocks are torchvision's ``ConvNormActivation``; only what torchvision lacks (a 1-D
-variant of its block, the ``zero`` op) is written here. The medical ops (``3d_*``,
-``attention_gate``, ``multi_scale_fusion``) are MONAI blocks, imported when one is built, so
-raynas imports without the ``medical`` extra; they need 3-D inputs.
+images shaped N, C, H, W) and 3-D (``Conv3d``, for volumes shaped N, C, D, H, W) modules; an op
+says which of these it takes (``Op.dims``), so a space is checked against its data before a
+search starts. Conv-BN-ReLU blocks are torchvision's ``ConvNormActivation``; only what
+torchvision lacks (a 1-D variant of its block, the ``zero`` op) is written here. The medical ops
+(``3d_*``, ``attention_gate``, ``multi_scale_fusion``) are MONAI blocks, imported when one is
+built, so raynas imports without the ``medical`` extra; they need 3-D inputs. Applications
+register their own ops (attention, recurrent) from their folders, lazily (``Op.make`` a
+``"module:attr"`` reference).
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ from torch import nn
 from torchvision.ops.misc import Conv2dNormActivation, Conv3dNormActivation, ConvNormActivation
 
 from raynas.errors import SpaceError
+from raynas.registry import Ref, Registry, load_ref
 
 
 class Conv1dNormActivation(ConvNormActivation):
@@ -109,18 +114,6 @@ def monai_blocks():
     return blocks
 
 
-def volumetric(make: OpFactory) -> OpFactory:
-    """A medical op: 3-D inputs only (its name says so; a 2-D network gets a clear error)."""
-
-    def checked(c_in: int, c_out: int, stride: int, dims: int) -> nn.Module:
-        if dims != 3:
-            raise SpaceError(f"the medical ops need volumes shaped (C, D, H, W), not {dims}-D "
-                             "inputs")
-        return make(c_in, c_out, stride, dims)
-
-    return checked
-
-
 def monai_conv(k: int) -> OpFactory:
     """k x k x k convolution, batch norm, ReLU: MONAI's ``Convolution``."""
 
@@ -128,7 +121,7 @@ def monai_conv(k: int) -> OpFactory:
         return monai_blocks().Convolution(dims, c_in, c_out, strides=stride, kernel_size=k,
                                           act="RELU", norm="BATCH")
 
-    return volumetric(make)
+    return make
 
 
 def pool_2x2x2(kind: str) -> OpFactory:
@@ -145,7 +138,7 @@ def pool_2x2x2(kind: str) -> OpFactory:
             return layer
         return nn.Sequential(layer, d.conv_norm_act(c_in, c_out, 1))
 
-    return volumetric(make)
+    return make
 
 
 def residual_unit(c_in: int, c_out: int, stride: int, dims: int) -> nn.Module:
@@ -210,32 +203,68 @@ class MultiScaleFusion(nn.Module):
         return self.fuse(torch.cat([fine, coarse], dim=1))
 
 
-OPS: dict[str, OpFactory] = {
-    "conv_3x3": conv(3),
-    "conv_5x5": conv(5),
-    "conv_7x7": conv(7),
-    "dw_conv_3x3": dw_conv(3),
-    "dw_conv_5x5": dw_conv(5),
-    "max_pool_3x3": pool("max"),
-    "avg_pool_3x3": pool("avg"),
-    "identity": projection,
-    "zero": lambda c_in, c_out, stride, dims: Zero(c_out, stride),
-}
+#: What inputs of each dimensionality are, and their shape, for errors.
+SHAPES = {1: ("sequences", "(C, L)"), 2: ("images", "(C, H, W)"), 3: ("volumes", "(C, D, H, W)")}
+ANY_DIMS = frozenset(DIMS)
 
-#: The medical ops: MONAI blocks for volumes (N, C, D, H, W) only.
-MEDICAL_OPS: dict[str, OpFactory] = {
-    "3d_conv_3x3x3": monai_conv(3),
-    "3d_conv_5x5x5": monai_conv(5),
-    "3d_max_pool_2x2x2": pool_2x2x2("max"),
-    "3d_avg_pool_2x2x2": pool_2x2x2("avg"),
-    "attention_gate": volumetric(AttentionGate),
-    "multi_scale_fusion": volumetric(MultiScaleFusion),
-    "skip_connection_3d": volumetric(residual_unit),
-    "dense_connection_3d": volumetric(dense_unit),
-}
-VOLUMETRIC = frozenset(MEDICAL_OPS)
-#: Every op a builder can use: the ones of any dimensionality, then the medical ones.
-ALL_OPS: dict[str, OpFactory] = {**OPS, **MEDICAL_OPS}
+
+@dataclass(frozen=True)
+class Op:
+    """An op: ``make`` (a ``Ref``) builds it for ``(c_in, c_out, stride, dims)``; it keeps the
+    size (stride 1) or divides it by the stride, rounding up. ``dims``: the input
+    dimensionalities it takes. ``masked``: its ``forward(x, pad)`` also takes the padding mask
+    (True at padded positions, shaped like ``x`` without channels) and ignores those positions
+    (attention, recurrence); the others see zeros there. ``multiple``: ``c_out`` must be a
+    multiple of it (an attention op's heads), checked when a space loads. ``requires``: a
+    ``Ref`` to ``() -> None`` raising a one-line error if a package it needs is missing."""
+
+    name: str
+    make: Ref
+    dims: frozenset[int] = ANY_DIMS
+    masked: bool = False
+    multiple: int = 1
+    requires: Ref | None = None
+    help: str = ""
+
+    def __call__(self, c_in: int, c_out: int, stride: int, dims: int) -> nn.Module:
+        if dims not in self.dims:
+            takes = " or ".join(f"{SHAPES[d][0]} shaped {SHAPES[d][1]}" for d in sorted(self.dims))
+            raise SpaceError(f"op {self.name!r}: its inputs need {takes}, not {dims}-D inputs")
+        return load_ref(self.make)(c_in, c_out, stride, dims)
+
+    def check(self) -> None:
+        """A one-line error if what the op needs is not installed."""
+        if self.requires is not None:
+            load_ref(self.requires)()
+
+
+OPS: Registry[Op] = Registry("op", "op")
+register_op = OPS.register
+
+for _op in (
+    Op("conv_3x3", conv(3)),
+    Op("conv_5x5", conv(5)),
+    Op("conv_7x7", conv(7)),
+    Op("dw_conv_3x3", dw_conv(3)),
+    Op("dw_conv_5x5", dw_conv(5)),
+    Op("max_pool_3x3", pool("max")),
+    Op("avg_pool_3x3", pool("avg")),
+    Op("identity", projection),
+    Op("zero", lambda c_in, c_out, stride, dims: Zero(c_out, stride)),
+):
+    register_op(_op)
+# The medical ops: MONAI blocks for volumes (N, C, D, H, W) only.
+for _op in (
+    Op("3d_conv_3x3x3", monai_conv(3)),
+    Op("3d_conv_5x5x5", monai_conv(5)),
+    Op("3d_max_pool_2x2x2", pool_2x2x2("max")),
+    Op("3d_avg_pool_2x2x2", pool_2x2x2("avg")),
+    Op("attention_gate", AttentionGate),
+    Op("multi_scale_fusion", MultiScaleFusion),
+    Op("skip_connection_3d", residual_unit),
+    Op("dense_connection_3d", dense_unit),
+):
+    register_op(Op(_op.name, _op.make, dims=frozenset({3}), requires=monai_blocks))
 
 
 @dataclass(frozen=True)

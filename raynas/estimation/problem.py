@@ -23,7 +23,7 @@ from torch import nn
 from raynas.errors import ConfigError
 from raynas.estimation.task import TASKS
 from raynas.models import builder_of
-from raynas.ops import VOLUMETRIC
+from raynas.ops import OPS, SHAPES
 from raynas.space import Space
 
 Loss = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
@@ -86,10 +86,13 @@ def problem_of(space: Space) -> Problem:
 
 
 def check_inputs(resolved: Any) -> None:
-    """ConfigError unless the data's inputs fit the space's ops: volumetric ops need volumes."""
+    """ConfigError unless the data's inputs fit the space's ops (``Op.dims``): volumetric ops
+    need volumes, attention and recurrent ops sequences or images."""
     space, data = resolved.space, resolved.data
-    volumetric = sorted({op for field in ("layers.op", "levels.op")
-                         for op in space.values(field) or () if op in VOLUMETRIC})
-    if volumetric and len(data.input_shape) != 4:
-        raise ConfigError(f"--space {space.name}: op {volumetric[0]!r} needs volumes "
-                          f"(C, D, H, W), the dataset's inputs are {data.input_shape}")
+    dims = len(data.input_shape) - 1
+    wrong = sorted({op for field in ("layers.op", "levels.op") for op in space.values(field) or ()
+                    if op in OPS and dims not in OPS[op].dims})
+    if wrong:
+        takes = " or ".join(" ".join(SHAPES[d]) for d in sorted(OPS[wrong[0]].dims))
+        raise ConfigError(f"--space {space.name}: op {wrong[0]!r} needs {takes}, the "
+                          f"dataset's inputs are {data.input_shape}")

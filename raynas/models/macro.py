@@ -10,6 +10,13 @@ Each layer is ``{op, channels, stride, connection}``. Connections:
 
 Any valid architecture builds: a stride never shrinks a feature map below one element (it
 becomes 1 there), and shortcuts project channels/resolution when they differ.
+
+Padding: an input position that is NaN in every channel is padding (a variable-length series
+padded to the longest; ``raynas.data``). The network turns it into a mask first thing, so the
+model's input alone says which steps are real: the same tensor trains, evaluates, is logged
+with MLflow and exported, with no second input. Padded positions are zero after every layer,
+the ops that declare ``Op.masked`` (attention, recurrence) are given the mask, and the global
+pooling averages the real positions only, so padding changes nothing of the logits.
 """
 
 from __future__ import annotations
@@ -21,7 +28,7 @@ import torch
 from torch import nn
 
 from raynas.errors import SpaceError, did_you_mean
-from raynas.ops import ALL_OPS, DIMS, VOLUMETRIC, monai_blocks, projection
+from raynas.ops import DIMS, OPS, projection
 from raynas.space.nodes import Group, Repeat
 from raynas.space.space import Space
 
@@ -37,21 +44,57 @@ class Layer(nn.Module):
         self.connection = spec["connection"]
         c_out = spec["channels"]
         op_in = sum(c_history) if self.connection == "dense" else c_in
-        self.op = ALL_OPS[spec["op"]](op_in, c_out, stride, dims)
+        self.masked = OPS[spec["op"]].masked
+        self.op = OPS[spec["op"]](op_in, c_out, stride, dims)
         self.pool = DIMS[dims].adaptive_avg_pool
         if self.connection == "skip":
             self.side = projection(c_in, c_out, stride, dims)
         elif self.connection == "parallel":
-            self.side = ALL_OPS[spec["op"]](c_in, c_out, stride, dims)
+            self.side = OPS[spec["op"]](c_in, c_out, stride, dims)
 
-    def forward(self, history: list[torch.Tensor]) -> torch.Tensor:
+    def forward(self, history: list[torch.Tensor], pad: torch.Tensor) -> torch.Tensor:
         x = history[-1]
         if self.connection == "dense":
             size = x.shape[2:]
-            resized = [h if h.shape[2:] == size else self.pool(size)(h) for h in history]
-            return self.op(torch.cat(resized, dim=1))
-        y = self.op(x)
-        return y + self.side(x) if self.connection in ("skip", "parallel") else y
+            x = torch.cat([h if h.shape[2:] == size else self.pool(size)(h) for h in history],
+                          dim=1)
+        y = self.apply(self.op, x, pad)
+        if self.connection in ("skip", "parallel"):
+            y = y + (self.apply(self.side, x, pad) if self.connection == "parallel"
+                     else self.side(x))
+        return y
+
+    def apply(self, op: nn.Module, x: torch.Tensor, pad: torch.Tensor) -> torch.Tensor:
+        return op(x, pad) if self.masked else op(x)
+
+
+def padding(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``x`` with its padding (positions NaN in every channel) zeroed, and the padding mask
+    (N, *spatial), True where padded. Any other NaN (a missing value) becomes 0, the training
+    mean of normalised data."""
+    pad = torch.isnan(x).all(dim=1)
+    return torch.nan_to_num(x, nan=0.0), pad
+
+
+def masked(x: torch.Tensor, pad: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Features with zeros at padded positions, and the mask resized to them (a strided layer
+    keeps the padding of the positions it samples)."""
+    if pad.shape[1:] != x.shape[2:]:
+        pad = nn.functional.interpolate(pad[:, None].float(), size=x.shape[2:])[:, 0] > 0.5
+    return x.masked_fill(pad[:, None], 0.0), pad
+
+
+class MaskedPool(nn.Module):
+    """Global average pooling over the real (unpadded) positions, then the classifier."""
+
+    def __init__(self, channels: int, num_classes: int) -> None:
+        super().__init__()
+        self.linear = nn.Linear(channels, num_classes)
+
+    def forward(self, x: torch.Tensor, pad: torch.Tensor) -> torch.Tensor:
+        keep = (~pad).flatten(1).to(x.dtype)  # N, positions
+        total = torch.einsum("ncp,np->nc", x.flatten(2), keep)
+        return self.linear(total / keep.sum(1, keepdim=True).clamp(min=1.0))
 
 
 class MacroNet(nn.Module):
@@ -85,19 +128,25 @@ class MacroNet(nn.Module):
         #: smaller than the input it is along each side.
         self.channels, self.reductions = channels, reductions
         # No classifier for num_classes=0: the chain is a detector's backbone (``features``).
-        self.head = nn.Sequential(
-            DIMS[dims].adaptive_avg_pool(1), nn.Flatten(), nn.Linear(channels[-1], num_classes)
-        ) if num_classes else None
+        self.head = MaskedPool(channels[-1], num_classes) if num_classes else None
 
     def features(self, x: torch.Tensor) -> list[torch.Tensor]:
         """The stem's output and every layer's, in order."""
-        history = [self.stem(x)]
+        return self.masked_features(x)[0]
+
+    def masked_features(self, x: torch.Tensor) -> tuple[list[torch.Tensor], torch.Tensor]:
+        """``features``, and the padding mask of the last (see ``padding``)."""
+        x, pad = padding(x)
+        y, pad = masked(self.stem(x), pad)
+        history = [y]
         for layer in self.layers:
-            history.append(layer(history))
-        return history
+            y, pad = masked(layer(history, pad), pad)
+            history.append(y)
+        return history, pad
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.features(x)[-1])
+        history, pad = self.masked_features(x)
+        return self.head(history[-1], pad)
 
 
 def check(space: Space, origin: str) -> None:
@@ -120,12 +169,12 @@ def check(space: Space, origin: str) -> None:
         if space.domain(f"layers.{field}") is None:
             raise fail(f"layers.block.{field}",
                        "missing (a layer needs op, channels, stride and connection)")
-    for op in finite("layers.op"):
-        if op not in ALL_OPS:
-            raise fail("layers.block.op", f"unknown op {op!r}{did_you_mean(op, ALL_OPS)}; "
-                       f"known ops: {', '.join(ALL_OPS)}")
-    if VOLUMETRIC & set(finite("layers.op")):
-        monai_blocks()  # the medical ops are MONAI's: a one-line error if it is missing
+    ops = finite("layers.op")
+    for op in ops:
+        if op not in OPS:
+            raise fail("layers.block.op", f"unknown op {op!r}{did_you_mean(op, OPS)}; "
+                       f"known ops: {', '.join(OPS)}")
+        OPS[op].check()  # e.g. the medical ops are MONAI's: a one-line error if it is missing
     for conn in finite("layers.connection"):
         if conn not in CONNECTIONS:
             raise fail("layers.block.connection", f"unknown connection {conn!r}"
@@ -136,6 +185,12 @@ def check(space: Space, origin: str) -> None:
         for v in finite(field):
             if not isinstance(v, int) or isinstance(v, bool) or v < 1:
                 raise fail(field, f"must be positive integers, got {v!r}")
+    for op in ops:  # e.g. attention: the channels split evenly into its heads
+        multiple = OPS[op].multiple
+        for v in finite("layers.channels"):
+            if v % multiple:
+                raise fail("layers.channels", f"{v} is not divisible by the {multiple} heads of "
+                           f"op {op!r} (the channels are its embedding dim)")
 
 
 def build(arch: dict[str, Any], input_shape: tuple[int, ...], num_classes: int,
@@ -192,7 +247,7 @@ def latency_units(arch: dict[str, Any], input_shape: tuple[int, ...], num_classe
             units.append(Unit(f"concat:{'+'.join(map(str, channels))}@{shape(*spatial)}",
                               partial(_Concat, list(channels)), (c_in, *spatial)))
         units.append(Unit(f"{op}:{shape(c_in, *spatial)}>{c_out}/s{stride}",
-                          partial(ALL_OPS[op], c_in, c_out, stride, dims), (c_in, *spatial),
+                          partial(OPS[op], c_in, c_out, stride, dims), (c_in, *spatial),
                           2 if conn == "parallel" else 1))
         out = tuple(math.ceil(s / stride) for s in spatial)
         if conn == "skip":

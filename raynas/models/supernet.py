@@ -36,7 +36,7 @@ from raynas.models.cell import (
     nb201_field,
 )
 from raynas.models.unet import UNet3D
-from raynas.ops import ALL_OPS
+from raynas.ops import OPS
 from raynas.space import Arch, Space
 
 SKIP = "skip_connect"
@@ -91,7 +91,7 @@ class Supernet(nn.Module):
         elif space.model == "unet3d":
             levels = len(self.template["levels"])
             self.edges = {"levels": [(i,) for i in range(levels)]}
-            self.ops = {"levels": _options(space, ["levels.op"], ALL_OPS)}
+            self.ops = {"levels": _options(space, ["levels.op"], OPS)}
             self.net = UNet3D(self.template, input_shape, num_classes,
                               level_op=self._level_edge)
         else:
@@ -123,7 +123,7 @@ class Supernet(nn.Module):
 
     def _level_edge(self, level: int, c_in: int, c_out: int, stride: int) -> MixedOp:
         """A U-Net level's op as a mixed op (its encoder and decoder op share alpha's row)."""
-        edge = MixedOp({op: ALL_OPS[op](c_in, c_out, stride, 3) for op in self.ops["levels"]})
+        edge = MixedOp({op: OPS[op](c_in, c_out, stride, 3) for op in self.ops["levels"]})
         self.mixed.append(("levels", level, edge))
         return edge
 

@@ -22,7 +22,7 @@ import torch
 from torch import nn
 
 from raynas.errors import SpaceError, did_you_mean
-from raynas.ops import ALL_OPS, monai_blocks
+from raynas.ops import OPS, monai_blocks
 from raynas.space.nodes import Group, Repeat
 from raynas.space.space import Space
 
@@ -50,7 +50,7 @@ class UNet3D(nn.Module):
         channels = [max(1, round(level["channels"] * width)) for level in arch["levels"]]
         if level_op is None:
             def level_op(i: int, c_in: int, c_out: int, stride: int) -> nn.Module:
-                return ALL_OPS[arch["levels"][i]["op"]](c_in, c_out, stride, 3)
+                return OPS[arch["levels"][i]["op"]](c_in, c_out, stride, 3)
         size, c_prev = min(input_shape[1:]), input_shape[0]
         self.encoder = nn.ModuleList()
         for i, c in enumerate(channels):
@@ -114,9 +114,9 @@ def check(space: Space, origin: str) -> None:
         if space.domain(f"levels.{field}") is None:
             raise fail(f"levels.block.{field}", "missing (a level needs op and channels)")
     for op in finite("levels.op"):
-        if op not in ALL_OPS:
-            raise fail("levels.block.op", f"unknown op {op!r}{did_you_mean(op, ALL_OPS)}; known "
-                       f"ops: {', '.join(ALL_OPS)}")
+        if op not in OPS:
+            raise fail("levels.block.op", f"unknown op {op!r}{did_you_mean(op, OPS)}; known "
+                       f"ops: {', '.join(OPS)}")
         if op == "zero":
             raise fail("levels.block.op", "zero would cut the network in two")
     for v in finite("levels.channels"):

@@ -12,7 +12,6 @@ import torch
 from raynas.estimation import load_space
 from raynas.models import build_model
 from raynas.models.macro import CONNECTIONS
-from raynas.ops import OPS
 
 MACRO = load_space("macro_cnn")
 SHAPES = {"2d": (1, 8, 8), "1d": (3, 12)}
@@ -35,7 +34,7 @@ def forward_backward(a: dict, shape: tuple[int, ...], classes: int = 10) -> torc
 
 @pytest.mark.parametrize("dims", SHAPES)
 @pytest.mark.parametrize("connection", CONNECTIONS)
-@pytest.mark.parametrize("op", OPS)
+@pytest.mark.parametrize("op", MACRO.values("layers.op"))
 def test_each_op_and_connection_builds_and_trains(op, connection, dims):
     layers = [{"op": "conv_3x3", "channels": 16, "stride": 1, "connection": "series"},
               {"op": op, "channels": 32, "stride": 2, "connection": connection},
