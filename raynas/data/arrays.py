@@ -14,11 +14,16 @@ local path, split into train / val / test and normalised (``Dataset``).
 - ``folder:DIR``             an ``ImageFolder`` (one sub-folder per class, equal image sizes).
 
 Splits are deterministic for a seed and stratified; normalisation statistics come from the
-training split only, so nothing leaks from validation or test.
+training split only, so nothing leaks from validation or test. A split always exists, however
+small the data: with fewer held-out inputs than classes it holds one of each class, and
+where a class has a single input it is not stratified (``Dataset.note`` says which). NaN
+inputs are padding or missing values (variable-length series): the statistics skip them and
+they stay NaN, for the models to mask.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -44,6 +49,7 @@ class Dataset:
     x_test: np.ndarray
     y_test: np.ndarray
     num_classes: int
+    note: str = ""  # how a split was made, when small data made it differ from the default
 
     @property
     def input_shape(self) -> tuple[int, ...]:
@@ -66,7 +72,8 @@ class Dataset:
 
     def summary(self) -> str:
         return (f"{self.name}: {len(self.x_train)} train / {len(self.x_val)} val / "
-                f"{len(self.x_test)} test, input {self.input_shape}, {self.num_classes} classes")
+                f"{len(self.x_test)} test, input {self.input_shape}, {self.num_classes} classes"
+                + (f"; {self.note}" if self.note else ""))
 
 
 def split(spec: str, arrays: Arrays, seed: int = 0, val_fraction: float = 0.15,
@@ -80,21 +87,22 @@ def split(spec: str, arrays: Arrays, seed: int = 0, val_fraction: float = 0.15,
         test = None if test is None else (test[0], test[1].astype(np.int64, copy=False))
     else:
         y, test = _relabel(spec, y, test)
+    notes = []
     if test is None:
-        x, x_test, y, y_test = _split(spec, x, y, test_fraction, seed, masks)
+        x, x_test, y, y_test = _split(spec, x, y, test_fraction, seed, masks, "test", notes)
     else:
         x_test, y_test = test
     x_train, x_val, y_train, y_val = _split(spec, x, y, val_fraction / (1 - test_fraction), seed,
-                                            masks)
+                                            masks, "validation", notes)
     axes = (0, *range(2, x_train.ndim))
-    mean = x_train.mean(axis=axes, keepdims=True)
-    std = x_train.std(axis=axes, keepdims=True) + 1e-6
+    mean = np.nanmean(x_train, axis=axes, keepdims=True)
+    std = np.nanstd(x_train, axis=axes, keepdims=True) + 1e-6
 
     def norm(a: np.ndarray) -> np.ndarray:
         return np.ascontiguousarray((a - mean) / std, dtype=np.float32)
 
     return Dataset(spec, norm(x_train), y_train, norm(x_val), y_val, norm(x_test), y_test,
-                   int(max(y_train.max(), y_val.max(), y_test.max()) + 1))
+                   int(max(y_train.max(), y_val.max(), y_test.max()) + 1), "; ".join(notes))
 
 
 def read_npz(spec: str, path: str) -> Arrays:
@@ -226,12 +234,26 @@ def _check_masks(spec: str, x: np.ndarray, y: np.ndarray, test) -> None:
 
 
 def _split(spec: str, x: np.ndarray, y: np.ndarray, fraction: float, seed: int,
-           masks: bool = False):
-    """Stratified by class; masks are split at random (a volume holds every class)."""
+           masks: bool, part: str, notes: list[str]):
+    """Hold out ``fraction`` of the inputs as ``part``, stratified by class; masks are split
+    at random (a volume holds every class). With fewer held-out inputs than classes, one of
+    each class is held out; with a class of a single input, the split is random. Either is
+    said in ``notes``."""
+    held = math.ceil(fraction * len(y))
+    stratify = None if masks else y
+    if not masks:
+        counts = np.unique(y, return_counts=True)[1]
+        if counts.min() < 2:
+            stratify = None
+            notes.append(f"{part}: {held} of {len(y)} inputs at random, not stratified (a class "
+                         f"has {counts.min()} input{'s' * (counts.min() != 1)})")
+        elif held < len(counts):
+            notes.append(f"{part}: one input per class, {len(counts)} of {len(y)}; {held} would "
+                         f"be fewer than the {len(counts)} classes")
+            held = len(counts)
     try:
-        return train_test_split(x, y, test_size=fraction, random_state=seed,
-                                stratify=None if masks else y)
-    except ValueError as exc:  # too few samples of a class to stratify
+        return train_test_split(x, y, test_size=held, random_state=seed, stratify=stratify)
+    except ValueError as exc:  # nothing left to train on
         raise DataError(f"{spec}: cannot split {len(y)} samples ({exc})") from None
 
 

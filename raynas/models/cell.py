@@ -28,7 +28,7 @@ import torch
 from torch import nn
 
 from raynas.errors import SpaceError, did_you_mean
-from raynas.ops import Zero
+from raynas.ops.blocks import Zero
 from raynas.space.space import Space
 
 OpFactory = Callable[[int, int, int], nn.Module]  # (c_in, c_out, stride) -> module

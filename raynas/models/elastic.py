@@ -34,7 +34,7 @@ from torchvision.models.mobilenetv3 import InvertedResidual, InvertedResidualCon
 from torchvision.ops.misc import Conv2dNormActivation
 
 from raynas.errors import ConfigError, SpaceError
-from raynas.ops import Unit
+from raynas.ops.blocks import Unit
 from raynas.space.nodes import Group, Repeat
 from raynas.space.space import Space
 

@@ -28,7 +28,8 @@ import torch
 from torch import nn
 
 from raynas.errors import SpaceError, did_you_mean
-from raynas.ops import DIMS, OPS, projection
+from raynas.ops import OPS
+from raynas.ops.blocks import DIMS, projection
 from raynas.space.nodes import Group, Repeat
 from raynas.space.space import Space
 
@@ -222,7 +223,7 @@ def latency_units(arch: dict[str, Any], input_shape: tuple[int, ...], num_classe
     shortcut projection and sum, a dense layer's pooling and concatenation, the head."""
     from functools import partial
 
-    from raynas.ops import Unit
+    from raynas.ops.blocks import Unit
 
     dims = len(input_shape) - 1
     d = DIMS[dims]

@@ -22,7 +22,8 @@ import torch
 from torch import nn
 
 from raynas.errors import SpaceError, did_you_mean
-from raynas.ops import OPS, monai_blocks
+from raynas.ops import OPS
+from raynas.ops.blocks import monai_blocks
 from raynas.space.nodes import Group, Repeat
 from raynas.space.space import Space
 

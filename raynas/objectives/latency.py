@@ -24,7 +24,7 @@ from pathlib import Path
 import torch
 
 from raynas.objectives.measure import measure_latency
-from raynas.ops import Unit
+from raynas.ops.blocks import Unit
 
 
 def device_name(device: torch.device) -> str:

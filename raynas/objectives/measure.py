@@ -2,12 +2,42 @@
 
 from __future__ import annotations
 
+import math
 import statistics
 
 import torch
 from torch import nn
 from torch.utils._pytree import tree_leaves
-from torch.utils.flop_counter import FlopCounterMode
+from torch.utils.flop_counter import (
+    FlopCounterMode,
+    flop_registry,
+    register_flop_formula,
+    sdpa_flop_count,
+)
+
+aten = torch.ops.aten
+
+
+def _register_cpu_kernels() -> None:
+    """FLOP formulas for the CPU kernels PyTorch's counter does not know (it would count 0):
+    ``scaled_dot_product_attention``'s CPU flash kernel (the formula of its CUDA ones) and
+    oneDNN's LSTM layer (2 per multiply-add of both weight matrices, at every step). A later
+    PyTorch that counts them itself keeps its own formula."""
+    if aten._scaled_dot_product_flash_attention_for_cpu not in flop_registry:
+        @register_flop_formula(aten._scaled_dot_product_flash_attention_for_cpu)
+        def sdpa_cpu(query_shape, key_shape, value_shape, *args, out_shape=None,
+                     **kwargs) -> int:
+            return sdpa_flop_count(query_shape, key_shape, value_shape)
+
+    if aten.mkldnn_rnn_layer not in flop_registry:
+        @register_flop_formula(aten.mkldnn_rnn_layer)
+        def lstm_layer(input_shape, w_ih_shape, w_hh_shape, *args, out_shape=None,
+                       **kwargs) -> int:
+            rows = math.prod(input_shape) // input_shape[-1]  # steps x batch
+            return 2 * rows * (math.prod(w_ih_shape) + math.prod(w_hh_shape))
+
+
+_register_cpu_kernels()
 
 
 def count_params(model: nn.Module) -> int:

@@ -33,7 +33,7 @@ from raynas.objectives.latency import LatencyTable
 from raynas.objectives.measure import count_flops, count_params, measure_latency, peak_memory_mb
 from raynas.objectives.pareto import dominates
 from raynas.objectives.scalarize import Scalarizer, parse_weights
-from raynas.ops import Unit
+from raynas.ops.blocks import Unit
 
 
 def test_params_and_flops_match_a_hand_count():

@@ -1,15 +1,10 @@
-"""The op registry: every op a builder can put on an edge or a layer is an ``Op`` in ``OPS``,
-a factory ``(c_in, c_out, stride, dims) -> nn.Module`` with what it needs declared.
-
-The same names build 1-D (``Conv1d``, for sequences shaped N, C, L), 2-D (``Conv2d``, for
-images shaped N, C, H, W) and 3-D (``Conv3d``, for volumes shaped N, C, D, H, W) modules; an op
-says which of these it takes (``Op.dims``), so a space is checked against its data before a
-search starts. Conv-BN-ReLU blocks are torchvision's ``ConvNormActivation``; only what
-torchvision lacks (a 1-D variant of its block, the ``zero`` op) is written here. The medical ops
-(``3d_*``, ``attention_gate``, ``multi_scale_fusion``) are MONAI blocks, imported when one is
-built, so raynas imports without the ``medical`` extra; they need 3-D inputs. Applications
-register their own ops (attention, recurrent) from their folders, lazily (``Op.make`` a
-``"module:attr"`` reference).
+"""The core ops' modules and factories (``raynas.ops`` registers them as ``Op``s): the same
+factory builds 1-D (``Conv1d``, for sequences shaped N, C, L), 2-D (``Conv2d``, for images shaped
+N, C, H, W) and 3-D (``Conv3d``, for volumes shaped N, C, D, H, W) modules. Conv-BN-ReLU blocks
+are torchvision's ``ConvNormActivation``; only what torchvision lacks (a 1-D variant of its
+block, the ``zero`` op) is written here. The medical ops (``3d_*``, ``attention_gate``,
+``multi_scale_fusion``) are MONAI blocks, imported when one is built, so raynas imports without
+the ``medical`` extra.
 """
 
 from __future__ import annotations
@@ -22,7 +17,6 @@ from torch import nn
 from torchvision.ops.misc import Conv2dNormActivation, Conv3dNormActivation, ConvNormActivation
 
 from raynas.errors import SpaceError
-from raynas.registry import Ref, Registry, load_ref
 
 
 class Conv1dNormActivation(ConvNormActivation):
@@ -50,9 +44,6 @@ DIMS = {
     3: Dims(Conv3dNormActivation, nn.MaxPool3d, nn.AvgPool3d, nn.AdaptiveAvgPool3d),
 }
 
-OpFactory = Callable[[int, int, int, int], nn.Module]
-
-
 def projection(c_in: int, c_out: int, stride: int, dims: int) -> nn.Module:
     """Match channels/resolution for a shortcut: identity if nothing changes, else a 1x1 conv."""
     if stride == 1 and c_in == c_out:
@@ -60,36 +51,26 @@ def projection(c_in: int, c_out: int, stride: int, dims: int) -> nn.Module:
     return DIMS[dims].conv_norm_act(c_in, c_out, 1, stride, activation_layer=None)
 
 
-def conv(k: int) -> OpFactory:
-    def make(c_in: int, c_out: int, stride: int, dims: int) -> nn.Module:
-        return DIMS[dims].conv_norm_act(c_in, c_out, k, stride)
-
-    return make
+def conv(c_in: int, c_out: int, stride: int, dims: int, *, k: int) -> nn.Module:
+    return DIMS[dims].conv_norm_act(c_in, c_out, k, stride)
 
 
-def dw_conv(k: int) -> OpFactory:
+def dw_conv(c_in: int, c_out: int, stride: int, dims: int, *, k: int) -> nn.Module:
     """Depthwise-separable convolution (MobileNet): depthwise k x k, then pointwise 1 x 1."""
-
-    def make(c_in: int, c_out: int, stride: int, dims: int) -> nn.Module:
-        block = DIMS[dims].conv_norm_act
-        return nn.Sequential(block(c_in, c_in, k, stride, groups=c_in), block(c_in, c_out, 1))
-
-    return make
+    block = DIMS[dims].conv_norm_act
+    return nn.Sequential(block(c_in, c_in, k, stride, groups=c_in), block(c_in, c_out, 1))
 
 
-def pool(kind: str) -> OpFactory:
-    def make(c_in: int, c_out: int, stride: int, dims: int) -> nn.Module:
-        d = DIMS[dims]
-        layer = (
-            d.max_pool(3, stride, 1)
-            if kind == "max"
-            else d.avg_pool(3, stride, 1, count_include_pad=False)
-        )
-        if c_in == c_out:
-            return layer
-        return nn.Sequential(layer, d.conv_norm_act(c_in, c_out, 1))
-
-    return make
+def pool(c_in: int, c_out: int, stride: int, dims: int, *, kind: str) -> nn.Module:
+    d = DIMS[dims]
+    layer = (
+        d.max_pool(3, stride, 1)
+        if kind == "max"
+        else d.avg_pool(3, stride, 1, count_include_pad=False)
+    )
+    if c_in == c_out:
+        return layer
+    return nn.Sequential(layer, d.conv_norm_act(c_in, c_out, 1))
 
 
 class Zero(nn.Module):
@@ -104,6 +85,10 @@ class Zero(nn.Module):
         return strided.new_zeros((x.shape[0], self.c_out, *strided.shape[2:]))
 
 
+def zero(c_in: int, c_out: int, stride: int, dims: int) -> nn.Module:
+    return Zero(c_out, stride)
+
+
 def monai_blocks():
     """``monai.networks.blocks``, or a one-line error naming the extra that installs it."""
     try:
@@ -114,31 +99,23 @@ def monai_blocks():
     return blocks
 
 
-def monai_conv(k: int) -> OpFactory:
+def monai_conv(c_in: int, c_out: int, stride: int, dims: int, *, k: int) -> nn.Module:
     """k x k x k convolution, batch norm, ReLU: MONAI's ``Convolution``."""
-
-    def make(c_in: int, c_out: int, stride: int, dims: int) -> nn.Module:
-        return monai_blocks().Convolution(dims, c_in, c_out, strides=stride, kernel_size=k,
-                                          act="RELU", norm="BATCH")
-
-    return make
+    return monai_blocks().Convolution(dims, c_in, c_out, strides=stride, kernel_size=k,
+                                      act="RELU", norm="BATCH")
 
 
-def pool_2x2x2(kind: str) -> OpFactory:
+def pool_2x2x2(c_in: int, c_out: int, stride: int, dims: int, *, kind: str) -> nn.Module:
     """2 x 2 x 2 pooling. Stride 2 halves the volume (rounding up, as the builders count);
     stride 1 pads one voxel at the far side so the size stays."""
-
-    def make(c_in: int, c_out: int, stride: int, dims: int) -> nn.Module:
-        d = DIMS[dims]
-        layer = d.max_pool(2, stride, ceil_mode=True) if kind == "max" else d.avg_pool(
-            2, stride, ceil_mode=True)
-        if stride == 1:
-            layer = nn.Sequential(nn.ReplicationPad3d((0, 1) * dims), layer)
-        if c_in == c_out:
-            return layer
-        return nn.Sequential(layer, d.conv_norm_act(c_in, c_out, 1))
-
-    return make
+    d = DIMS[dims]
+    layer = d.max_pool(2, stride, ceil_mode=True) if kind == "max" else d.avg_pool(
+        2, stride, ceil_mode=True)
+    if stride == 1:
+        layer = nn.Sequential(nn.ReplicationPad3d((0, 1) * dims), layer)
+    if c_in == c_out:
+        return layer
+    return nn.Sequential(layer, d.conv_norm_act(c_in, c_out, 1))
 
 
 def residual_unit(c_in: int, c_out: int, stride: int, dims: int) -> nn.Module:
@@ -201,70 +178,6 @@ class MultiScaleFusion(nn.Module):
         if coarse.shape[2:] != fine.shape[2:]:  # an odd size: upsampled one voxel short
             coarse = nn.functional.interpolate(coarse, size=fine.shape[2:])
         return self.fuse(torch.cat([fine, coarse], dim=1))
-
-
-#: What inputs of each dimensionality are, and their shape, for errors.
-SHAPES = {1: ("sequences", "(C, L)"), 2: ("images", "(C, H, W)"), 3: ("volumes", "(C, D, H, W)")}
-ANY_DIMS = frozenset(DIMS)
-
-
-@dataclass(frozen=True)
-class Op:
-    """An op: ``make`` (a ``Ref``) builds it for ``(c_in, c_out, stride, dims)``; it keeps the
-    size (stride 1) or divides it by the stride, rounding up. ``dims``: the input
-    dimensionalities it takes. ``masked``: its ``forward(x, pad)`` also takes the padding mask
-    (True at padded positions, shaped like ``x`` without channels) and ignores those positions
-    (attention, recurrence); the others see zeros there. ``multiple``: ``c_out`` must be a
-    multiple of it (an attention op's heads), checked when a space loads. ``requires``: a
-    ``Ref`` to ``() -> None`` raising a one-line error if a package it needs is missing."""
-
-    name: str
-    make: Ref
-    dims: frozenset[int] = ANY_DIMS
-    masked: bool = False
-    multiple: int = 1
-    requires: Ref | None = None
-    help: str = ""
-
-    def __call__(self, c_in: int, c_out: int, stride: int, dims: int) -> nn.Module:
-        if dims not in self.dims:
-            takes = " or ".join(f"{SHAPES[d][0]} shaped {SHAPES[d][1]}" for d in sorted(self.dims))
-            raise SpaceError(f"op {self.name!r}: its inputs need {takes}, not {dims}-D inputs")
-        return load_ref(self.make)(c_in, c_out, stride, dims)
-
-    def check(self) -> None:
-        """A one-line error if what the op needs is not installed."""
-        if self.requires is not None:
-            load_ref(self.requires)()
-
-
-OPS: Registry[Op] = Registry("op", "op")
-register_op = OPS.register
-
-for _op in (
-    Op("conv_3x3", conv(3)),
-    Op("conv_5x5", conv(5)),
-    Op("conv_7x7", conv(7)),
-    Op("dw_conv_3x3", dw_conv(3)),
-    Op("dw_conv_5x5", dw_conv(5)),
-    Op("max_pool_3x3", pool("max")),
-    Op("avg_pool_3x3", pool("avg")),
-    Op("identity", projection),
-    Op("zero", lambda c_in, c_out, stride, dims: Zero(c_out, stride)),
-):
-    register_op(_op)
-# The medical ops: MONAI blocks for volumes (N, C, D, H, W) only.
-for _op in (
-    Op("3d_conv_3x3x3", monai_conv(3)),
-    Op("3d_conv_5x5x5", monai_conv(5)),
-    Op("3d_max_pool_2x2x2", pool_2x2x2("max")),
-    Op("3d_avg_pool_2x2x2", pool_2x2x2("avg")),
-    Op("attention_gate", AttentionGate),
-    Op("multi_scale_fusion", MultiScaleFusion),
-    Op("skip_connection_3d", residual_unit),
-    Op("dense_connection_3d", dense_unit),
-):
-    register_op(Op(_op.name, _op.make, dims=frozenset({3}), requires=monai_blocks))
 
 
 @dataclass(frozen=True)
