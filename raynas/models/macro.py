@@ -78,11 +78,21 @@ def padding(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def masked(x: torch.Tensor, pad: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Features with zeros at padded positions, and the mask resized to them (a strided layer
-    keeps the padding of the positions it samples)."""
-    if pad.shape[1:] != x.shape[2:]:
-        pad = nn.functional.interpolate(pad[:, None].float(), size=x.shape[2:])[:, 0] > 0.5
+    """Features with zeros at padded positions, and the mask resized to them."""
+    pad = resized(pad, tuple(x.shape[2:]))
     return x.masked_fill(pad[:, None], 0.0), pad
+
+
+def resized(pad: torch.Tensor, size: tuple[int, ...]) -> torch.Tensor:
+    """The padding mask of features of ``size``: an op of stride s computes position i from
+    the input around i * s (a patch: from i * s on), and padding sits at the end, so that
+    input position says whether position i is padding."""
+    for axis, (before, after) in enumerate(zip(pad.shape[1:], size, strict=True), start=1):
+        if before != after:
+            stride = -(-before // after)
+            index = (torch.arange(after, device=pad.device) * stride).clamp(max=before - 1)
+            pad = pad.index_select(axis, index)
+    return pad
 
 
 class MaskedPool(nn.Module):

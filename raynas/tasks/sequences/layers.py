@@ -17,6 +17,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from raynas.models.macro import resized
 from raynas.ops.blocks import projection
 
 #: The table size of a macro op's learned positional encoding along each axis; the table is
@@ -46,7 +47,8 @@ class SelfAttention(nn.Module):
 
     def forward(self, t: torch.Tensor, pad: torch.Tensor | None = None) -> torch.Tensor:
         n, p, d = t.shape
-        q, k, v = self.qkv(t).view(n, p, 3, self.heads, d // self.heads).permute(2, 0, 3, 1, 4)
+        q, k, v = self.qkv(t).view(n, p, 3, self.heads, d // self.heads).permute(
+            2, 0, 3, 1, 4).unbind(0)
         keep = None if pad is None else ~pad[:, None, None, :]
         y = F.scaled_dot_product_attention(q, k, v, attn_mask=keep,
                                            dropout_p=self.dropout if self.training else 0.0)
@@ -186,9 +188,7 @@ class TokenOp(nn.Module):
         if not self.masked:
             return self.body(x)
         if pad is not None:
-            if pad.shape[1:] != x.shape[2:]:
-                pad = F.interpolate(pad[:, None].float(), size=x.shape[2:])[:, 0] > 0.5
-            pad = pad.flatten(1)
+            pad = resized(pad, tuple(x.shape[2:])).flatten(1)
         return features(self.body(tokens(x), pad), x)
 
 

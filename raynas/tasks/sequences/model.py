@@ -90,8 +90,8 @@ class TransformerNet(nn.Module):
             y = self.positional(y)
         t, pad = tokens(y), pad.flatten(1)
         if self.cls is not None:
-            t = torch.cat([self.cls.expand(len(t), -1, -1), t], dim=1)
-            pad = torch.cat([pad.new_zeros(len(t), 1), pad], dim=1)
+            t = torch.cat([self.cls.expand(t.shape[0], -1, -1), t], dim=1)
+            pad = torch.cat([pad.new_zeros(pad.shape[0], 1), pad], dim=1)
         for block in self.blocks:
             t = block(t, pad).masked_fill(pad[..., None], 0.0)
         t = self.norm(t)
