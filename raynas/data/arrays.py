@@ -243,10 +243,10 @@ def _split(spec: str, x: np.ndarray, y: np.ndarray, fraction: float, seed: int,
     stratify = None if masks else y
     if not masks:
         counts = np.unique(y, return_counts=True)[1]
-        if counts.min() < 2:
+        if counts.min() == 1:
             stratify = None
             notes.append(f"{part}: {held} of {len(y)} inputs at random, not stratified (a class "
-                         f"has {counts.min()} input{'s' * (counts.min() != 1)})")
+                         f"has 1 input)")
         elif held < len(counts):
             notes.append(f"{part}: one input per class, {len(counts)} of {len(y)}; {held} would "
                          f"be fewer than the {len(counts)} classes")
