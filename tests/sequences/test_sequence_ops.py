@@ -115,15 +115,23 @@ def test_every_cost_is_measured_for_attention_and_recurrence():
     assert count_flops(attention, (10, 16)) == linear + 2 * 2 * 10 * 10 * 16
 
 
-@pytest.mark.parametrize("space", ["transformer_seq", "conv_attention_1d"])
-def test_sampled_architectures_export(space):
-    """MLflow keeps models as ``torch.export`` programs, dynamic batch: masks included."""
+@pytest.mark.parametrize("space, arch", [
+    ("conv_attention_1d", {"stem_channels": 32, "layers": MACRO_LAYERS}),
+    ("transformer_seq", {"stem": "conv", "embed_dim": 32, "positional": "learned",
+                         "pooling": "cls", "layers": [{"heads": 4, "mlp_ratio": 2}]}),
+], ids=["macro", "transformer"])
+def test_export_keeps_the_batch_dynamic(space, arch):
+    """MLflow keeps models as ``torch.export`` programs with a dynamic batch; ``raynas export``
+    traces TorchScript from that program and runs it on other batch sizes."""
     loaded = load_space(space)
-    model = build_model(loaded, loaded.sample(random.Random(2)), (3, 16), 4).eval()
-    x = padded(torch.randn(3, 3, 10), 16)
+    model = build_model(loaded, {"space": space, **arch, "train": TRAIN}, (2, 16), 4).eval()
+    x = torch.cat([padded(torch.randn(3, 2, 10), 16), torch.randn(2, 2, 16)])
     program = torch.export.export(model, (x,), dynamic_shapes={
         "x": {0: torch.export.Dim("batch", min=1)}})
-    torch.testing.assert_close(program.module()(x[:2]), model(x[:2]))
+    traced = torch.jit.trace(program.module(), x)
+    for batch in (x[:1], x[1:4], torch.cat([x, x])):
+        torch.testing.assert_close(program.module()(batch), model(batch))
+        torch.testing.assert_close(traced(batch), model(batch))
 
 
 def test_vit_tiny_on_images():

@@ -5,8 +5,9 @@ Each is written once, on tokens (N, P, D) with a padding mask (N, P) (True where
 used twice: by the transformer builder (``raynas.tasks.sequences.model``) and, wrapped by
 ``TokenOp``, as an op of the macro grammar, which hands ops features (N, C, *spatial) and the
 mask (N, *spatial) (``raynas.models.macro``). A 2-D feature map is read as the sequence of its
-pixels, row by row. Only shape-static tensor code, so ``torch.export`` (MLflow's format),
-TorchScript tracing and ONNX take every op.
+pixels, row by row. No size is read from the batch dimension (shapes follow from the data: ``zeros_like``,
+``reshape(-1, ...)``), so the batch stays dynamic in ``torch.export`` (MLflow's format) and
+in TorchScript traced from the exported program (``raynas export``).
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ def tokens(x: torch.Tensor) -> torch.Tensor:
 
 def features(t: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
     """(N, P, C) -> (N, C, *spatial) of ``like``."""
-    return t.transpose(1, 2).reshape(t.shape[0], t.shape[2], *like.shape[2:])
+    return t.transpose(1, 2).reshape(-1, t.shape[2], *like.shape[2:])
 
 
 class SelfAttention(nn.Module):
@@ -46,13 +47,13 @@ class SelfAttention(nn.Module):
         self.out = nn.Linear(dim, dim)
 
     def forward(self, t: torch.Tensor, pad: torch.Tensor | None = None) -> torch.Tensor:
-        n, p, d = t.shape
-        q, k, v = self.qkv(t).view(n, p, 3, self.heads, d // self.heads).permute(
+        p, d = t.shape[1:]
+        q, k, v = self.qkv(t).reshape(-1, p, 3, self.heads, d // self.heads).permute(
             2, 0, 3, 1, 4).unbind(0)
         keep = None if pad is None else ~pad[:, None, None, :]
         y = F.scaled_dot_product_attention(q, k, v, attn_mask=keep,
                                            dropout_p=self.dropout if self.training else 0.0)
-        return self.out(y.transpose(1, 2).reshape(n, p, d))
+        return self.out(y.transpose(1, 2).reshape(-1, p, d))
 
 
 class EncoderBlock(nn.Module):
@@ -99,23 +100,35 @@ class Recurrent(nn.Module):
         self.backward_rnn = cell(dim, dim, batch_first=True) if bidirectional else None
 
     def forward(self, t: torch.Tensor, pad: torch.Tensor | None = None) -> torch.Tensor:
-        y = self.forward_rnn(t)[0]
+        y = self.run(self.forward_rnn, t)
         if self.backward_rnn is None:
             return y
-        order = reversal(t, pad)
-        index = order[..., None].expand_as(t)
-        back = self.backward_rnn(t.gather(1, index))[0]
-        return (y + back.gather(1, index)) / 2
+        if pad is None:
+            return (y + self.run(self.backward_rnn, t.flip(1)).flip(1)) / 2
+        index = reversal(pad)
+        back = self.run(self.backward_rnn, reordered(t, index))
+        return (y + reordered(back, index)) / 2
+
+    @staticmethod
+    def run(rnn: nn.Module, t: torch.Tensor) -> torch.Tensor:
+        """``rnn`` from a zero state made from the data, not from the batch size."""
+        h = torch.zeros_like(t[:, 0])[None]
+        return rnn(t, (h, h) if isinstance(rnn, nn.LSTM) else h)[0]
 
 
-def reversal(t: torch.Tensor, pad: torch.Tensor | None) -> torch.Tensor:
+def reversal(pad: torch.Tensor) -> torch.Tensor:
     """Per sequence, the positions that reverse its real steps and keep its padding in place
     (an involution: applied twice, it is the identity)."""
-    n, p = t.shape[:2]
-    steps = torch.arange(p, device=t.device).expand(n, p)
-    length = torch.full((n, 1), p, device=t.device) if pad is None else (~pad).sum(
-        1, keepdim=True)
+    steps = torch.arange(pad.shape[1], device=pad.device)[None]
+    length = (~pad).sum(1, keepdim=True)
     return torch.where(steps < length, length - 1 - steps, steps)
+
+
+def reordered(t: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+    """``t`` (N, P, C) with each sequence's positions taken in its ``index`` (N, P) order."""
+    p, c = t.shape[1:]
+    rows = torch.ones_like(index[:, :1]).cumsum(0) - 1  # 0..N-1, from the data
+    return t.reshape(-1, c)[(index + rows * p).flatten()].reshape(-1, p, c)
 
 
 class PatchEmbed(nn.Module):

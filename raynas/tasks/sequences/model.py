@@ -90,8 +90,9 @@ class TransformerNet(nn.Module):
             y = self.positional(y)
         t, pad = tokens(y), pad.flatten(1)
         if self.cls is not None:
-            t = torch.cat([self.cls.expand(t.shape[0], -1, -1), t], dim=1)
-            pad = torch.cat([pad.new_zeros(pad.shape[0], 1), pad], dim=1)
+            # the class token and its mask column, shaped from the data (a dynamic batch)
+            t = torch.cat([self.cls + torch.zeros_like(t[:, :1]), t], dim=1)
+            pad = torch.cat([torch.zeros_like(pad[:, :1]), pad], dim=1)
         for block in self.blocks:
             t = block(t, pad).masked_fill(pad[..., None], 0.0)
         t = self.norm(t)
