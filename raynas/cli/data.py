@@ -1,5 +1,6 @@
 """``raynas data synth-medical DIR``: demo volumes and masks as NIfTI, for ``nifti:DIR``;
-``raynas data synth-detection DIR``: demo images with boxes in COCO format, for ``coco:DIR``."""
+``raynas data synth-detection DIR``: demo images with boxes in COCO format, for ``coco:DIR``;
+and every verb an application registers (``raynas.data.commands.DATA_COMMANDS``)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,9 @@ import argparse
 from pathlib import Path
 from typing import Any
 
+from raynas.data.commands import DATA_COMMANDS
 from raynas.errors import ConfigError
+from raynas.registry import load_ref
 
 
 def add(commands: Any) -> None:
@@ -26,6 +29,10 @@ def add(commands: Any) -> None:
                          "DIR/annotations/instances_train.json and DIR/train/, with the last "
                          "15%% of the images in instances_val.json and DIR/val/, which coco:DIR "
                          "reads as the test split (default: %(default)s)")
+    for command in DATA_COMMANDS.values():
+        parser = verbs.add_parser(command.name, help=command.help)
+        command.arguments(parser)
+        parser.set_defaults(func=lambda args, run=command.run: load_ref(run)(args))
 
 
 def _synth(verbs: Any, name: str, func: Any, count: int, size: int, items: str, units: str,

@@ -89,11 +89,11 @@ def split(spec: str, arrays: Arrays, seed: int = 0, val_fraction: float = 0.15,
         y, test = _relabel(spec, y, test)
     notes = []
     if test is None:
-        x, x_test, y, y_test = _split(spec, x, y, test_fraction, seed, masks, "test", notes)
+        x, x_test, y, y_test = hold_out(spec, x, y, test_fraction, seed, masks, "test", notes)
     else:
         x_test, y_test = test
-    x_train, x_val, y_train, y_val = _split(spec, x, y, val_fraction / (1 - test_fraction), seed,
-                                            masks, "validation", notes)
+    x_train, x_val, y_train, y_val = hold_out(spec, x, y, val_fraction / (1 - test_fraction), seed,
+                                              masks, "validation", notes)
     axes = (0, *range(2, x_train.ndim))
     mean = np.nanmean(x_train, axis=axes, keepdims=True)
     std = np.nanstd(x_train, axis=axes, keepdims=True) + 1e-6
@@ -233,7 +233,7 @@ def _check_masks(spec: str, x: np.ndarray, y: np.ndarray, test) -> None:
         raise DataError(f"{spec}: the masks are all background (class 0); nothing to segment")
 
 
-def _split(spec: str, x: np.ndarray, y: np.ndarray, fraction: float, seed: int,
+def hold_out(spec: str, x: np.ndarray, y: np.ndarray, fraction: float, seed: int,
            masks: bool, part: str, notes: list[str]):
     """Hold out ``fraction`` of the inputs as ``part``, stratified by class; masks are split
     at random (a volume holds every class). With fewer held-out inputs than classes, one of

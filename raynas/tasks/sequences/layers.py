@@ -5,9 +5,9 @@ Each is written once, on tokens (N, P, D) with a padding mask (N, P) (True where
 used twice: by the transformer builder (``raynas.tasks.sequences.model``) and, wrapped by
 ``TokenOp``, as an op of the macro grammar, which hands ops features (N, C, *spatial) and the
 mask (N, *spatial) (``raynas.models.macro``). A 2-D feature map is read as the sequence of its
-pixels, row by row. No size is read from the batch dimension (shapes follow from the data: ``zeros_like``,
-``reshape(-1, ...)``), so the batch stays dynamic in ``torch.export`` (MLflow's format) and
-in TorchScript traced from the exported program (``raynas export``).
+pixels, row by row. No size is read from the batch dimension (shapes follow from the data:
+``zeros_like``, ``reshape(-1, ...)``), so the batch stays dynamic in ``torch.export`` (MLflow's
+format) and in TorchScript traced from the exported program (``raynas export``).
 """
 
 from __future__ import annotations
