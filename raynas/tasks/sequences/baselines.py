@@ -21,3 +21,14 @@ def one_nn_accuracy(data: Dataset) -> float:
     distances = ((query**2).sum(1)[:, None] - 2 * query @ reference.T
                  + (reference**2).sum(1)[None])
     return float((labels[distances.argmin(1)] == data.y_test).mean())
+
+
+#: Wang, Yan & Oates 2017's FCN as an architecture of the macro grammar: three Conv-BN-ReLU
+#: blocks of 128, 256 and 128 filters (kernels 7, 5, 3 for the paper's 8, 5, 3: the ops have
+#: odd kernels), global average pooling, a linear classifier, after the chain's 16-channel stem;
+#: Adam at 1e-3 in batches of 16, as the paper trains it.
+FCN = {"space": "conv_attention_1d", "stem_channels": 16,
+       "layers": [{"op": op, "channels": channels, "stride": 1, "connection": "series"}
+                  for op, channels in (("conv_7x7", 128), ("conv_5x5", 256),
+                                       ("conv_3x3", 128))],
+       "train": {"lr": 1e-3, "weight_decay": 0.0, "batch_size": 16, "optimizer": "adam"}}
