@@ -36,7 +36,8 @@ for _kind in ("learned", "sinusoidal"):
 register_op(Op("patch_embed", f"{LAYERS}:patch_embed", SEQUENCE_DIMS))
 
 register_builder(ModelBuilder("transformer", "raynas.tasks.sequences.model",
-                              example=("transformer_seq", (3, 24))))
+                              example=("transformer_seq", (3, 24)),
+                              graph="raynas.tasks.sequences.graph:transformer_graph"))
 register_builder(ModelBuilder("text_cnn", "raynas.tasks.sequences.textcnn",
                               example=("text_cnn", (1, 12))))
 register_source(Source("ucr", from_arrays("raynas.tasks.sequences.ucr:read_ucr"), "ucr:NAME",
