@@ -23,7 +23,7 @@ def one_nn_accuracy(data: Dataset) -> float:
     return float((labels[distances.argmin(1)] == data.y_test).mean())
 
 
-#: Wang, Yan & Oates 2017's FCN as an architecture of the macro grammar: three Conv-BN-ReLU
+#: Wang, Yan & Oates 2017's FCN, its layers a chain of ``conv_attention_1d``: three Conv-BN-ReLU
 #: blocks of 128, 256 and 128 filters (kernels 7, 5, 3 for the paper's 8, 5, 3: the ops have
 #: odd kernels), global average pooling, a linear classifier, after the chain's 16-channel stem;
 #: Adam at 1e-3 in batches of 16, as the paper trains it.
