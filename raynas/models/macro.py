@@ -59,13 +59,13 @@ class Layer(nn.Module):
             size = x.shape[2:]
             x = torch.cat([h if h.shape[2:] == size else self.pool(size)(h) for h in history],
                           dim=1)
-        y = self.apply(self.op, x, pad)
+        y = self.call(self.op, x, pad)
         if self.connection in ("skip", "parallel"):
-            y = y + (self.apply(self.side, x, pad) if self.connection == "parallel"
+            y = y + (self.call(self.side, x, pad) if self.connection == "parallel"
                      else self.side(x))
         return y
 
-    def apply(self, op: nn.Module, x: torch.Tensor, pad: torch.Tensor) -> torch.Tensor:
+    def call(self, op: nn.Module, x: torch.Tensor, pad: torch.Tensor) -> torch.Tensor:
         return op(x, pad) if self.masked else op(x)
 
 

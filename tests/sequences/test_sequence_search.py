@@ -1,6 +1,7 @@
 """One real search on a bundled variable-length UCR set (JapaneseVowels: 12 channels, 7 to 29
 steps, NaN padding): real Ray, real MLflow; the final model is retrained, registered, reloaded
-with its padded input example and exported to TorchScript."""
+with its padded input example and exported to TorchScript; ``raynas retrain`` trains it
+again."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from raynas.config import SearchConfig
 from raynas.data import load_dataset
 from raynas.experiment.driver import search
 from raynas.experiment.export import export_model
+from raynas.experiment.retrain import retrain_best
 
 
 def test_attention_search_on_variable_length_series(ray_local, tracking, tmp_path):
@@ -39,3 +41,7 @@ def test_attention_search_on_variable_length_series(ray_local, tracking, tmp_pat
     exported = export_model(result.model_uri, "torchscript", str(tmp_path / "export"), tracking)
     assert exported.max_abs_diff <= exported.tolerance
     assert len(set(exported.batch_sizes)) == 3  # the example's batch and two others
+
+    again = retrain_best(result.parent_run_id, epochs=1, top_k=1, seeds=1, tracking=tracking)
+    [outcome] = again.outcomes
+    assert outcome.arch == result.best["arch"] and 0 <= outcome.test_accuracies[0] <= 1
