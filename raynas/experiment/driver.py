@@ -422,13 +422,22 @@ def _best(run: Running, results: list[Any]) -> tuple[Any, list[Any], list[Any]]:
     if not finished:
         first = last_line(str(failed[0].error)) if failed else "no results"
         raise RaynasError(f"all {len(results)} trials failed; first error: {first}")
-    best = (max if mode == "max" else min)(finished, key=lambda r: r.metrics[metric])
+    best = (max if mode == "max" else min)(finished, key=lambda r: _rank(r.metrics, metric, mode))
     if len(resolved.objectives) > 1:
         front = log_pareto(record, [r.metrics for r in finished], resolved.objectives)
         run.progress(f"Pareto front: {len(front)} of {len(finished)} trials (pareto.json, "
                      "pareto.png)")
     record.tag("parent", {"raynas.best_trial_id": best.metrics["trial_id"]})
     return best, finished, failed
+
+
+def _rank(metrics: dict[str, Any], metric: str, mode: str) -> tuple[float, float]:
+    """A trial's rank: its metric, ties broken by its validation loss. On small data the
+    accuracy is coarse (a validation split of 10 inputs has 11 values), so several trials often
+    share the best one; the loss still tells them apart."""
+    loss = metrics.get("val_loss")
+    loss = math.inf if loss is None or math.isnan(loss) else loss
+    return (metrics[metric], -loss) if mode == "max" else (metrics[metric], loss)
 
 
 def _run(run: Running) -> SearchResult:

@@ -114,3 +114,13 @@ def test_one_nn_is_the_archives_published_baseline():
     assert one_nn_accuracy(load_dataset("ucr:GunPoint")) == pytest.approx(0.913, abs=0.001)
     assert one_nn_accuracy(load_dataset("ucr:ItalyPowerDemand")) == pytest.approx(0.955,
                                                                                  abs=0.001)
+
+
+def test_a_search_breaks_ties_in_accuracy_by_validation_loss():
+    """Ten validation series give accuracies in tenths: trials tie, their losses do not."""
+    from raynas.experiment.driver import _rank
+
+    trials = [{"val_accuracy": 0.9, "val_loss": 0.40}, {"val_accuracy": 0.9, "val_loss": 0.25},
+              {"val_accuracy": 0.8, "val_loss": 0.10}, {"val_accuracy": 0.9}]
+    assert max(trials, key=lambda m: _rank(m, "val_accuracy", "max")) is trials[1]
+    assert min(trials, key=lambda m: _rank(m, "val_loss", "min")) is trials[2]
