@@ -115,9 +115,9 @@ class Running:
 
 def search(config: SearchConfig, progress: Callable[[str], None] = stderr,
            resolved: Resolved | None = None) -> SearchResult:
-    """Run a search as configured, or - with ``config.tracking.resume`` - finish an interrupted
-    one.
-    ``resolved``: what ``resolve(config)`` returned, when the caller ran it already."""
+    """Run a search as configured, or - with ``config.tracking.resume`` - finish an
+    interrupted one. ``resolved``: what ``resolve(config)`` returned, when the caller ran it
+    already."""
     import ray
 
     started = time.time()

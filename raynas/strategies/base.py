@@ -223,9 +223,10 @@ class StrategyContext:
     scheduler: str = "fifo"
     data: Any = None  # the Dataset, for strategies that look at it (zero_cost)
     constraints: tuple[Any, ...] = ()  # objectives.Constraint: mo-asha never promotes a breach
-    #: the strategy's own options, an instance of its ``Strategy.options`` (whoever builds a
-    #: context for a strategy gives them: ``strategy.parse_options(...)``)
-    options: Any = NoOptions()
+    #: the strategy's own options, an instance of its ``Strategy.options``, given by whoever
+    #: builds the context (``strategy.parse_options(...)``); None: ``plan_search`` gives the
+    #: strategy's defaults
+    options: Any = None
 
     @classmethod
     def of(cls, space: Space, objectives: Sequence[tuple[str, str]], **rest: Any

@@ -17,11 +17,10 @@ from typing import TYPE_CHECKING, Any
 
 from raynas.errors import ConfigError, did_you_mean
 from raynas.space import Arch, Space, arch_hash
-from raynas.strategies.base import OPTION
+from raynas.strategies.base import OPTION, Plan, StrategyContext
 
 if TYPE_CHECKING:
     from raynas.data import Dataset
-    from raynas.strategies.base import Plan, StrategyContext
 
 SCORES_FILE = "zero_cost_scores.json"
 TASKS_PER_CPU = 2  # chunks per CPU: enough to balance uneven candidates, few enough to batch
@@ -110,8 +109,6 @@ def score_candidates(space: Space, archs: list[Arch], data: Dataset, proxy: str,
 def plan(ctx: StrategyContext) -> Plan:
     """Sample and score ``candidates`` architectures, then train the ``top_k`` best-scored."""
     from ray.tune.search.basic_variant import BasicVariantGenerator
-
-    from raynas.strategies.base import Plan
 
     settings: ZeroCostOptions = ctx.options
     if ctx.data is None:

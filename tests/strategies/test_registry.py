@@ -144,6 +144,11 @@ def test_a_registered_strategy_gets_its_options_parsed_into_ctx_options(mine):
     assert strategies.get("mine").parse_options({"population": 3, "elitist": False}) == Mine(3)
     check_strategy("mine", options={"label": "checked"})
     assert mine[-1] == Mine(label="checked")
+    # A context without options (a benchmark builds its own): the strategy's defaults.
+    plan_search(strategies.get("mine"), schedulers.get("fifo"), StrategyContext.of(
+        load_space("small_cnn"), [("val_accuracy", "max")], seed=0, num_trials=2,
+        concurrency=1))
+    assert mine[-1] == Mine()
 
 
 @pytest.mark.parametrize(("given", "message"), [
