@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import argparse
-import json
 from typing import Any
 
-from raynas.cli.common import json_flag, tracking_flag
+from raynas.cli.common import json_flag, print_result, tracking_flag
 
 
 def add(commands: Any) -> None:
@@ -68,9 +67,7 @@ def cmd_retrain(args: argparse.Namespace) -> None:
     result = retrain_best(args.target, args.epochs, args.top_k, args.seeds,
                           dataset=args.dataset, space=args.space, seed=args.seed,
                           tracking=args.tracking_uri, experiment=args.experiment)
-    print(result.table())
-    if args.json:
-        print(json.dumps(result.to_json(), sort_keys=True), flush=True)
+    print_result(result.table(), result.to_json(), args.json)
 
 
 def cmd_export(args: argparse.Namespace) -> None:

@@ -6,7 +6,7 @@ import argparse
 import json
 from typing import Any
 
-from raynas.cli.common import fraction, json_flag, tracking_flag
+from raynas.cli.common import fraction, json_flag, print_result, tracking_flag
 from raynas.config import RETRAIN_SHARE, SearchConfig
 
 
@@ -158,29 +158,28 @@ def cmd_extend(args: argparse.Namespace) -> None:
 
 def _summary(result: Any, as_json: bool) -> None:
     best = result.best
-    print(f"\nbest architecture ({best['arch_hash']}, trial {best['trial_id']}):")
-    print(json.dumps(best["arch"], indent=2))
     # what val_accuracy holds: a segmentation's Dice, a detection's mAP
     score = ("Dice" if "test_dice" in best else "mAP@[.5:.95]" if "test_map" in best
              else "accuracy")
-    print(f"validation {score} (search): {best['val_accuracy']:.4f}")
+    lines = [f"\nbest architecture ({best['arch_hash']}, trial {best['trial_id']}):",
+             json.dumps(best["arch"], indent=2),
+             f"validation {score} (search): {best['val_accuracy']:.4f}"]
     if "sim_time_s" in best:  # a tabular search: nothing was trained
         test = best["test_accuracy"]  # NaN: the table has none (NAS-Bench-201's package)
-        print(f"test accuracy (the table's, no retraining): "
-              f"{f'{test:.4f}' if test == test else 'not in this table'}; "
-              f"simulated training time of the search: {best['sim_time_s']:.0f} s")
+        lines.append(f"test accuracy (the table's, no retraining): "
+                     f"{f'{test:.4f}' if test == test else 'not in this table'}; "
+                     f"simulated training time of the search: {best['sim_time_s']:.0f} s")
     else:
         auc = (f" (ROC AUC {best['test_auc']:.4f})" if "test_auc" in best else
                f" (mAP@.5 {best['test_map_50']:.4f})" if "test_map_50" in best else "")
-        print(f"test {score} (retrained on train+val, held-out test): "
-              f"{best['test_accuracy']:.4f}{auc}")
-    print(f"trials: {result.num_trials} ({result.num_failed} failed), "
-          f"wall time {result.wall_time_s:.0f} s")
-    print(f"model: {result.model_uri}  (MLflow run {result.parent_run_id})")
-    print(f"browse the results: {result.ui}")
-    print(f"search folder (Tune results, --resume, raynas sync): {result.folder}")
-    if as_json:
-        print(json.dumps(result.to_json(), sort_keys=True), flush=True)
+        lines.append(f"test {score} (retrained on train+val, held-out test): "
+                     f"{best['test_accuracy']:.4f}{auc}")
+    lines += [f"trials: {result.num_trials} ({result.num_failed} failed), "
+              f"wall time {result.wall_time_s:.0f} s",
+              f"model: {result.model_uri}  (MLflow run {result.parent_run_id})",
+              f"browse the results: {result.ui}",
+              f"search folder (Tune results, --resume, raynas sync): {result.folder}"]
+    print_result("\n".join(lines), result.to_json(), as_json)
 
 
 def cmd_sync(args: argparse.Namespace) -> None:

@@ -374,7 +374,7 @@ def tabulate(space: Space, data: Dataset, num_archs: int, epochs: int, seeds: in
     Returns (architectures, total training seconds)."""
     import ray
 
-    from raynas.runtime import init_ray, stderr
+    from raynas.runtime import ray_session, stderr
 
     progress = progress or stderr
     for name, value in (("--num-archs", num_archs), ("--epochs", epochs), ("--seeds", seeds)):
@@ -382,8 +382,7 @@ def tabulate(space: Space, data: Dataset, num_archs: int, epochs: int, seeds: in
             raise ConfigError(f"{name}: must be >= 1")
     table_format(output, "--output")  # before the trainings, not after
     archs = pick_architectures(space, num_archs, seed)
-    we_started = init_ray(address, progress)
-    try:
+    with ray_session(address, progress):
         task = ray.remote(train_rows).options(num_cpus=cpus)
         shared = ray.put(data)
         pending = {task.remote(space, arch, shared, epochs, seeds, cpus): arch
@@ -397,8 +396,5 @@ def tabulate(space: Space, data: Dataset, num_archs: int, epochs: int, seeds: in
             final = max(r["val_accuracy"] for r in new if r["epoch"] == epochs)
             progress(f"{len(archs) - len(pending)}/{len(archs)} {table_key(space, arch)}: "
                      f"val_accuracy={final:.4f}")
-    finally:
-        if we_started:
-            ray.shutdown()
     write_table(rows, output)
     return len(archs), math.fsum(r["train_time_s"] for r in rows)

@@ -31,7 +31,7 @@ from raynas.objectives.scalarize import (
     needs_sample,
 )
 from raynas.report.search import attach as attach_report
-from raynas.runtime import init_ray, stderr
+from raynas.runtime import ray_session, stderr
 from raynas.schedulers import bracket_warning
 from raynas.space import arch_hash
 from raynas.space import space_yaml as to_yaml
@@ -41,6 +41,7 @@ from raynas.tracking.mirror import FOLDER as MIRROR
 from raynas.tracking.mirror import STATE, Mirror
 from raynas.tracking.model import save_final_model
 from raynas.tracking.pareto import log_pareto
+from raynas.tracking.session import tracking_session
 from raynas.tracking.store import connect, git_sha, last_line, tracking_uri, ui_command
 from raynas.tracking.tracker import FailureBudget, MLflowTracker, SearchRecord
 
@@ -142,8 +143,7 @@ def search(config: SearchConfig, progress: Callable[[str], None] = stderr,
     space, data = resolved.space, resolved.data
     progress(f"space {space.name} ({space.size():.3g} architectures), {data.summary()}")
 
-    we_started_ray = init_ray(config.resources.address, progress)
-    try:
+    with ray_session(config.resources.address, progress):
         gpus = config.resources.gpus_per_trial
         if gpus > 0 and ray.cluster_resources().get("GPU", 0) == 0:
             raise ConfigError(f"--gpus-per-trial {gpus:g}: the Ray cluster has "
@@ -151,29 +151,18 @@ def search(config: SearchConfig, progress: Callable[[str], None] = stderr,
         plan, scheduler = plan_search(resolved.strategy, resolved.scheduler,
                                       resolved.context())
         if state:
-            record = SearchRecord(Ledger.open(state.folder, uri, state.experiment_id,
-                                              progress), state.mirrored())
+            record = SearchRecord.open(state.folder, uri, state.experiment_id, progress,
+                                       state.mirrored())
             _forget_unknown_runs(record, progress)
             record.ledger.write("reopen", "parent")
             progress(f"resuming {state.tune_path} (MLflow run {record.run_id}); "
                      f"{record.ledger.flush(wait_s=10)} MLflow writes still pending")
         else:
             state, record = _start(resolved, plan, experiment, client, uri, progress)
-        try:
-            result = _run(Running(resolved, plan, scheduler, record, state, experiment,
-                                  Budget(resolved.time_budget_s, started), progress))
-        except SearchInterrupted:
-            record.end("parent", "KILLED")
-            raise
-        except BaseException:
-            record.end("parent", "FAILED")
-            raise
-        finally:  # how the search ended is on the storage too
-            record.push()
-        return result
-    finally:
-        if we_started_ray:
-            ray.shutdown()
+        # how the search ended is in MLflow and on the storage too
+        with tracking_session(record, wait_s=config.tracking.tracking_wait, progress=progress):
+            return _run(Running(resolved, plan, scheduler, record, state, experiment,
+                                Budget(resolved.time_budget_s, started), progress))
 
 
 def _start(resolved: Resolved, plan: Plan, experiment: str, client: Any, uri: str,
@@ -292,11 +281,10 @@ def sync(path: str, wait_s: float = 60.0, progress: Callable[[str], None] = stde
     """Apply a search's pending MLflow writes (after an outage); returns how many remain."""
     state = SearchState.read(path, search=False)
     connect(state.tracking_uri)
-    ledger = Ledger.open(state.folder, state.tracking_uri, state.experiment_id, progress)
-    before = ledger.pending
-    left = ledger.flush(wait_s=wait_s)
-    if (mirror := state.mirrored()) is not None:  # what is applied now is not applied again
-        mirror.push(progress)
+    record = SearchRecord.open(state.folder, state.tracking_uri, state.experiment_id, progress,
+                               state.mirrored())
+    before = record.ledger.pending
+    left = record.settle(wait_s)  # and on the storage: what is applied now is not applied again
     progress(f"{before - left} MLflow writes applied, {left} pending")
     return left
 
@@ -509,13 +497,10 @@ def _run(run: Running) -> SearchResult:
                                   "num_failed": len(failed), "num_duplicates": duplicates},
                        part)  # step: the part of an extended search
     record.log_dict("parent", arch, "best_architecture.json")
-    waited = ledger.flush(wait_s=config.tracking.tracking_wait)  # the report reads what MLflow has
-    record.push()  # the final model's write is applied: a resume must not apply it again
+    # The report reads what MLflow has; once the final model's write is applied and on the
+    # storage, a resume does not apply it again. The tracking session ends the parent run.
+    record.settle(config.tracking.tracking_wait)
     attach_report(record, progress)  # report.html and its pictures; warns if it cannot
-    record.end("parent")
-    if pending := ledger.flush(wait_s=0 if waited else config.tracking.tracking_wait):
-        progress(f"warning: MLflow is still unreachable; {pending} writes (the final model "
-                 f"among them) wait in {ledger.folder}: run raynas sync {ledger.folder}")
     return SearchResult(
         experiment=run.experiment, parent_run_id=record.run_id, num_trials=len(results),
         num_failed=len(failed),

@@ -118,13 +118,25 @@ def test_spaces_lists_builtin_spaces_with_sizes(tmp_path):
     assert any(line.startswith("small_cnn") and "72" in line for line in proc.stdout.splitlines())
 
 
+def test_with_json_stdout_is_one_document_and_the_summary_goes_to_stderr(capsys):
+    from raynas.cli.common import print_result
+
+    print_result("best: a\nmodel: b", {"best": "a", "model": "b"}, as_json=True)
+    out, err = capsys.readouterr()
+    assert json.loads(out) == {"best": "a", "model": "b"} and err == "best: a\nmodel: b\n"
+    print_result("best: a\nmodel: b", {"best": "a", "model": "b"}, as_json=False)
+    assert capsys.readouterr() == ("best: a\nmodel: b\n", "")
+
+
 @pytest.mark.e2e  # a real search, in a subprocess
-def test_search_json_is_the_last_line_of_stdout(tmp_path):
+def test_search_json_is_the_whole_of_stdout(tmp_path):
+    """`raynas search --json | jq .`: no banner of Tune's, no summary line, before the JSON."""
     proc = raynas("search", "--space", "small_cnn", "--num-trials", "2", "--max-epochs", "1",
                   "--retrain-epochs", "1", "--experiment", "cli", "--storage", "results",
                   "--json", cwd=tmp_path)  # a relative storage path: from the working dir
     assert proc.returncode == 0, proc.stderr[-3000:]
-    summary = json.loads(proc.stdout.strip().splitlines()[-1])
+    summary = json.loads(proc.stdout)
+    assert "best architecture" in proc.stderr  # the summary, beside the progress
     assert summary["experiment"] == "cli" and summary["num_trials"] == 2
     assert set(summary["best"]) >= {"arch", "trial_id", "val_accuracy", "test_accuracy"}
     assert summary["model_uri"] == "models:/cli/1"
