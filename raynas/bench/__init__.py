@@ -3,7 +3,7 @@
 The built-in benchmarks register here, one ``register(Benchmark(...))`` each with the function
 that declares its flags; their work is in the module named by ``run``, imported only when the
 benchmark runs, so building the CLI's parser stays free of torch, Ray and MLflow. The blocks of
-the applications (nb201, detection, ofa) need nothing else from this package and move with
+the applications (nb201, detection) need nothing else from this package and move with
 their application's folder as they are.
 """
 
@@ -125,7 +125,7 @@ register(Benchmark("detection", "a detection search against a fixed baseline det
                    "the same way (test mAP@.5)", _detection, "raynas.bench.detection:main"))
 
 
-# --- the suite: raynas bench all runs these in turn (ofa's block is the OFA application's) -----
+# --- the suite: raynas bench all runs these in turn, then those the plug-ins register ---------
 register(Benchmark.of_suite("overhead", "per-trial orchestration overhead of raynas search vs "
                             "plain Ray Tune", "raynas.bench.overhead:main"))
 register(Benchmark.of_suite("throughput", "training samples/s of raynas's training loop vs a "
@@ -134,9 +134,6 @@ register(Benchmark.of_suite("asha", "time to near-best accuracy: asha vs fifo, s
                             "budget", "raynas.bench.asha:main"))
 register(Benchmark.of_suite("scaling", "trials/minute on 2 Ray nodes vs 1 (started on this "
                             "machine)", "raynas.bench.scaling:main"))
-register(Benchmark.of_suite("ofa", "Once-for-All: train once + specialise 3 latency targets vs "
-                            "3 constrained searches; Kendall tau of inherited vs from-scratch "
-                            "accuracy, predictor RMSE", "raynas.bench.ofa:main"))
 
 
 def _all(parser: argparse.ArgumentParser) -> None:

@@ -54,12 +54,12 @@ def add(commands: Any) -> None:
 
 
 def cmd_train(args: argparse.Namespace) -> None:
-    from raynas.experiment.ofa import train_supernet
+    from raynas.ofa.specialize import train_elastic_supernet
 
-    done = train_supernet(args.dataset, args.epochs_per_phase, space=args.space, seed=args.seed,
-                          experiment=args.experiment, tracking=args.tracking_uri,
-                          storage=args.storage, cpus=args.cpus, gpus=args.gpus,
-                          address=args.address)
+    done = train_elastic_supernet(args.dataset, args.epochs_per_phase, space=args.space,
+                                  seed=args.seed, experiment=args.experiment,
+                                  tracking=args.tracking_uri, storage=args.storage,
+                                  cpus=args.cpus, gpus=args.gpus, address=args.address)
     lines = [f"supernet run {done.run_id} (experiment {done.experiment}): {done.epochs} epochs "
              f"in {done.seconds:.0f} s; val_accuracy largest {done.val_accuracy:.4f}, smallest "
              f"{done.val_accuracy_smallest:.4f} (inherited weights)",
@@ -71,7 +71,7 @@ def cmd_train(args: argparse.Namespace) -> None:
 
 
 def cmd_specialize(args: argparse.Namespace) -> None:
-    from raynas.experiment.ofa import specialize
+    from raynas.ofa.specialize import specialize
 
     done = specialize(args.run_id, args.constraint, tracking=args.tracking_uri,
                       samples=args.samples, evaluations=args.evaluations,

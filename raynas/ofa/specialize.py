@@ -25,7 +25,6 @@ from __future__ import annotations
 import io
 import json
 import random
-import re
 import tempfile
 import time
 import uuid
@@ -44,7 +43,12 @@ from raynas.errors import ConfigError, RaynasError
 from raynas.estimation import load_space
 from raynas.estimation.costs import PREDICTED_LATENCY, CostSettings, measure
 from raynas.estimation.fidelity import Fidelity
-from raynas.estimation.ofa import (
+from raynas.estimation.oneshot import SupernetTracker, evaluate, fit_stage, recalibrate
+from raynas.estimation.train import TrialSettings, tensors
+from raynas.experiment.state import LEDGERS, SearchState, folder_of, storage_of
+from raynas.objectives.constraints import FEASIBLE, VIOLATIONS, Constraint, parse_constraints
+from raynas.ofa.elastic import ElasticSupernet, check_ofa_space
+from raynas.ofa.shrinking import (
     BATCH_SIZE,
     BN_BATCHES,
     CHECKPOINT,
@@ -56,11 +60,6 @@ from raynas.estimation.ofa import (
     ofa_trial,
     progress_line,
 )
-from raynas.estimation.oneshot import SupernetTracker, evaluate, fit_stage, recalibrate
-from raynas.estimation.train import TrialSettings, tensors
-from raynas.experiment.state import LEDGERS, SearchState, folder_of, storage_of
-from raynas.models.elastic import ElasticSupernet, check_ofa_space
-from raynas.objectives.constraints import FEASIBLE, VIOLATIONS, Constraint, parse_constraints
 from raynas.runtime import ray_session, stderr
 from raynas.space import Arch, Space, arch_hash, space_yaml
 from raynas.strategies.base import one_thread
@@ -93,11 +92,12 @@ class TrainedSupernet:
     pending: int  # MLflow writes not applied yet (``raynas sync FOLDER``)
 
 
-def train_supernet(dataset: str = "digits", epochs_per_phase: int = 3, *,
-                   space: str = "ofa_mbv3", seed: int = 0, experiment: str | None = None,
-                   tracking: str | None = None, storage: str | None = None, cpus: float = 1.0,
-                   gpus: float = 0.0, address: str | None = None,
-                   progress: Callable[[str], None] = stderr) -> TrainedSupernet:
+def train_elastic_supernet(dataset: str = "digits", epochs_per_phase: int = 3, *,
+                           space: str = "ofa_mbv3", seed: int = 0,
+                           experiment: str | None = None, tracking: str | None = None,
+                           storage: str | None = None, cpus: float = 1.0, gpus: float = 0.0,
+                           address: str | None = None,
+                           progress: Callable[[str], None] = stderr) -> TrainedSupernet:
     """Train an elastic supernet of ``space`` on ``dataset`` by progressive shrinking, as a
     Tune trial, and record it (metrics per epoch, the weights) in a new MLflow run."""
     from ray import tune
@@ -184,7 +184,7 @@ class Specialized:
 def target_name(constraints: list[Constraint]) -> str:
     """A registered-model-safe name of a target: ``latency_ms<=2.5`` -> ``latency_ms-le-2.5``."""
     words = {"<=": "le", "<": "lt", ">=": "ge", ">": "gt"}
-    return "_".join(re.sub(r"(<=|>=|<|>)", lambda m: f"-{words[m.group(1)]}-", str(c))
+    return "_".join(f"{c.metric}-{words[c.op]}-{str(c).removeprefix(c.metric + c.op)}"
                     for c in constraints)
 
 
