@@ -52,7 +52,7 @@ def _check(folder: Path, *minimums: tuple[str, int, int]) -> None:
 
 
 def cmd_synth_medical(args: argparse.Namespace) -> None:
-    from raynas.volumes import write_synthetic
+    from raynas.tasks.segmentation.data import write_synthetic
 
     folder = Path(args.folder)
     _check(folder, ("count", args.count, 4), ("size", args.size, 8),

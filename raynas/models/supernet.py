@@ -23,6 +23,7 @@ import torch
 from torch import nn
 
 from raynas.errors import ConfigError
+from raynas.models import builder_of
 from raynas.models.cell import (
     CELL_TYPES,
     DARTS_NODES,
@@ -35,7 +36,6 @@ from raynas.models.cell import (
     darts_pairs,
     nb201_field,
 )
-from raynas.models.unet import UNet3D
 from raynas.ops import ALL_OPS
 from raynas.space import Arch, Space
 
@@ -92,8 +92,8 @@ class Supernet(nn.Module):
             levels = len(self.template["levels"])
             self.edges = {"levels": [(i,) for i in range(levels)]}
             self.ops = {"levels": _options(space, ["levels.op"], ALL_OPS)}
-            self.net = UNet3D(self.template, input_shape, num_classes,
-                              level_op=self._level_edge)
+            self.net = builder_of(space).module.UNet3D(self.template, input_shape, num_classes,
+                                                       level_op=self._level_edge)
         else:
             plans, self.ops = {}, {}
             self.edges = {kind: [(n, s) for n in DARTS_NODES for s in range(n)]

@@ -9,7 +9,7 @@ from mlflow.tracking import MlflowClient
 
 from raynas.config import SearchConfig, Tracking
 from raynas.experiment.driver import search
-from raynas.volumes import write_synthetic
+from raynas.tasks.segmentation.data import write_synthetic
 
 
 def test_segmentation_search_end_to_end(ray_local, tracking, tmp_path):
