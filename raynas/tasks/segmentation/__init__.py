@@ -16,7 +16,8 @@ register_task(Task(
     check="raynas.tasks.segmentation.problem:check_volumes"))
 register_builder(ModelBuilder(
     "unet3d", "raynas.models.unet", task="segmentation", example=("unet3d_seg", (1, 16, 16, 16)),
-    width=True, mixed_edges=True, graph="raynas.report.graph:unet3d_graph"))
+    width=True, mixed_edges="raynas.models.unet:LevelEdges",
+    graph="raynas.report.graph:unet3d_graph"))
 register_source(Source("nifti", from_arrays("raynas.volumes:read_nifti"), "nifti:DIR",
                        help="NIfTI volumes in DIR/images, masks in DIR/labels (or labels.csv)"))
 register_metric(Metric("val_dice", "unit"))  # the mean foreground Dice (also val_accuracy)
