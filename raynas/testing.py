@@ -17,6 +17,7 @@ import contextlib
 import math
 import random
 import tempfile
+from collections.abc import Iterator
 from typing import Any
 
 import torch
@@ -248,7 +249,7 @@ def check_builder(name: str, samples: int = 3, seed: int = 0) -> None:
 
 
 @contextlib.contextmanager
-def _failing(where: str, what: str) -> Any:
+def _failing(where: str, what: str) -> Iterator[None]:
     """Any exception in the block is an AssertionError naming the builder and the check."""
     try:
         yield
