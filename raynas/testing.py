@@ -17,7 +17,7 @@ import contextlib
 import math
 import random
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 import torch
@@ -44,7 +44,6 @@ from raynas.registry import load_ref
 from raynas.report.graph import Graph, facts, graph_of
 from raynas.space import Arch, Space
 from raynas.strategies.base import Plan, StrategyContext
-from raynas.strategies.zero_cost import ZeroCostSettings
 
 SPACE = "small_cnn"
 
@@ -53,10 +52,13 @@ class ContractError(RaynasError):
     """A strategy breaks the contract: the message names the strategy and the check."""
 
 
-def check_strategy(name: str, space: str | Space = SPACE, trials: int = 10) -> None:
+def check_strategy(name: str, space: str | Space = SPACE, trials: int = 10,
+                   options: Mapping[str, Any] | None = None) -> None:
     """Run every check on strategy ``name`` (single-objective, and multi-objective if the
-    strategy says it is); raises ``ContractError`` naming the first broken one."""
+    strategy says it is) with its ``options`` (``--strategy-option`` KEY=VALUE pairs; unset:
+    its defaults); raises ``ContractError`` naming the first broken one."""
     strategy = strategies.get(name)
+    parsed = strategy.parse_options(options)
     space = load_space(space)
     data = load_dataset("digits") if strategy.needs_dataset else None
     objectives = [[("val_accuracy", "max")]]
@@ -66,7 +68,7 @@ def check_strategy(name: str, space: str | Space = SPACE, trials: int = 10) -> N
         def build(objective: list[tuple[str, str]] = objective) -> Plan:
             return strategy.build(StrategyContext.of(
                 space, objective, seed=0, num_trials=trials, concurrency=2, max_budget=4,
-                data=data, zero_cost=ZeroCostSettings(candidates=4 * trials, top_k=trials)))
+                data=data, options=parsed))
 
         where = f"strategy {name!r} ({len(objective)} objective{'s' * (len(objective) > 1)})"
         _check_plan(build(), where)

@@ -4,6 +4,8 @@
   source tree at build time (a moved or new module needs no edit here), each page a
   mkdocstrings ``::: module`` block. mkdocstrings reads the code statically (griffe), so the build
   imports neither torch nor Ray. The pages are listed in the nav under "API reference".
+* The table of dataset kinds in ``datasets.md``, in place of ``<!-- dataset-kinds -->``: every
+  ``Source`` registered in ``raynas.data.SOURCES``, the applications' included.
 * The CLI reference: ``raynas.cli.build_parser()`` rendered into ``cli.md`` in place of the
   ``<!-- cli-reference -->`` marker, every subcommand (and nested ones, e.g. ``bench``) with its
   arguments and help. Importing ``raynas.cli`` is light (no torch).
@@ -27,6 +29,8 @@ API_TITLE = "API reference"
 API_DIR = "reference"  # docs/reference/index.md is written by hand; the module pages are not
 CLI_PAGE = "cli.md"
 CLI_MARKER = "<!-- cli-reference -->"
+DATASETS_PAGE = "datasets.md"
+DATASETS_MARKER = "<!-- dataset-kinds -->"
 
 _modules: list[str] = []  # this build's modules: found by on_config, paged by on_files
 
@@ -175,9 +179,24 @@ def cli_reference() -> str:
     return render_cli(build_parser())
 
 
+def dataset_kinds() -> str:
+    """The registered dataset kinds as a Markdown table (``raynas data kinds`` prints the same)."""
+    sys.path.insert(0, str(ROOT))
+    try:
+        from raynas.data import SOURCES
+    finally:
+        sys.path.remove(str(ROOT))
+    rows = [f"| `{s.usage}` | {s.help} |" for s in SOURCES.values()]
+    return "\n".join(["| spec | data |", "| --- | --- |", *rows])
+
+
+GENERATED = {CLI_PAGE: (CLI_MARKER, cli_reference), DATASETS_PAGE: (DATASETS_MARKER, dataset_kinds)}
+
+
 def on_page_markdown(markdown: str, page: Any, config: Any, files: Any) -> str:
-    if page.file.src_uri != CLI_PAGE:
+    if page.file.src_uri not in GENERATED:
         return markdown
-    if CLI_MARKER not in markdown:
-        raise RuntimeError(f"{CLI_PAGE}: the marker {CLI_MARKER} is missing")
-    return markdown.replace(CLI_MARKER, cli_reference())
+    marker, render = GENERATED[page.file.src_uri]
+    if marker not in markdown:
+        raise RuntimeError(f"{page.file.src_uri}: the marker {marker} is missing")
+    return markdown.replace(marker, render())

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from raynas.bench.common import Print, Report, machine
-from raynas.config import SearchConfig
+from raynas.config import SearchConfig, Tracking
 from raynas.detections import load_detection, write_synthetic
 from raynas.errors import ConfigError
 from raynas.estimation import load_space
@@ -61,7 +61,8 @@ def run(dataset: str | None, trials: int, max_epochs: int, retrain_epochs: int, 
             result = search(SearchConfig(
                 space="detection", dataset=dataset, strategy=strategy, scheduler="asha",
                 num_trials=trials, max_epochs=max_epochs, retrain_epochs=retrain_epochs,
-                seed=seed, experiment=EXPERIMENT, tracking_uri=uri, storage=str(root / "ray")),
+                seed=seed, tracking=Tracking(experiment=EXPERIMENT, tracking_uri=uri,
+                                             storage=str(root / "ray"))),
                 progress=print_fn)
             rows.append({"seed": seed, "detector": "searched",
                          "arch_hash": result.best["arch_hash"], **_parts(result.best["arch"]),

@@ -34,7 +34,7 @@ import torch
 from scipy.stats import kendalltau
 
 from raynas.bench.common import Print, Report, machine, sig
-from raynas.config import SearchConfig
+from raynas.config import Resources, SearchConfig, Tracking
 from raynas.data import load_dataset
 from raynas.errors import RaynasError
 from raynas.estimation.fidelity import Fidelity
@@ -125,8 +125,9 @@ def _run(epochs_per_phase: int, samples: int, subnets: int, scratch_epochs: int,
             found = search(SearchConfig(
                 space=SPACE, dataset=DATASET, strategy="evolution", scheduler="fifo",
                 num_trials=search_trials, max_epochs=scratch_epochs,
-                retrain_epochs=scratch_epochs, concurrency=1, seed=seed,
-                experiment=f"bench-ofa-search-{target}", tracking_uri=uri, storage=storage,
+                retrain_epochs=scratch_epochs, seed=seed, resources=Resources(concurrency=1),
+                tracking=Tracking(experiment=f"bench-ofa-search-{target}", tracking_uri=uri,
+                                  storage=storage),
                 constraint=[f"latency_ms<={target}"]), progress=print_fn).best.get(
                     "test_accuracy", math.nan)
         except RaynasError as exc:  # e.g. no trial of the search met the target

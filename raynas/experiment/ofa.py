@@ -39,7 +39,6 @@ import yaml
 from mlflow.exceptions import MlflowException
 
 import raynas
-from raynas.config import SearchConfig
 from raynas.data import Dataset, load_dataset
 from raynas.errors import ConfigError, RaynasError
 from raynas.estimation import load_space
@@ -114,7 +113,7 @@ def train_supernet(dataset: str = "digits", epochs_per_phase: int = 3, *,
                           f"not inputs shaped {data.input_shape}")
     client = connect(tracking_uri(tracking))
     name = f"ofa-{loaded.name}-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:4]}"
-    base = storage_of(SearchConfig(storage=storage))
+    base = storage_of(storage)
     if "://" in base:
         raise ConfigError("--storage: Once-for-All trains on a local storage path")
     folder = folder_of(base, name).resolve()

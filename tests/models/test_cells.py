@@ -13,7 +13,7 @@ import yaml
 from mlflow.tracking import MlflowClient
 from torch import nn
 
-from raynas.config import SearchConfig
+from raynas.config import Resources, SearchConfig
 from raynas.data import load_dataset
 from raynas.errors import ConfigError, SpaceError
 from raynas.estimation import load_space
@@ -196,7 +196,8 @@ def test_tabular_search_looks_up_stops_early_and_skips_unknown_architectures(
     (tmp_path / "tiny.yaml").write_text(yaml.safe_dump(TINY))
     result = search(SearchConfig(space=str(tmp_path / "tiny.yaml"),
                                  dataset=f"tabular:{partial}", strategy="grid",
-                                 scheduler="asha", max_epochs=EPOCHS, concurrency=1))
+                                 scheduler="asha", max_epochs=EPOCHS,
+                                 resources=Resources(concurrency=1)))
     assert result.num_trials == 6 and result.num_failed == 1
     assert result.model_uri == "none (tabular search)"
     client = MlflowClient(tracking)
