@@ -51,8 +51,6 @@ from raynas.errors import SpaceError
 from raynas.models import macro
 from raynas.space.space import Space
 
-#: The builder's output is a torchvision detector (boxes, not logits).
-DETECTION = True
 NECKS = ("none", "fpn", "bifpn")
 HEADS = ("fcos", "retinanet", "ssdlite", "faster_rcnn")
 #: What an architecture may leave out (a space that does not search it).

@@ -27,8 +27,6 @@ from raynas.ops import ALL_OPS, monai_blocks
 from raynas.space.nodes import Group, Repeat
 from raynas.space.space import Arch, Space
 
-#: The builder's output is a class map per voxel: a segmentation dataset needs it (``check``).
-SEGMENTATION = True
 LEVEL_FIELDS = ("op", "channels")
 FUSIONS = ("none", "multi_scale")
 #: Builds level ``i``'s op from (i, c_in, c_out, stride); a supernet passes one that makes a
