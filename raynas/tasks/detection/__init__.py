@@ -16,7 +16,8 @@ register_task(Task(
     export="raynas.experiment.export:export_detector"))
 register_builder(ModelBuilder(
     "detection", "raynas.models.detection", task="detection", example=("detection", (3, 64, 64)),
-    graph="raynas.report.graph:detection_graph"))
+    graph="raynas.report.graph:detection_graph",
+    check_output="raynas.models.detection:check_output"))
 register_source(Source("coco", "raynas.detections:load", "coco:DIR",
                        help="images with boxes in COCO's JSON (annotations.json + images/)"))
 for _name in ("val_map", "val_map_50", "val_map_75"):  # COCO mAP@[.5:.95], @.5, @.75

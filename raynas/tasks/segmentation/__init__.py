@@ -16,7 +16,8 @@ register_task(Task(
     check="raynas.tasks.segmentation.problem:check_volumes"))
 register_builder(ModelBuilder(
     "unet3d", "raynas.tasks.segmentation.model", task="segmentation",
-    example=("unet3d_seg", (1, 16, 16, 16)), width=True, mixed_edges=True,
+    example=("unet3d_seg", (1, 16, 16, 16)), width=True,
+    mixed_edges="raynas.tasks.segmentation.model:LevelEdges",
     graph="raynas.tasks.segmentation.graph:unet3d_graph"))
 register_source(Source("nifti", from_arrays("raynas.tasks.segmentation.data:read_nifti"),
                        "nifti:DIR",
