@@ -49,10 +49,9 @@ from torchvision.ops.misc import Conv2dNormActivation
 
 from raynas.errors import SpaceError
 from raynas.models import macro
+from raynas.report.graph import Graph, macro_graph
 from raynas.space.space import Space
 
-#: The builder's output is a torchvision detector (boxes, not logits).
-DETECTION = True
 NECKS = ("none", "fpn", "bifpn")
 HEADS = ("fcos", "retinanet", "ssdlite", "faster_rcnn")
 #: What an architecture may leave out (a space that does not search it).
@@ -314,3 +313,14 @@ def check(space: Space, origin: str) -> None:
         except ValueError:
             raise fail("anchor_ratios", f"must be positive numbers separated by commas "
                        f"(e.g. '0.5,1,2'), got {v!r}") from None
+
+
+def graph(arch: dict[str, Any]) -> list[Graph]:
+    """The report's picture of a detector (``ModelBuilder.graph``): its backbone chain, then
+    the neck and head on the deepest scales."""
+    a = {**DEFAULTS, **arch}
+    necks = {"none": "1x1 convs", "fpn": "FPN", "bifpn": f"BiFPN x{a['bifpn_repeats']}"}
+    heads = {"fcos": "FCOS", "retinanet": "RetinaNet", "ssdlite": "SSDlite",
+             "faster_rcnn": "Faster R-CNN"}
+    return macro_graph(arch, f"{necks[a['neck']]} ({a['neck_channels']} ch) on {a['levels']} "
+                             f"scales, {heads[a['head']]} head")
