@@ -2,9 +2,8 @@
 
 The built-in benchmarks register here, one ``register(Benchmark(...))`` each with the function
 that declares its flags; their work is in the module named by ``run``, imported only when the
-benchmark runs, so building the CLI's parser stays free of torch, Ray and MLflow. The blocks of
-the applications (nb201, detection) need nothing else from this package and move with
-their application's folder as they are.
+benchmark runs, so building the CLI's parser stays free of torch, Ray and MLflow. The
+applications register theirs from their own folders the same way.
 """
 
 from __future__ import annotations
@@ -103,29 +102,7 @@ register(Benchmark("nb201", "NAS-Bench-201's strategy comparison (Table 5), repr
                    "simulated time", _nb201, "raynas.bench.nb201:main"))
 
 
-# --- detection (the detection application) -----------------------------------------------------
-def _detection(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--dataset", default=None, metavar="coco:DIR",
-                        help="default: raynas data synth-detection's 300 images, in a "
-                             "temporary folder")
-    parser.add_argument("--trials", type=int, default=12,
-                        help="per search (default: %(default)s)")
-    parser.add_argument("--max-epochs", type=int, default=8,
-                        help="per trial (default: %(default)s)")
-    parser.add_argument("--retrain-epochs", type=int, default=15,
-                        help="of the best and of the baseline (default: %(default)s)")
-    parser.add_argument("--seeds", type=int, default=1,
-                        help="searches, each on its own data split (default: %(default)s)")
-    parser.add_argument("--strategy", default="tpe", help="default: %(default)s")
-    parser.add_argument("--output", default="bench_detection.json",
-                        help="JSON results (the rows also in FILE.csv; default: %(default)s)")
-
-
-register(Benchmark("detection", "a detection search against a fixed baseline detector trained "
-                   "the same way (test mAP@.5)", _detection, "raynas.bench.detection:main"))
-
-
-# --- the suite: raynas bench all runs these in turn, then those the plug-ins register ---------
+# --- the suite: raynas bench all runs these in turn (ofa's block is the OFA application's) -----
 register(Benchmark.of_suite("overhead", "per-trial orchestration overhead of raynas search vs "
                             "plain Ray Tune", "raynas.bench.overhead:main"))
 register(Benchmark.of_suite("throughput", "training samples/s of raynas's training loop vs a "

@@ -385,8 +385,8 @@ def _by_rung(new_run: Callable[[ProxyTask], Run], state: dict | None, x: torch.T
 @dataclass
 class Retrained:
     """A final training: the model, and its scores on the held-out test split (``accuracy``,
-    which for segmentation is the mean Dice and for detection mAP@[.5:.95]; ``loss`` where the
-    model has one at test time; the problem's other scores)."""
+    the task's primary score, e.g. a mean Dice or a mAP; ``loss`` where the model has one at
+    test time; the task's other scores)."""
 
     model: nn.Module
     train_loss: list[float]  # per epoch

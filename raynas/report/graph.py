@@ -106,19 +106,6 @@ def macro_graph(arch: dict[str, Any], head: str = "head") -> list[Graph]:
     return [g]
 
 
-def detection_graph(arch: dict[str, Any]) -> list[Graph]:
-    """A detector (``raynas.models.detection``): its backbone chain, then the neck and head
-    on the deepest scales."""
-    from raynas.models.detection import DEFAULTS
-
-    a = {**DEFAULTS, **arch}
-    neck = {"none": "1x1 convs", "fpn": "FPN", "bifpn": f"BiFPN x{a['bifpn_repeats']}"}
-    head = {"fcos": "FCOS", "retinanet": "RetinaNet", "ssdlite": "SSDlite",
-            "faster_rcnn": "Faster R-CNN"}
-    return macro_graph(arch, f"{neck[a['neck']]} ({a['neck_channels']} ch) on {a['levels']} "
-                             f"scales, {head[a['head']]} head")
-
-
 def nb201_graph(arch: dict[str, Any]) -> list[Graph]:
     """The NAS-Bench-201 cell: node j sums edge (j, i) over i < j; node 3 is its output."""
     from raynas.models.cell import NB201_EDGES, NB201_NODES, nb201_field

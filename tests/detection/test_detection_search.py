@@ -16,12 +16,12 @@ from mlflow.tracking import MlflowClient
 
 from raynas.cli import main
 from raynas.config import SearchConfig, Tracking
-from raynas.detections import write_synthetic
-from raynas.estimation.detection import MAX_BOXES
 from raynas.experiment.driver import search
 from raynas.experiment.resolve import resolve
 from raynas.objectives.scalarize import fixed_range
 from raynas.space import builtin_dir
+from raynas.tasks.detection.data import write_synthetic
+from raynas.tasks.detection.train import MAX_BOXES
 
 EPOCHS = 3
 

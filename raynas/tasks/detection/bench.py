@@ -22,14 +22,14 @@ from typing import Any
 
 from raynas.bench.common import Print, Report, machine
 from raynas.config import SearchConfig, Tracking
-from raynas.detections import load_detection, write_synthetic
 from raynas.errors import ConfigError
 from raynas.estimation import load_space
-from raynas.estimation.detection import retrain_detector
 from raynas.estimation.fidelity import Fidelity
 from raynas.estimation.train import TrialSettings
 from raynas.experiment.driver import search
 from raynas.space import Space, arch_hash, builtin_dir
+from raynas.tasks.detection.data import load_detection, write_synthetic
+from raynas.tasks.detection.train import retrain_detector
 from raynas.tracking.store import connect
 
 #: The baseline's file: ``raynas retrain`` trains it as the bench does.
