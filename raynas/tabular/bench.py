@@ -151,7 +151,6 @@ def _table(report: dict[str, Any], table: Table, seeds: int, trials: int,
     return "\n".join(lines)
 
 
-
 def main(args: argparse.Namespace) -> None:
     """``raynas bench tabular``: every strategy checked as a search would check it, then the
     comparison on ``--table``."""

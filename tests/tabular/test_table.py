@@ -4,12 +4,15 @@ NAS-Bench-201 cells on digits."""
 
 from __future__ import annotations
 
+import json
+
 import mlflow
 import numpy as np
 import pytest
 import yaml
 from mlflow.tracking import MlflowClient
 
+from raynas.cli import main
 from raynas.config import SearchConfig
 from raynas.data import load_dataset
 from raynas.errors import ConfigError
@@ -111,7 +114,8 @@ def test_tabular_search_looks_up_stops_early_and_skips_unknown_architectures(
         for r in text.splitlines()[1:]]), {}, "accuracies must be fractions in"),
     (lambda text: text, {"max_epochs": EPOCHS + 1}, "--max-epochs 3: the table's runs have 2"),
     (lambda text: text, {"space": "darts_cell"}, "none of the 6 architectures"),
-    (lambda text: text, {"fidelity": "data"}, "--fidelity data: a table holds"),
+    (lambda text: text, {"fidelity": "data"},
+     "--fidelity/--proxy-task data: not for a tabular search.*use --fidelity epochs"),
     (lambda text: "arch,epoch\n[", {}, "missing column"),
 ])
 def test_a_bad_table_or_search_is_one_line_at_validation(table_csv, tmp_path, edit, flags,
@@ -138,3 +142,23 @@ def test_bench_compares_strategies_at_simulated_time(ray_local, table_csv):
     assert spent == pytest.approx(len(table.runs) * full_time(table, EPOCHS))
     assert incumbent(points, spent).val_accuracy == max(final.values())
     assert incumbent(points, times[0] / 2) is None
+
+
+def test_bench_tabular_compares_from_the_command_line(ray_local, table_csv, tmp_path):
+    (tmp_path / "tiny.yaml").write_text(yaml.safe_dump(TINY))
+    output = tmp_path / "bench.txt"
+    assert main(["bench", "tabular", "--table", str(table_csv), "--space",
+                 str(tmp_path / "tiny.yaml"), "--strategies", "evolution", "--seeds", "1",
+                 "--trials", "1", "--concurrency", "1", "--output", str(output)]) == 0
+    report = json.loads(output.with_suffix(".txt.json").read_text())
+    assert list(report["strategies"]) == ["random", "evolution"]  # random: the baseline
+    assert report["epochs"] == EPOCHS  # the table's, by default
+    assert report["budget_s"] == pytest.approx(full_time(load_table(table_csv), EPOCHS))
+    assert output.read_text().startswith(f"tabular benchmark {table_csv} (6 architectures)")
+
+
+def test_tabulate_refuses_an_unknown_format_before_it_trains(capsys):
+    assert main(["tabulate", "--output", "table.txt"]) == 2
+    assert capsys.readouterr().err.splitlines() == [
+        "raynas: error: --output: unknown table format '.txt'; give a .csv, .json, .jsonl, "
+        ".parquet, .pq file"]
