@@ -456,8 +456,10 @@ def _run(run: Running) -> SearchResult:
         final = {"metrics": task.load("outcome")(data, space, arch, results)}
         looked_up = {k: v for k, v in final["metrics"].items() if not k.startswith("test_")}
         record.log_metrics("parent", looked_up, part)
-        progress(f"best: trial {best.metrics['trial_id']} val_accuracy={val_accuracy:.4f}; "
-                 "looked up: " + ", ".join(f"{k}={v:.4g}" for k, v in final["metrics"].items()))
+        progress(f"best: trial {best.metrics['trial_id']} val_accuracy={val_accuracy:.4f} "
+                 f"({len(finished)} finished, {len(failed)} failed); not retrained, looked up: "
+                 + ", ".join(f"{k}={v:,.0f}" if abs(v) >= 1000 else f"{k}={v:.4g}"
+                             for k, v in final["metrics"].items()))
     elif final is None:
         # Train+val is larger than train: an epoch of the retraining takes that much longer.
         epoch_s = (best.metrics.get("time_total_s", 0) / max(1, best.metrics.get(
