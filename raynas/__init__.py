@@ -9,7 +9,9 @@ __version__ = "0.1.0"
 
 #: The public API, imported lazily: ``import raynas`` stays fast (the CLI's error paths never
 #: import Ray or torch).
-_PUBLIC = {"SearchConfig": "raynas.config", "load_dataset": "raynas.data",
+_PUBLIC = {"SearchConfig": "raynas.config", "Resources": "raynas.config",
+           "Tracking": "raynas.config", "Failures": "raynas.config", "Costs": "raynas.config",
+           "load_dataset": "raynas.data",
            "load_space": "raynas.estimation", "resolve": "raynas.experiment.resolve",
            "search": "raynas.experiment.driver", "extend": "raynas.experiment.driver"}
 __all__ = ["__version__", *_PUBLIC]

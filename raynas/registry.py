@@ -13,6 +13,7 @@ neither torch nor Ray.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable, Iterator
 from importlib import import_module
 from importlib.metadata import entry_points
@@ -42,13 +43,21 @@ def load_ref(ref: Ref) -> Any:
 
 def load_plugins() -> None:
     """Import every ``raynas.plugins`` entry point once per process (each registers its
-    entries). Set before importing, so a plug-in that reads a registry does not recurse."""
+    entries). Set before importing, so a plug-in that reads a registry does not recurse. A
+    plug-in whose package is gone (uninstalled, or an install's metadata older than its
+    checkout) is skipped with one warning, as MLflow skips a broken plug-in: the rest works."""
     global _loaded
     if _loaded:
         return
     _loaded = True
     for entry in sorted(entry_points(group=PLUGINS), key=lambda e: e.name):
-        entry.load()
+        try:
+            entry.load()
+        except ModuleNotFoundError as exc:
+            if exc.name is None or not entry.value.startswith(exc.name):
+                raise  # the plug-in is there and itself misses a module: a real error
+            warnings.warn(f"raynas plug-in {entry.name!r} ({entry.value}) is not installed; "
+                          "skipped", stacklevel=2)
 
 
 class Named(Protocol):

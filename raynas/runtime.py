@@ -13,6 +13,11 @@ from typing import Any
 from raynas.errors import ConfigError
 
 _START = time.monotonic()
+# Tune's default output engine prints an experiment banner and a TensorBoard hint on stdout
+# whatever RunConfig(verbose=0) says (Ray 2.60: ``ProgressReporter.experiment_started``); its
+# legacy engine, the one Ray Client runs, honours verbose=0. stdout is raynas's: the summary,
+# or one JSON document with --json.
+TUNE_OUTPUT = {"RAY_AIR_NEW_OUTPUT": "0"}
 
 
 def stderr(message: str) -> None:
@@ -35,7 +40,8 @@ def init_ray(address: str | None, progress: Callable[[str], None], **options: An
                     "log_to_driver": False, "configure_logging": True, **options})
     except (ConnectionError, ValueError, RuntimeError) as exc:
         where = address or "a local instance"
-        raise ConfigError(f"--address: cannot connect to Ray at {where} ({exc})") from None
+        reason = " ".join(str(exc).split()) or type(exc).__name__  # one line
+        raise ConfigError(f"--address: cannot connect to Ray at {where} ({reason})") from None
     resources = ray.cluster_resources()
     progress(f"Ray: {resources.get('CPU', 0):g} CPUs, {resources.get('GPU', 0):g} GPUs")
     return True
@@ -46,9 +52,11 @@ def ray_session(address: str | None = None, progress: Callable[[str], None] = st
                 **options: Any) -> Iterator[bool]:
     """Ray for the length of a ``with`` block: joined or started as ``init_ray`` does, and shut
     down at the end only if this block started it (a caller's own Ray instance stays up).
-    Yields whether it started Ray. Every use case opens Ray through this one door."""
+    Yields whether it started Ray. Every use case opens Ray through this one door, so every
+    Tuner they fit, restored ones included, keeps off stdout (``TUNE_OUTPUT``)."""
     import ray
 
+    os.environ.update(TUNE_OUTPUT)
     started = init_ray(address, progress, **options)
     try:
         yield started

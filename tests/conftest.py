@@ -58,7 +58,7 @@ def tracking(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
 def tiny_search(ray_local, tmp_path_factory):
     """One real search (small_cnn, 4 random trials of 2 epochs) in its own SQLite MLflow store,
     shared by the tests that only read what it recorded (reports, browsing)."""
-    from raynas.config import SearchConfig
+    from raynas.config import SearchConfig, Tracking
     from raynas.experiment.driver import search
 
     root = tmp_path_factory.mktemp("tiny_search")
@@ -66,8 +66,8 @@ def tiny_search(ray_local, tmp_path_factory):
         mp.chdir(root)  # the store's artifacts go to ./mlruns
         return search(SearchConfig(
             space="small_cnn", strategy="random", scheduler="fifo", num_trials=4, max_epochs=2,
-            retrain_epochs=1, tracking_uri=f"sqlite:///{root / 'mlflow.db'}",
-            storage=str(root / "ray")))
+            retrain_epochs=1, tracking=Tracking(tracking_uri=f"sqlite:///{root / 'mlflow.db'}",
+                                                storage=str(root / "ray"))))
 
 
 @dataclass

@@ -2,9 +2,8 @@
 
 The built-in benchmarks register here, one ``register(Benchmark(...))`` each with the function
 that declares its flags; their work is in the module named by ``run``, imported only when the
-benchmark runs, so building the CLI's parser stays free of torch, Ray and MLflow. The blocks of
-the applications (nb201, detection, ofa) need nothing else from this package and move with
-their application's folder as they are.
+benchmark runs, so building the CLI's parser stays free of torch, Ray and MLflow. The
+applications register theirs from their own folders the same way.
 """
 
 from __future__ import annotations
@@ -38,16 +37,9 @@ def _strategies(parser: argparse.ArgumentParser) -> None:
                              "default: %(default)s)")
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--trials", type=int, default=12, help="trial budget per search")
-    parser.add_argument("--max-epochs", type=int, default=None,
-                        help="default: 2; with --tabular: the table's epochs")
+    parser.add_argument("--max-epochs", type=int, default=2, help="default: %(default)s")
     parser.add_argument("--concurrency", type=int, default=2)
     parser.add_argument("--space", default="macro_cnn")
-    parser.add_argument("--tabular", default=None, metavar="PATH",
-                        help="compare on this tabular benchmark at equal simulated training "
-                             "time (NAS-Bench-201 style; give its --space) instead")
-    parser.add_argument("--sim-budget", type=float, default=None, metavar="SECONDS",
-                        help="--tabular: simulated seconds per search (default: --trials full "
-                             "trainings)")
     parser.add_argument("--dataset", default="digits")
     parser.add_argument("--synthetic-budget", type=int, default=300)
     parser.add_argument("--synthetic-seeds", type=int, default=10)
@@ -77,52 +69,6 @@ register(Benchmark("mo-asha", "mo-asha vs fifo, same trials, two objectives: hyp
                    "wall time", _mo_asha, "raynas.bench.mo_asha:main"))
 
 
-# --- NAS-Bench-201 (the tabular application) ---------------------------------------------------
-def _nb201(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--quick", action="store_true",
-                        help="cifar10; random, evolution, rl, tpe; 12 runs each (CI)")
-    parser.add_argument("--datasets", default="cifar10,cifar100,imagenet16-120",
-                        help="comma-separated (default: %(default)s)")
-    parser.add_argument("--strategies", default=None,
-                        help="comma-separated (default: random,evolution,rl,tpe,bananas,pnas,"
-                             "bohb; with --pareto: nsga2,random,tpe,evolution)")
-    parser.add_argument("--seeds", type=int, default=100,
-                        help="runs per strategy (default: %(default)s)")
-    parser.add_argument("--workers", type=int, default=1,
-                        help="simulated workers per run (default: %(default)s, as the paper)")
-    parser.add_argument("--pareto", action="store_true",
-                        help="instead: two objectives (val_accuracy, latency_ms), hypervolume "
-                             "and the share of the true Pareto front found")
-    parser.add_argument("--address", default=None, help="existing Ray cluster (ray://… or auto)")
-    parser.add_argument("--output", default="bench_nb201.txt",
-                        help="table (every run in FILE.json, anytime plots in *_DATASET.png; "
-                             "default: %(default)s)")
-
-
-register(Benchmark("nb201", "NAS-Bench-201's strategy comparison (Table 5), reproduced on "
-                   "simulated time", _nb201, "raynas.bench.nb201:main"))
-
-
-# --- detection (the detection application) -----------------------------------------------------
-def _detection(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--dataset", default=None, metavar="coco:DIR",
-                        help="default: raynas data synth-detection's 300 images, in a "
-                             "temporary folder")
-    parser.add_argument("--trials", type=int, default=12,
-                        help="per search (default: %(default)s)")
-    parser.add_argument("--max-epochs", type=int, default=8,
-                        help="per trial (default: %(default)s)")
-    parser.add_argument("--retrain-epochs", type=int, default=15,
-                        help="of the best and of the baseline (default: %(default)s)")
-    parser.add_argument("--seeds", type=int, default=1,
-                        help="searches, each on its own data split (default: %(default)s)")
-    parser.add_argument("--strategy", default="tpe", help="default: %(default)s")
-    parser.add_argument("--output", default="bench_detection.json",
-                        help="JSON results (the rows also in FILE.csv; default: %(default)s)")
-
-
-register(Benchmark("detection", "a detection search against a fixed baseline detector trained "
-                   "the same way (test mAP@.5)", _detection, "raynas.bench.detection:main"))
 
 
 # --- the suite: raynas bench all runs these in turn (ofa's block is the OFA application's) -----
@@ -134,9 +80,6 @@ register(Benchmark.of_suite("asha", "time to near-best accuracy: asha vs fifo, s
                             "budget", "raynas.bench.asha:main"))
 register(Benchmark.of_suite("scaling", "trials/minute on 2 Ray nodes vs 1 (started on this "
                             "machine)", "raynas.bench.scaling:main"))
-register(Benchmark.of_suite("ofa", "Once-for-All: train once + specialise 3 latency targets vs "
-                            "3 constrained searches; Kendall tau of inherited vs from-scratch "
-                            "accuracy, predictor RMSE", "raynas.bench.ofa:main"))
 
 
 def _all(parser: argparse.ArgumentParser) -> None:

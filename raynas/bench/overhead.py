@@ -45,7 +45,7 @@ from sklearn.datasets import load_digits
 
 from raynas import strategies
 from raynas.bench.common import Print, Report, interleaved, machine, paired_ratio, sig
-from raynas.config import SearchConfig
+from raynas.config import Resources, SearchConfig, Tracking
 from raynas.data import Dataset, load_dataset
 from raynas.estimation import load_space
 from raynas.estimation.train import Run, tensors
@@ -171,10 +171,10 @@ def raynas_search(space_path: Path, dataset: str, trials: int, concurrency: int,
     started = time.perf_counter()
     result = search(SearchConfig(
         space=str(space_path), dataset=dataset, strategy=STRATEGY, scheduler="fifo",
-        num_trials=trials, max_epochs=EPOCHS, concurrency=concurrency, seed=seed,
-        retrain_epochs=1, experiment=EXPERIMENT, tracking_uri=tracking(folder),
-        storage=str(folder / "results"),
-        tracking_wait=10), progress=phases)
+        num_trials=trials, max_epochs=EPOCHS, seed=seed, retrain_epochs=1,
+        resources=Resources(concurrency=concurrency),
+        tracking=Tracking(experiment=EXPERIMENT, tracking_uri=tracking(folder),
+                          storage=str(folder / "results"), tracking_wait=10)), progress=phases)
     total = time.perf_counter() - started
     if result.num_trials != trials or result.num_failed:
         raise RuntimeError(f"raynas search: {result.num_failed} of {result.num_trials} failed")

@@ -20,7 +20,6 @@ from pathlib import Path
 from typing import Any
 
 from raynas import schedulers, strategies
-from raynas.bench import tabular
 from raynas.bench.common import tune_fit
 from raynas.errors import ConfigError
 from raynas.estimation import load_space
@@ -225,28 +224,26 @@ def run(strategies: Sequence[str], seeds: int, trials: int, max_epochs: int, con
     return report
 
 
-def main(args: argparse.Namespace) -> None:
-    """``raynas bench strategies``: every strategy checked as a search would check it, then
-    the comparison on the tabular benchmark (``--tabular``) or on the two objectives."""
+def checked(names: str) -> list[str]:
+    """``--strategies``, each checked as a search would check it with one objective."""
     from raynas.experiment.resolve import check_combination  # torch: only when run
 
-    names = [s.strip() for s in args.strategies.split(",") if s.strip()]
-    for name in names:
+    found = [s.strip() for s in names.split(",") if s.strip()]
+    for name in found:
         check_combination(strategies.get(name), schedulers.get("fifo"), 1)
-    if args.max_epochs is not None and args.max_epochs < 1:
+    return found
+
+
+def main(args: argparse.Namespace) -> None:
+    """``raynas bench strategies``: every strategy checked, then the comparison on the two
+    objectives."""
+    names = checked(args.strategies)
+    if args.max_epochs < 1:
         raise ConfigError("--max-epochs: must be >= 1")
-    if args.tabular:  # on a tabular benchmark, at equal simulated time
-        if min(args.seeds, args.trials, args.concurrency) < 1:
-            raise ConfigError("raynas bench strategies: every count must be >= 1")
-        tabular.run(args.tabular, args.space, names, args.seeds, args.trials, args.max_epochs,
-                    args.concurrency, args.sim_budget, Path(args.output))
-        print(f"written: {args.output} (raw points: {args.output}.json)")
-        return
-    max_epochs = 2 if args.max_epochs is None else args.max_epochs
-    if min(args.seeds, args.trials, max_epochs, args.concurrency, args.synthetic_budget,
+    if min(args.seeds, args.trials, args.concurrency, args.synthetic_budget,
            args.synthetic_seeds) < 1:
         raise ConfigError("raynas bench strategies: every count must be >= 1")
-    run(names, args.seeds, args.trials, max_epochs, args.concurrency, args.space, args.dataset,
-        args.synthetic_budget, args.synthetic_seeds, Path(args.output),
+    run(names, args.seeds, args.trials, args.max_epochs, args.concurrency, args.space,
+        args.dataset, args.synthetic_budget, args.synthetic_seeds, Path(args.output),
         real=not args.synthetic_only)
     print(f"written: {args.output} (raw curves: {args.output}.json)")

@@ -52,7 +52,8 @@ def cmd_tabulate(args: argparse.Namespace) -> None:
 
     from raynas.data import load_dataset
     from raynas.estimation import load_space
-    from raynas.estimation.tabular import table_format, tabulate
+    from raynas.tabular.table import table_format
+    from raynas.tabular.tabulate import tabulate
 
     started, output = time.time(), Path(args.output)
     table_format(output, "--output")  # before the trainings, not after

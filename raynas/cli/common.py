@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import json
+import sys
+from typing import Any
 
 EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
@@ -30,4 +33,16 @@ def tracking_flag(parser: argparse.ArgumentParser, what: str = "MLflow tracking 
 
 def json_flag(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true",
-                        help="print a JSON summary as the last line of stdout")
+                        help="print the result as one JSON document, the whole of stdout (the "
+                             "summary goes to stderr)")
+
+
+def print_result(summary: str, document: dict[str, Any], as_json: bool) -> None:
+    """stdout carries a command's result only - its summary, or with ``--json`` one JSON
+    document (``raynas search --json | jq .``), the summary then joining the progress on
+    stderr. Everything else (progress, Ray's and Tune's lines) goes to stderr."""
+    if as_json:
+        print(summary, file=sys.stderr, flush=True)
+        print(json.dumps(document, sort_keys=True, default=str), flush=True)
+    else:
+        print(summary, flush=True)

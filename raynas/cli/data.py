@@ -59,7 +59,7 @@ def _check(folder: Path, *minimums: tuple[str, int, int]) -> None:
 
 
 def cmd_synth_medical(args: argparse.Namespace) -> None:
-    from raynas.volumes import write_synthetic
+    from raynas.tasks.segmentation.data import write_synthetic
 
     folder = Path(args.folder)
     _check(folder, ("count", args.count, 4), ("size", args.size, 8),
@@ -70,7 +70,7 @@ def cmd_synth_medical(args: argparse.Namespace) -> None:
 
 
 def cmd_synth_detection(args: argparse.Namespace) -> None:
-    from raynas.detections import SHAPES, write_synthetic
+    from raynas.tasks.detection.data import SHAPES, write_synthetic
 
     folder = Path(args.folder)
     _check(folder, ("count", args.count, 10), ("size", args.size, 16))

@@ -6,10 +6,9 @@ and specialising reads a finished supernet run, not a search's settings."""
 from __future__ import annotations
 
 import argparse
-import json
 from typing import Any
 
-from raynas.cli.common import Parser, fraction, json_flag, tracking_flag
+from raynas.cli.common import Parser, fraction, json_flag, print_result, tracking_flag
 
 
 def add(commands: Any) -> None:
@@ -55,24 +54,24 @@ def add(commands: Any) -> None:
 
 
 def cmd_train(args: argparse.Namespace) -> None:
-    from raynas.experiment.ofa import train_supernet
+    from raynas.ofa.specialize import train_elastic_supernet
 
-    done = train_supernet(args.dataset, args.epochs_per_phase, space=args.space, seed=args.seed,
-                          experiment=args.experiment, tracking=args.tracking_uri,
-                          storage=args.storage, cpus=args.cpus, gpus=args.gpus,
-                          address=args.address)
-    print(f"supernet run {done.run_id} (experiment {done.experiment}): {done.epochs} epochs in "
-          f"{done.seconds:.0f} s; val_accuracy largest {done.val_accuracy:.4f}, smallest "
-          f"{done.val_accuracy_smallest:.4f} (inherited weights)")
-    print(f"next: raynas specialize {done.run_id} --constraint latency_ms<=X")
+    done = train_elastic_supernet(args.dataset, args.epochs_per_phase, space=args.space,
+                                  seed=args.seed, experiment=args.experiment,
+                                  tracking=args.tracking_uri, storage=args.storage,
+                                  cpus=args.cpus, gpus=args.gpus, address=args.address)
+    lines = [f"supernet run {done.run_id} (experiment {done.experiment}): {done.epochs} epochs "
+             f"in {done.seconds:.0f} s; val_accuracy largest {done.val_accuracy:.4f}, smallest "
+             f"{done.val_accuracy_smallest:.4f} (inherited weights)",
+             f"next: raynas specialize {done.run_id} --constraint latency_ms<=X"]
     if done.pending:
-        print(f"MLflow is unreachable: {done.pending} writes wait; run raynas sync {done.folder}")
-    if args.json:
-        print(json.dumps(done.__dict__, sort_keys=True), flush=True)
+        lines.append(f"MLflow is unreachable: {done.pending} writes wait; run raynas sync "
+                     f"{done.folder}")
+    print_result("\n".join(lines), done.__dict__, args.json)
 
 
 def cmd_specialize(args: argparse.Namespace) -> None:
-    from raynas.experiment.ofa import specialize
+    from raynas.ofa.specialize import specialize
 
     done = specialize(args.run_id, args.constraint, tracking=args.tracking_uri,
                       samples=args.samples, evaluations=args.evaluations,
@@ -81,10 +80,9 @@ def cmd_specialize(args: argparse.Namespace) -> None:
     costs = ", ".join(f"{k} {done.costs[k]:.4g}" for k in
                       ("latency_lut_ms", "latency_ms", "params", "flops", "peak_memory_mb")
                       if k in done.costs)
-    print(f"target {done.target}: {done.model_uri} (run {done.run_id})")
-    print(f"test_accuracy {done.test_accuracy:.4f} (val {done.val_accuracy:.4f}, predicted "
-          f"{done.predicted_accuracy:.4f}; predictor RMSE {done.predictor_rmse:.4f} on held-out "
-          f"samples); {costs}")
-    print(f"export: raynas export {done.model_uri} --format onnx")
-    if args.json:
-        print(json.dumps(done.to_json(), sort_keys=True, default=str), flush=True)
+    print_result(f"target {done.target}: {done.model_uri} (run {done.run_id})\n"
+                 f"test_accuracy {done.test_accuracy:.4f} (val {done.val_accuracy:.4f}, "
+                 f"predicted {done.predicted_accuracy:.4f}; predictor RMSE "
+                 f"{done.predictor_rmse:.4f} on held-out samples); {costs}\n"
+                 f"export: raynas export {done.model_uri} --format onnx",
+                 done.to_json(), args.json)

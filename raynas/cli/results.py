@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import argparse
-import json
 from typing import Any
 
-from raynas.cli.common import json_flag, tracking_flag
+from raynas.cli.common import json_flag, print_result, tracking_flag
 
 
 def add(commands: Any) -> None:
@@ -68,21 +67,17 @@ def cmd_retrain(args: argparse.Namespace) -> None:
     result = retrain_best(args.target, args.epochs, args.top_k, args.seeds,
                           dataset=args.dataset, space=args.space, seed=args.seed,
                           tracking=args.tracking_uri, experiment=args.experiment)
-    print(result.table())
-    if args.json:
-        print(json.dumps(result.to_json(), sort_keys=True), flush=True)
+    print_result(result.table(), result.to_json(), args.json)
 
 
 def cmd_export(args: argparse.Namespace) -> None:
-    from raynas.experiment.export import CONFIDENT, export_model
+    from raynas.experiment.export import export_model
 
     done = export_model(args.model_uri, args.format, args.output, args.tracking_uri)
     print(f"{done.format}: {done.path}")
-    detector = done.boxes_compared is not None
     print(f"checked against the PyTorch model on batches of {done.batch_sizes} (the logged "
-          f"input example, then random {'batches of its images' if detector else 'inputs'}): "
-          f"max abs diff {done.max_abs_diff:.3g} (tolerance {done.tolerance:.3g})"
-          + (f"; {done.boxes_compared} boxes scored >= {CONFIDENT} matched" if detector else ""))
+          f"input example, then {done.inputs}): max abs diff {done.max_abs_diff:.3g} "
+          f"(tolerance {done.tolerance:.3g})" + (f"; {done.matched}" if done.matched else ""))
     print(f"logged: {done.artifact} (metric export_{done.format}_max_abs_diff)")
 
 

@@ -15,7 +15,6 @@ input quickly.
 from __future__ import annotations
 
 import asyncio
-import logging
 import os
 import shutil
 import socket
@@ -30,6 +29,7 @@ from typing import IO, Any
 from urllib.parse import urlsplit
 
 from raynas.errors import ConfigError, RaynasError
+from raynas.runtime import ray_session
 
 #: The environment variable that carries the submitter's versions into the job.
 PIN_ENV = "RAYNAS_PINNED_VERSIONS"
@@ -218,23 +218,16 @@ def check_pins(spec: str, address: str | None) -> str:
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
     wanted = dict(item.split("=", 1) for item in spec.split(",") if "=" in item)
-    try:
-        ray.init(address=address or "auto", include_dashboard=False, log_to_driver=False,
-                 logging_level=logging.WARNING)
-    except (ConnectionError, ValueError, RuntimeError) as exc:
-        raise ConfigError(f"--address: cannot connect to Ray at {address or 'auto'} "
-                          f"({_one_line(exc)})") from None
-    try:
+    with ray_session(address or "auto"):
         nodes = [n for n in ray.nodes() if n["Alive"]]
         probe = ray.remote(num_cpus=0)(_node_versions)  # 0 CPUs: runs even on a busy cluster
         refs = [probe.options(scheduling_strategy=NodeAffinitySchedulingStrategy(
             n["NodeID"], soft=False)).remote() for n in nodes]
-        found = ray.get(refs, timeout=120)
-    except ray.exceptions.GetTimeoutError:
-        raise ConfigError("the version check got no answer from every node within 120 s"
-                          ) from None
-    finally:
-        ray.shutdown()
+        try:
+            found = ray.get(refs, timeout=120)
+        except ray.exceptions.GetTimeoutError:
+            raise ConfigError("the version check got no answer from every node within 120 s"
+                              ) from None
     problems = []
     for node, versions in zip(nodes, found, strict=True):
         where = f"{node['NodeManagerAddress']} ({node['NodeID'][:8]})"

@@ -93,15 +93,13 @@ def rejected(measured: dict[str, Any], costs: CostSettings) -> dict[str, Any]:
 
 
 def check_settings(config: Any) -> None:
-    """Check the latency flags."""
-    if config.latency_batch < 1:
-        raise ConfigError("--latency-batch: must be >= 1")
-    if config.latency_device not in (None, "cpu", "cuda"):
-        raise ConfigError(f"--latency-device: {config.latency_device!r} is not cpu or cuda")
-    if config.latency_device == "cuda" and (config.gpus_per_trial <= 0 or (
-            not config.address and not torch.cuda.is_available())):
+    """Check the latency flags against the trials' resources (``config.costs`` checked its
+    own ranges)."""
+    resources = config.resources
+    if config.costs.latency_device == "cuda" and (resources.gpus_per_trial <= 0 or (
+            not resources.address and not torch.cuda.is_available())):
         raise ConfigError("--latency-device cuda: " + (
-            "no CUDA GPU on this machine" if config.gpus_per_trial > 0 else
+            "no CUDA GPU on this machine" if resources.gpus_per_trial > 0 else
             "trials measure on their own device; give them a GPU with --gpus-per-trial"))
 
 

@@ -231,8 +231,9 @@ def candidate_trial(config: dict[str, Any], *, space: Space, data: Dataset,
 
 class SupernetTracker(Callback):
     """Mirrors the stage-1 trial into the search's ``supernet`` child run, with progress
-    lines (driver side, through the search's ledger like every MLflow write). Once-for-All's
-    supernet (``estimation.ofa``) reports other ``metrics`` with its own ``line`` and ``params``.
+    lines (driver side, through the search's ledger like every MLflow write). A supernet trained
+    another way (an application's) reports other ``metrics`` with its own ``line`` and
+    ``params``.
     """
 
     def __init__(self, record: SearchRecord, max_epochs: int, progress: Callable[[str], None],
@@ -288,9 +289,9 @@ def fit_stage(trainable: Any, path: str, param_space: dict[str, Any], tracker: C
     return tuner.fit()[0]
 
 
-def train_supernet(space: Space, data: Dataset, settings: TrialSettings, sampler: str,
-                   controller: Callable[..., Any] | None, record: SearchRecord, tune_path: str,
-                   progress: Callable[[str], None]) -> Any:
+def train_stage_one(space: Space, data: Dataset, settings: TrialSettings, sampler: str,
+                    controller: Callable[..., Any] | None, record: SearchRecord, tune_path: str,
+                    progress: Callable[[str], None]) -> Any:
     """Run stage 1 as a Tune experiment under the search's (``<search>/supernet``) and return
     its checkpoint. A finished or interrupted stage is restored, not run again (--resume)."""
     from ray import tune
@@ -323,8 +324,8 @@ class OneShot:
                   tune_path: str, progress: Callable[[str], None]) -> Any:
         from ray import tune
 
-        checkpoint = train_supernet(space, data, settings, self.sampler, self.controller,
-                                    record, tune_path, progress)
+        checkpoint = train_stage_one(space, data, settings, self.sampler, self.controller,
+                                     record, tune_path, progress)
         return tune.with_parameters(candidate_trial, space=space, data=data, settings=settings,
                                     checkpoint=checkpoint)
 

@@ -1,14 +1,14 @@
-"""What a network learns: classification (a class per input) or segmentation (a class per
-voxel). The one seam in the training loop: the loss, how a split is scored, and how many inputs
-an evaluation batch holds.
+"""What a network learns: the one seam in the shared training loop (``train.Run``). A problem
+says the loss, how a split is scored and how many inputs an evaluation batch holds, and, where
+its loop does more than feed whole inputs, the hooks that say what: the training
+hyperparameters it adds, the crop of a training batch, the inference over whole inputs, and a
+picture of the final model's predictions.
 
-The problem follows from the space's model builder (``SEGMENTATION`` in its module, e.g.
-``raynas.models.unet``), so every trainer of that space - a trial, the final retraining, the
-benchmarks - trains it the same way. Each problem's scores hold ``accuracy``, the value the
-search ranks by (``val_accuracy``): the fraction of correct labels for classification, the mean
-foreground Dice for segmentation, which also reports it as ``dice`` and per class as
-``dice_class_K``. Segmentation uses MONAI's ``DiceCELoss`` and ``DiceMetric``; classification
-also reports its ROC AUC (``auc``).
+The problem follows from the space's model builder (its task's ``Task.problem``), so every
+trainer of that space - a trial, the final retraining, the benchmarks - trains it the same way.
+Classification is the core's problem; applications register theirs with their task. Each
+problem's scores hold ``accuracy``, the value the search ranks by (``val_accuracy``): for
+classification the fraction of correct labels; it also reports its ROC AUC (``auc``).
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -27,6 +28,18 @@ from raynas.ops import OPS, SHAPES
 from raynas.space import Space
 
 Loss = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+Model = Callable[[torch.Tensor], torch.Tensor]
+
+
+def whole(x: torch.Tensor, y: torch.Tensor, hp: dict[str, Any], generator: torch.Generator
+          ) -> tuple[torch.Tensor, torch.Tensor]:
+    """The default ``Problem.crop``: a training batch as it is."""
+    return x, y
+
+
+def at_once(model: Model, x: torch.Tensor, hp: dict[str, Any]) -> torch.Tensor:
+    """The default ``Problem.infer``: one forward pass over the inputs."""
+    return model(x)
 
 
 @dataclass(frozen=True)
@@ -40,6 +53,22 @@ class Problem:
     # What of a batch's logits the scores need: the predicted labels (segmentation: a class per
     # voxel), or the class probabilities (classification: accuracy and ROC AUC).
     keep: Callable[[torch.Tensor], torch.Tensor] = lambda logits: logits.argmax(1)
+    # Training hyperparameters the problem's loop adds to ``train.TRAIN_DEFAULTS`` (no default
+    # value: absent, the loop does without), and (space, origin) -> None, a SpaceError unless a
+    # space's values for them are valid.
+    train_options: tuple[str, ...] = ()
+    check_train: Callable[[Space, str], None] | None = None
+    # A training batch as the model sees it: (inputs, targets, hyperparameters, the run's
+    # seeded generator) -> (inputs, targets), e.g. random patches of volumes.
+    crop: Callable[[torch.Tensor, torch.Tensor, dict[str, Any], torch.Generator],
+                   tuple[torch.Tensor, torch.Tensor]] = whole
+    # The logits of whole inputs: (model, inputs, hyperparameters) -> logits, e.g. by sliding
+    # a window of the size it trained on.
+    infer: Callable[[Model, torch.Tensor, dict[str, Any]], torch.Tensor] = at_once
+    # A PNG of the final model's predictions beside the truth: (test inputs, test targets,
+    # predict: inputs -> predicted labels) -> bytes, logged as ``<final run>_<name>.png``.
+    picture: Callable[[np.ndarray, np.ndarray, Callable[[np.ndarray], np.ndarray]],
+                      bytes] | None = None
 
     @torch.no_grad()
     def evaluate(self, model: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor,
@@ -63,7 +92,6 @@ def _accuracy(probabilities: torch.Tensor, target: torch.Tensor, num_classes: in
               ) -> dict[str, float]:
     """Accuracy, and the ROC AUC averaged one-vs-rest over the classes the split holds
     (scikit-learn's ``roc_auc_score`` per class); no AUC for a split of one class."""
-    import numpy as np
     from sklearn.metrics import roc_auc_score
 
     scores = {"accuracy": (probabilities.argmax(1) == target).sum().item() / len(target)}

@@ -44,7 +44,7 @@ class Task:
     # Without ``final``: (data, space, arch, results) -> the best's test metrics, looked up.
     outcome: Ref | None = None
     retry: bool = True  # a failed trial is worth retrying (a failed lookup fails again)
-    export: Ref | None = None  # (model, example, fmt, path) -> Runner, for non-tensor outputs
+    export: Ref | None = None  # a raynas.experiment.export.Exporter (None: the pt2 program)
 
     def load(self, part: str) -> Any:
         """One of the task's parts (``trial``, ``final``, ``problem``, ...), imported."""

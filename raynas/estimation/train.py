@@ -23,20 +23,16 @@ from raynas.data import Dataset
 from raynas.errors import SpaceError
 from raynas.estimation.costs import CostSettings, judged, measure, rejected
 from raynas.estimation.fidelity import REAL_TASK, TIME_ATTR, Fidelity, ProxyTask, nested_order
-from raynas.estimation.problem import CLASSIFICATION, problem_of
-from raynas.models import build_model
+from raynas.estimation.problem import CLASSIFICATION, Problem, problem_of
+from raynas.estimation.task import TASKS
+from raynas.models import BUILDERS, build_model
 from raynas.objectives.constraints import FEASIBLE
 from raynas.objectives.scalarize import CALIBRATION_SAMPLES
 from raynas.space import Space, arch_hash
-from raynas.tasks.segmentation.problem import SEGMENTATION  # moved out by the segmentation plug-in
 
 OPTIMIZERS = ("adam", "adamw", "sgd")
 TRAIN_DEFAULTS = {"lr": 1e-3, "weight_decay": 0.0, "batch_size": 64, "optimizer": "adam"}
-#: Hyperparameters a space may set, with no default: a segmentation's cubic training patches
-#: (``patch_size``: train on random patches of that edge, evaluate by sliding window).
-TRAIN_OPTIONAL = ("patch_size",)
 EVAL_BATCH = CLASSIFICATION.eval_batch  # a classifier's (``Problem.eval_batch``)
-SLICES_SHOWN = 3  # test volumes in a segmentation's picture
 
 
 @dataclass(frozen=True)
@@ -58,26 +54,23 @@ class TrialSettings:
 
 
 def check_train_space(space: Space, origin: str) -> None:
-    """The ``train`` group, if any, must hold hyperparameters the training loop understands."""
+    """The ``train`` group, if any, must hold hyperparameters the training loop understands:
+    the shared ones (``TRAIN_DEFAULTS``) and those the space's problem adds
+    (``Problem.train_options``, checked by its ``check_train``)."""
     from raynas.space.nodes import FloatRange, Group, IntRange
 
     train = space.domain("train")
     if train is not None and not isinstance(train, Group):
         raise SpaceError(f"{origin}: space.train: must be a mapping of training "
                          f"hyperparameters; known: {', '.join(TRAIN_DEFAULTS)}")
-    known = (*TRAIN_DEFAULTS, *TRAIN_OPTIONAL)
+    problem = problem_of(space)
+    known = (*TRAIN_DEFAULTS, *problem.train_options)
     for field in space.fields("train"):
         if field not in known:
-            raise SpaceError(f"{origin}: space.train.{field}: unknown training hyperparameter; "
+            raise SpaceError(f"{origin}: space.train.{field}: {_elsewhere(field)}; "
                              f"known: {', '.join(known)}")
-    if space.domain("train.patch_size") is not None:
-        sizes = space.values("train.patch_size")
-        if problem_of(space) is not SEGMENTATION:
-            raise SpaceError(f"{origin}: space.train.patch_size: only for segmentation models "
-                             "(e.g. unet3d)")
-        if sizes is None or any(not isinstance(v, int) or isinstance(v, bool) or v < 4
-                                for v in sizes):
-            raise SpaceError(f"{origin}: space.train.patch_size: must be integers >= 4")
+    if problem.check_train is not None:
+        problem.check_train(space, origin)
     if space.domain("train.optimizer") is not None:
         optimizers = space.values("train.optimizer")
         if optimizers is None:
@@ -103,6 +96,17 @@ def check_train_space(space: Space, origin: str) -> None:
                                  or v < 0 or (v == 0 and not zero_ok) for v in values):
             rule = "numbers >= 0" if zero_ok else "positive numbers"
             raise SpaceError(f"{origin}: space.train.{field}: must be {rule}")
+
+
+def _elsewhere(field: str) -> str:
+    """Why a training hyperparameter is refused: another task's problem adds it (say which
+    models take it), or none does."""
+    for task in TASKS.values():
+        problem: Problem | None = task.load("problem")
+        if problem is not None and field in problem.train_options:
+            models = [b.name for b in BUILDERS.values() if b.task in (task.models or ())]
+            return f"only for {task.name} models (e.g. {', '.join(models)})"
+    return "unknown training hyperparameter"
 
 
 def hyperparameters(arch: dict[str, Any]) -> dict[str, Any]:
@@ -177,8 +181,9 @@ class Checkpointed:
 
 class Run(Checkpointed):
     """A model with its optimizer and LR schedule, trained epoch by epoch; on a proxy task
-    (``task``) the model is narrower and sees downsampled inputs. The loss and the scores are
-    the space's problem's (``problem_of``): classification or segmentation."""
+    (``task``) the model is narrower and sees downsampled inputs. The loss, the scores, the
+    crop of a training batch and the inference over whole inputs are the space's problem's
+    (``problem_of``)."""
 
     def __init__(self, space: Space, arch: dict[str, Any], input_shape: tuple[int, ...],
                  num_classes: int, epochs: int, device: torch.device, seed: int,
@@ -194,7 +199,6 @@ class Run(Checkpointed):
                                  task.width).to(device)
         self.opt, self.sched = optimizer(self.model, self.hp, epochs)
         self.loss = self.problem.loss()
-        self.patch = int(self.hp.get("patch_size") or 0)  # 0: whole volumes
         self.epoch = 0
 
     def epochs(self, x: torch.Tensor, y: torch.Tensor, until: int) -> Iterator[float]:
@@ -224,32 +228,17 @@ class Run(Checkpointed):
             yield mean
 
     def evaluate(self, x: torch.Tensor, y: torch.Tensor) -> tuple[float, float]:
-        """(mean loss, accuracy) on a split; for segmentation the accuracy is the mean Dice."""
+        """(mean loss, accuracy) on a split (``accuracy``: the problem's primary score)."""
         scores = self.scores(x, y)
         return scores["loss"], scores["accuracy"]
 
     def batch(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """A training batch as the model sees it: with ``patch_size``, a random patch of every
-        volume and its mask (MONAI's ``RandSpatialCropd``, seeded from this run)."""
-        if not self.patch or all(s <= self.patch for s in x.shape[2:]):
-            return x, y
-        from monai.transforms import RandSpatialCropd
-
-        crop = RandSpatialCropd(("image", "mask"), self.patch)
-        crop.set_random_state(int(torch.randint(2**31, (1,), generator=self.generator)))
-        pairs = [crop({"image": image, "mask": mask[None]}) for image, mask in zip(x, y,
-                                                                                   strict=True)]
-        return (torch.stack([p["image"].as_tensor() for p in pairs]),
-                torch.stack([p["mask"].as_tensor()[0] for p in pairs]))
+        """A training batch as the model sees it (``Problem.crop``, seeded from this run)."""
+        return self.problem.crop(x, y, self.hp, self.generator)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """The model's logits for whole inputs: with ``patch_size``, by MONAI's sliding-window
-        inference over patches of that size (what the model was trained on)."""
-        if not self.patch or all(s <= self.patch for s in x.shape[2:]):
-            return self.model(x)
-        from monai.inferers import sliding_window_inference
-
-        return sliding_window_inference(x, self.patch, self.problem.eval_batch, self.model)
+        """The model's logits for whole inputs (``Problem.infer``)."""
+        return self.problem.infer(self.model, x, self.hp)
 
     def scores(self, x: torch.Tensor, y: torch.Tensor) -> dict[str, float]:
         """The mean loss and the problem's scores on a split (``Problem.score``)."""
@@ -259,7 +248,7 @@ class Run(Checkpointed):
 
     @torch.no_grad()
     def predict(self, x: torch.Tensor) -> torch.Tensor:
-        """The predicted labels (per voxel for segmentation) of a few inputs."""
+        """The predicted labels (per input, or per voxel) of a few inputs."""
         self.model.eval()
         return self.forward(self.inputs(x)).argmax(1)
 
@@ -396,17 +385,17 @@ def _by_rung(new_run: Callable[[ProxyTask], Run], state: dict | None, x: torch.T
 @dataclass
 class Retrained:
     """A final training: the model, and its scores on the held-out test split (``accuracy``,
-    which for segmentation is the mean Dice and for detection mAP@[.5:.95]; ``loss`` where the
-    model has one at test time; the problem's other scores)."""
+    the task's primary score, e.g. a mean Dice or a mAP; ``loss`` where the model has one at
+    test time; the task's other scores)."""
 
     model: nn.Module
     train_loss: list[float]  # per epoch
     test_scores: dict[str, float]
     example: np.ndarray  # a few test inputs: the logged model's input example
-    # A PNG of predictions beside the ground truth (segmentation: slices; detection: boxes),
+    # A PNG of predictions beside the ground truth (``Problem.picture``; a detector's boxes),
     # logged as ``<final run>_<picture_name>``.
     picture: bytes | None = None
-    picture_name: str = "segmentation.png"
+    picture_name: str = "predictions.png"
 
     @property
     def test_accuracy(self) -> float:
@@ -432,14 +421,11 @@ def retrain(space: Space, arch: dict[str, Any], data: Dataset, epochs: int,
         np.concatenate([data.y_train, data.y_val]), data.x_test, data.y_test)
     losses = list(run.epochs(x, y, epochs))
     scores = run.scores(x_test, y_test)
-    picture = None
-    if run.problem is SEGMENTATION:
-        from raynas.report.segmentation import slices_png
-
-        shown = slice(0, SLICES_SHOWN)
-        picture = slices_png(data.x_test[shown], data.y_test[shown],
-                             run.predict(x_test[shown]).cpu().numpy())
-    return Retrained(run.model.cpu().eval(), losses, scores, data.x_test[:5], picture)
+    draw = run.problem.picture
+    picture = None if draw is None else draw(
+        data.x_test, data.y_test, lambda a: run.predict(*tensors(device, a)).cpu().numpy())
+    return Retrained(run.model.cpu().eval(), losses, scores, data.x_test[:5], picture,
+                     f"{run.problem.name}.png")
 
 
 def calibrate(space: Any, data: Any, costs: Any, gpus: float, cpus: float, seed: int,

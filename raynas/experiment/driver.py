@@ -31,7 +31,7 @@ from raynas.objectives.scalarize import (
     needs_sample,
 )
 from raynas.report.search import attach as attach_report
-from raynas.runtime import init_ray, stderr
+from raynas.runtime import ray_session, stderr
 from raynas.schedulers import bracket_warning
 from raynas.space import arch_hash
 from raynas.space import space_yaml as to_yaml
@@ -41,6 +41,7 @@ from raynas.tracking.mirror import FOLDER as MIRROR
 from raynas.tracking.mirror import STATE, Mirror
 from raynas.tracking.model import save_final_model
 from raynas.tracking.pareto import log_pareto
+from raynas.tracking.session import tracking_session
 from raynas.tracking.store import connect, git_sha, last_line, tracking_uri, ui_command
 from raynas.tracking.tracker import FailureBudget, MLflowTracker, SearchRecord
 
@@ -114,63 +115,54 @@ class Running:
 
 def search(config: SearchConfig, progress: Callable[[str], None] = stderr,
            resolved: Resolved | None = None) -> SearchResult:
-    """Run a search as configured, or - with ``config.resume`` - finish an interrupted one.
-    ``resolved``: what ``resolve(config)`` returned, when the caller ran it already."""
+    """Run a search as configured, or - with ``config.tracking.resume`` - finish an
+    interrupted one. ``resolved``: what ``resolve(config)`` returned, when the caller ran it
+    already."""
     import ray
 
     started = time.time()
-    state = SearchState.read(config.resume) if config.resume not in (None, AUTO) else None
+    resume = config.tracking.resume
+    state = SearchState.read(resume) if resume not in (None, AUTO) else None
     if state:
         config = state.settings(config)
     resolved = resolved or resolve(config)
-    experiment = config.experiment or resolved.space.name
-    if config.resume == AUTO:
-        found = auto_folder(config, experiment)
+    experiment = config.tracking.experiment or resolved.space.name
+    if resume == AUTO:
+        found = auto_folder(config.tracking.storage, experiment)
         if (found / STATE).is_file():
             state = SearchState.read(str(found))
             progress(f"--resume auto: {found} holds this search; resuming it")
             given, config = config, state.settings(config)
-            if asdict(replace(given, resume=None)) != asdict(replace(config, resume=None)):
+            if given.replace(resume=None) != config.replace(resume=None):
                 progress("warning: --resume auto: the saved settings apply, not these flags")
                 resolved = resolve(config)
         else:
             progress(f"--resume auto: no search in {found} yet; starting it there")
-    uri = state.tracking_uri if state else tracking_uri(config.tracking_uri)
+    uri = state.tracking_uri if state else tracking_uri(config.tracking.tracking_uri)
     client = connect(uri)
     space, data = resolved.space, resolved.data
     progress(f"space {space.name} ({space.size():.3g} architectures), {data.summary()}")
 
-    we_started_ray = init_ray(config.address, progress)
-    try:
-        if config.gpus_per_trial > 0 and ray.cluster_resources().get("GPU", 0) == 0:
-            raise ConfigError(f"--gpus-per-trial {config.gpus_per_trial:g}: the Ray cluster has "
+    with ray_session(config.resources.address, progress):
+        gpus = config.resources.gpus_per_trial
+        if gpus > 0 and ray.cluster_resources().get("GPU", 0) == 0:
+            raise ConfigError(f"--gpus-per-trial {gpus:g}: the Ray cluster has "
                               "no GPUs")
         plan, scheduler = plan_search(resolved.strategy, resolved.scheduler,
                                       resolved.context())
         if state:
-            record = SearchRecord(Ledger.open(state.folder, uri, state.experiment_id,
-                                              progress), state.mirrored())
+            record = SearchRecord.open(state.folder, uri, state.experiment_id, progress,
+                                       state.mirrored())
             _forget_unknown_runs(record, progress)
             record.ledger.write("reopen", "parent")
             progress(f"resuming {state.tune_path} (MLflow run {record.run_id}); "
                      f"{record.ledger.flush(wait_s=10)} MLflow writes still pending")
         else:
             state, record = _start(resolved, plan, experiment, client, uri, progress)
-        try:
-            result = _run(Running(resolved, plan, scheduler, record, state, experiment,
-                                  Budget(resolved.time_budget_s, started), progress))
-        except SearchInterrupted:
-            record.end("parent", "KILLED")
-            raise
-        except BaseException:
-            record.end("parent", "FAILED")
-            raise
-        finally:  # how the search ended is on the storage too
-            record.push()
-        return result
-    finally:
-        if we_started_ray:
-            ray.shutdown()
+        # how the search ended is in MLflow and on the storage too
+        with tracking_session(record, wait_s=config.tracking.tracking_wait, progress=progress):
+            return _run(Running(resolved, plan, scheduler, record, state, experiment,
+                                Budget(resolved.time_budget_s, started), progress))
 
 
 def _start(resolved: Resolved, plan: Plan, experiment: str, client: Any, uri: str,
@@ -178,9 +170,9 @@ def _start(resolved: Resolved, plan: Plan, experiment: str, client: Any, uri: st
     """A new search: its folder, its MLflow parent run and its ``raynas.json``."""
     config = resolved.config
     # --resume auto: a fixed name, so that the same command finds it again.
-    name = experiment if config.resume == AUTO else (
+    name = experiment if config.tracking.resume == AUTO else (
         f"{experiment}-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:4]}")
-    base = storage_of(config)
+    base = storage_of(config.tracking.storage)
     folder = folder_of(base, name)
     tune_path = f"{base.rstrip('/')}/{name}" if "://" in base else str(folder)
     remote = f"{tune_path}/{MIRROR}" if "://" in base else None
@@ -194,7 +186,9 @@ def _start(resolved: Resolved, plan: Plan, experiment: str, client: Any, uri: st
         "raynas.objectives": ",".join(f"{m}:{mode}" for m, mode in resolved.objectives),
         **{f"raynas.{k}": v for k, v in plan.notes.items()},
         **({"raynas.mirror": remote} if remote else {}),
-    }, params={k: v for k, v in asdict(config).items() if v is not None},
+    }, params={**{k: v for k, v in config.flat().items()
+                  if v is not None and k != "strategy_options"},
+               **{f"strategy_option.{k}": v for k, v in asdict(resolved.options).items()}},
         space_yaml=to_yaml(resolved.space), warn=progress)
     state = SearchState(str(folder), uri, record.ledger.experiment_id,
                         config=asdict(config), tune_path=tune_path, mirror=remote)
@@ -242,7 +236,7 @@ def extend(target: str, num_trials: int, tracking: str | None = None,
         raise ConfigError("--num-trials: must be >= 1")
     folder = find_search(target, tracking)
     state = SearchState.read(folder)
-    config = SearchConfig(**state.config)
+    config = state.search_config()
     if not strategies.get(config.strategy).extendable:
         raise ConfigError(f"extend: a {config.strategy} search has no strategy state to go on "
                           "from; run it again with a larger --num-trials")
@@ -255,7 +249,7 @@ def extend(target: str, num_trials: int, tracking: str | None = None,
                                "num_trials": num_trials}]
     state.save()
     progress(f"extending {folder} by {num_trials} trials (part {len(parts) + 1})")
-    return search(replace(config, resume=state.folder), progress)
+    return search(config.replace(resume=state.folder), progress)
 
 
 def find_search(target: str, tracking: str | None = None) -> str:
@@ -287,11 +281,10 @@ def sync(path: str, wait_s: float = 60.0, progress: Callable[[str], None] = stde
     """Apply a search's pending MLflow writes (after an outage); returns how many remain."""
     state = SearchState.read(path, search=False)
     connect(state.tracking_uri)
-    ledger = Ledger.open(state.folder, state.tracking_uri, state.experiment_id, progress)
-    before = ledger.pending
-    left = ledger.flush(wait_s=wait_s)
-    if (mirror := state.mirrored()) is not None:  # what is applied now is not applied again
-        mirror.push(progress)
+    record = SearchRecord.open(state.folder, state.tracking_uri, state.experiment_id, progress,
+                               state.mirrored())
+    before = record.ledger.pending
+    left = record.settle(wait_s)  # and on the storage: what is applied now is not applied again
     progress(f"{before - left} MLflow writes applied, {left} pending")
     return left
 
@@ -304,7 +297,8 @@ def _cost_settings(run: Running) -> CostSettings:
 
     resolved, state, record, progress = run.resolved, run.state, run.record, run.progress
     config, objectives, data = resolved.config, resolved.objectives, resolved.data
-    costs = CostSettings(resolved.constraints, config.latency_batch, config.latency_device)
+    costs = CostSettings(resolved.constraints, config.costs.latency_batch,
+                         config.costs.latency_device)
     if resolved.scalarize is None:
         return replace(costs, search_metrics=tuple(m for m, _ in objectives))
     if state.scalarizer is not None:
@@ -314,11 +308,13 @@ def _cost_settings(run: Running) -> CostSettings:
         if sampled := needs_sample(objectives, data.num_classes):
             progress(f"scalarize: measuring {CALIBRATION_SAMPLES} random architectures for the "
                      f"range of {', '.join(sampled)}")
-            args = (resolved.space, data, replace(costs, constraints=()), config.gpus_per_trial,
-                    config.cpus_per_trial, config.seed)  # the whole space's range
+            args = (resolved.space, data, replace(costs, constraints=()),
+                    config.resources.gpus_per_trial, config.resources.cpus_per_trial,
+                    config.seed)  # the whole space's range
             if {"latency_ms", "peak_memory_mb"} & set(sampled):  # where the trials run
                 sample = ray.get(ray.remote(calibrate).options(
-                    num_cpus=config.cpus_per_trial, num_gpus=config.gpus_per_trial
+                    num_cpus=config.resources.cpus_per_trial,
+                    num_gpus=config.resources.gpus_per_trial
                 ).remote(*args, timed=True))
             else:  # params and FLOPs are the same anywhere
                 sample = calibrate(*args, timed=False)
@@ -343,7 +339,7 @@ def _trainable(run: Running, settings: TrialSettings, tune_path: str) -> Any:
                                  run.progress) if plan.estimator else
         tune.with_parameters(trial_function(resolved.data), space=resolved.space,
                              data=resolved.data, settings=settings),
-        {"cpu": config.cpus_per_trial, "gpu": config.gpus_per_trial})
+        {"cpu": config.resources.cpus_per_trial, "gpu": config.resources.gpus_per_trial})
 
 
 def _fit(run: Running, settings: TrialSettings) -> list[Any]:
@@ -356,7 +352,7 @@ def _fit(run: Running, settings: TrialSettings) -> list[Any]:
     metric, mode = resolved.metric
     *earlier, current = run.state.parts
     trainable = _trainable(run, settings, current["tune_path"])
-    if config.resume and tune.Tuner.can_restore(current["tune_path"]):
+    if config.tracking.resume and tune.Tuner.can_restore(current["tune_path"]):
         # The restored Tuner brings its own tracker, scheduler and searcher (with its state);
         # the tracker writes through this same ledger (see ``Ledger.open``).
         tuner = tune.Tuner.restore(current["tune_path"], trainable, resume_unfinished=True,
@@ -372,17 +368,17 @@ def _fit(run: Running, settings: TrialSettings) -> list[Any]:
             record.log_dict("parent", content, file)
         trials_s = budget.for_trials()
         progress(f"searching: {config.strategy} + {config.scheduler}, {plan.num_trials} "
-                 f"trials, {resolved.fidelity.describe()}, {config.concurrency} at a time"
+                 f"trials, {resolved.fidelity.describe()}, {config.resources.concurrency} at a time"
                  f"{f', trials stop after {trials_s:.0f} s' if trials_s else ''}; MLflow run "
                  f"{record.run_id}; folder {ledger.folder}")
-        if warning := bracket_warning(run.scheduler, config.concurrency):
+        if warning := bracket_warning(run.scheduler, config.resources.concurrency):
             progress(f"warning: {warning}")
         base, _, name = current["tune_path"].rstrip("/").rpartition("/")
         tuner = build_tuner(
             trainable, plan, run.scheduler, metric=metric, mode=mode, storage=base, name=name,
             num_samples=current.get("num_trials") or plan.num_trials, callbacks=[tracker],
-            stop=FailureBudget(tracker, config.max_failed_trials),
-            max_failures=config.max_retries if resolved.task.retry else 0,
+            stop=FailureBudget(tracker, config.failures.max_failed_trials),
+            max_failures=config.failures.max_retries if resolved.task.retry else 0,
             keep_checkpoints=None if resolved.scheduler.population else 1,
             time_budget_s=trials_s)
     grid = tuner.fit()
@@ -447,8 +443,8 @@ def _run(run: Running) -> SearchResult:
     resolved, plan, record, state, budget, progress = (run.resolved, run.plan, run.record,
                                                        run.state, run.budget, run.progress)
     config, space, data, ledger = resolved.config, resolved.space, resolved.data, record.ledger
-    settings = TrialSettings(resolved.fidelity, config.seed, config.cpus_per_trial,
-                             config.gpus_per_trial,
+    settings = TrialSettings(resolved.fidelity, config.seed, config.resources.cpus_per_trial,
+                             config.resources.gpus_per_trial,
                              _cost_settings(run),
                              checkpoint_last=resolved.scheduler.population is not None)
     results = _fit(run, settings)
@@ -469,8 +465,10 @@ def _run(run: Running) -> SearchResult:
         final = {"metrics": task.load("outcome")(data, space, arch, results)}
         looked_up = {k: v for k, v in final["metrics"].items() if not k.startswith("test_")}
         record.log_metrics("parent", looked_up, part)
-        progress(f"best: trial {best.metrics['trial_id']} val_accuracy={val_accuracy:.4f}; "
-                 "looked up: " + ", ".join(f"{k}={v:.4g}" for k, v in final["metrics"].items()))
+        progress(f"best: trial {best.metrics['trial_id']} val_accuracy={val_accuracy:.4f} "
+                 f"({len(finished)} finished, {len(failed)} failed); not retrained, looked up: "
+                 + ", ".join(f"{k}={v:,.0f}" if abs(v) >= 1000 else f"{k}={v:.4g}"
+                             for k, v in final["metrics"].items()))
     elif final is None:
         # Train+val is larger than train: an epoch of the retraining takes that much longer.
         epoch_s = (best.metrics.get("time_total_s", 0) / max(1, best.metrics.get(
@@ -483,8 +481,8 @@ def _run(run: Running) -> SearchResult:
         record.child(final_key, "final", {"raynas.role": "final", "raynas.arch_hash":
                                           arch_hash(arch), "raynas.trial_id":
                                           best.metrics["trial_id"]})
-        retraining = ray.remote(task.load("final")).options(num_cpus=config.cpus_per_trial,
-                                                             num_gpus=config.gpus_per_trial)
+        retraining = ray.remote(task.load("final")).options(
+            num_cpus=config.resources.cpus_per_trial, num_gpus=config.resources.gpus_per_trial)
         retrain_started = time.time()
         retrained = ray.get(retraining.remote(space, arch, data, epochs, settings))
         spent += f", retraining {time.time() - retrain_started:.0f} s ({epochs} epochs)"
@@ -510,13 +508,10 @@ def _run(run: Running) -> SearchResult:
                                   "num_failed": len(failed), "num_duplicates": duplicates},
                        part)  # step: the part of an extended search
     record.log_dict("parent", arch, "best_architecture.json")
-    waited = ledger.flush(wait_s=config.tracking_wait)  # the report reads what MLflow has
-    record.push()  # the final model's write is applied: a resume must not apply it again
+    # The report reads what MLflow has; once the final model's write is applied and on the
+    # storage, a resume does not apply it again. The tracking session ends the parent run.
+    record.settle(config.tracking.tracking_wait)
     attach_report(record, progress)  # report.html and its pictures; warns if it cannot
-    record.end("parent")
-    if pending := ledger.flush(wait_s=0 if waited else config.tracking_wait):
-        progress(f"warning: MLflow is still unreachable; {pending} writes (the final model "
-                 f"among them) wait in {ledger.folder}: run raynas sync {ledger.folder}")
     return SearchResult(
         experiment=run.experiment, parent_run_id=record.run_id, num_trials=len(results),
         num_failed=len(failed),

@@ -11,6 +11,7 @@ from __future__ import annotations
 import re
 import socket
 from dataclasses import dataclass
+from typing import Any
 
 from raynas import schedulers, strategies
 from raynas.config import SearchConfig
@@ -27,7 +28,6 @@ from raynas.objectives.scalarize import SCALAR, parse_weights, scalarization_of
 from raynas.schedulers import Scheduler
 from raynas.space import Space
 from raynas.strategies.base import Strategy, StrategyContext
-from raynas.strategies.zero_cost import ZeroCostSettings
 
 #: ``--time-budget`` units.
 UNITS = {"s": 1, "m": 60, "h": 3600}
@@ -49,6 +49,7 @@ class Resolved:
     strategy: Strategy
     scheduler: Scheduler
     time_budget_s: float | None
+    options: Any  # the strategy's, parsed from --strategy-option (its ``Strategy.options``)
 
     @property
     def metric(self) -> tuple[str, str]:
@@ -60,27 +61,17 @@ class Resolved:
         c = self.config
         return StrategyContext.of(
             self.space, [self.metric] if self.scalarize else self.objectives, seed=c.seed,
-            num_trials=c.num_trials, concurrency=c.concurrency,
+            num_trials=c.num_trials, concurrency=c.resources.concurrency,
             max_budget=self.fidelity.max_budget, scheduler=c.scheduler, data=self.data,
-            zero_cost=ZeroCostSettings.of(c), constraints=self.constraints,
-            supernet=c.supernet, oneshot_searcher=c.oneshot_searcher)
+            constraints=self.constraints, options=self.options)
 
 
 def resolve(config: SearchConfig) -> Resolved:
-    """Check and parse ``config``; a one-line ``RaynasError`` names what is wrong."""
-    for name in ("max_epochs", "concurrency", "retrain_epochs", "num_trials",
-                 "max_failed_trials"):
-        if getattr(config, name) is not None and getattr(config, name) < 1:
-            raise ConfigError(f"--{name.replace('_', '-')}: must be >= 1")
-    if config.max_retries < 0 or config.tracking_wait < 0:
-        raise ConfigError("--max-retries and --tracking-wait: must be >= 0")
-    if config.cpus_per_trial <= 0:
-        raise ConfigError("--cpus-per-trial: must be > 0")
-    if config.gpus_per_trial < 0 or (config.gpus_per_trial > 1
-                                     and not float(config.gpus_per_trial).is_integer()):
-        raise ConfigError("--gpus-per-trial: a fraction in (0, 1] or a whole number of GPUs")
+    """Check and parse ``config`` (its ranges checked themselves when it was made); a one-line
+    ``RaynasError`` names what is wrong."""
     time_budget_s = parse_duration(config.time_budget)
     strategy = strategies.get(config.strategy)
+    options = strategy.parse_options(config.strategy_options)
     scheduler = schedulers.get(config.scheduler)
     objectives = tuple(parse_objectives(config.objective, strategy.default_objectives))
     constraints = tuple(parse_constraints(config.constraint))
@@ -95,15 +86,15 @@ def resolve(config: SearchConfig) -> Resolved:
         if part.epochs_only and fidelity.rungs:
             raise ConfigError(f"{flag} {part.name}: needs --fidelity epochs (it trains each "
                               "network on, epoch by epoch)")
-    if config.address and config.address != "auto":
-        probe(config.address)
+    if config.resources.address and config.resources.address != "auto":
+        probe(config.resources.address)
     space = load_space(config.space)
     if fidelity.task.width < 1 or (fidelity.rungs and fidelity.resource == "width"):
         check_width(space)
     data = load_dataset(config.dataset, seed=config.seed)
     task = check_task(space, data, strategy, fidelity)
     resolved = Resolved(config, space, data, task, objectives, fidelity, constraints, kind,
-                        weights, strategy, scheduler, time_budget_s)
+                        weights, strategy, scheduler, time_budget_s, options)
     if task.check is not None:
         task.load("check")(resolved)
     for part in (strategy, scheduler):

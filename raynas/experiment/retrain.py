@@ -38,10 +38,10 @@ from raynas.estimation import final_training, load_space
 from raynas.estimation.fidelity import Fidelity
 from raynas.estimation.train import Retrained, TrialSettings
 from raynas.experiment.state import LEDGERS, SearchState
-from raynas.runtime import init_ray, stderr
+from raynas.runtime import ray_session, stderr
 from raynas.space import Space, arch_hash, space_yaml
-from raynas.tracking.ledger import Ledger
 from raynas.tracking.model import save_final_model
+from raynas.tracking.session import tracking_session
 from raynas.tracking.store import connect, last_line, tracking_uri
 from raynas.tracking.tracker import SearchRecord, experiment_of
 
@@ -164,28 +164,18 @@ def retrain_best(target: str, epochs: int, top_k: int = 1, seeds: int = 3, *,
     record, keys = _start_runs(client, source, epochs, train_seeds, progress)
     progress(f"retraining {len(keys)} architectures x {seeds} seeds for {epochs} epochs on "
              f"train+val of {data.summary()}; ledger {record.ledger.folder}")
-    we_started_ray = init_ray(None, progress)
-    try:
-        trainings = _train(source, data, epochs, train_seeds, progress)
-    except BaseException:
-        for key in keys:
-            record.end(key, "FAILED")
-        raise
-    finally:
-        if we_started_ray:
-            import ray
-
-            ray.shutdown()
-    outcomes = [_log(record, keys[rank - 1], rank, candidate, source,
-                     [trainings[rank, s] for s in train_seeds], train_seeds)
-                for rank, candidate in enumerate(source.candidates, start=1)]
-    champion = max(outcomes, key=lambda o: o.mean)  # the first of equals: the search's order
-    record.ledger.write("alias", keys[champion.rank - 1], alias=CHAMPION)
-    pending = record.ledger.flush(wait_s=tracking_wait)
+    with tracking_session(record, keys, wait_s=tracking_wait, progress=progress):
+        with ray_session(progress=progress):
+            trainings = _train(source, data, epochs, train_seeds, progress)
+        outcomes = [_log(record, keys[rank - 1], rank, candidate, source,
+                         [trainings[rank, s] for s in train_seeds], train_seeds)
+                    for rank, candidate in enumerate(source.candidates, start=1)]
+        champion = max(outcomes, key=lambda o: o.mean)  # the first of equals: the search's order
+        record.ledger.write("alias", keys[champion.rank - 1], alias=CHAMPION)
     for key, outcome in zip(keys, outcomes, strict=True):
         outcome.model_uri = record.ledger.outputs.get(f"{key}:model_uri", "pending")
     return RetrainResult(source.experiment, source.search_run_id, source.dataset, epochs,
-                         outcomes, champion, str(record.ledger.folder), pending)
+                         outcomes, champion, str(record.ledger.folder), record.ledger.pending)
 
 
 def resolve(target: str, client: MlflowClient, *, top_k: int = 1, space: str | None = None,
@@ -278,7 +268,7 @@ def _start_runs(client: MlflowClient, source: Source, epochs: int, seeds: list[i
     name = f"{source.experiment}-retrain-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:4]}"
     folder = (LEDGERS / name).resolve()
     experiment_id = experiment_of(client, source.experiment)
-    record = SearchRecord(Ledger.open(folder, client.tracking_uri, experiment_id, progress))
+    record = SearchRecord.open(folder, client.tracking_uri, experiment_id, progress)
     SearchState(str(folder), client.tracking_uri, experiment_id, role="retrain").save()
     linked = {"raynas.search_run_id": source.search_run_id} if source.search_run_id else {}
     if source.search_run_id and source.search_experiment_id == experiment_id:
@@ -349,5 +339,4 @@ def _log(record: SearchRecord, key: str, rank: int, candidate: Candidate, source
                              key.replace("/", "-"))
     record.ledger.write("model", key, **files, name=source.experiment, arch=candidate.arch,
                         space_yaml=space_yaml(source.space), metrics=metrics)
-    record.end(key)
     return outcome

@@ -11,7 +11,7 @@ import hashlib
 import json
 import os
 import shutil
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -24,11 +24,17 @@ AUTO = "auto"  # --resume auto: resume the search at --storage/EXPERIMENT if the
 DEFAULT_STORAGE = "~/ray_results"  # Tune's default
 # The folder of a search whose storage is a URI (mirrored there: see raynas.tracking.mirror).
 LEDGERS = Path(os.environ.get("RAYNAS_LEDGERS") or "~/.raynas/ledgers").expanduser().resolve()
+#: Settings of the flat raynas.json written before the strategy options, now options of the
+#: strategy that had them: old name -> (strategy, option).
+OLD_OPTIONS = {"proxy": ("zero_cost", "proxy"), "zc_candidates": ("zero_cost", "candidates"),
+               "zc_top_k": ("zero_cost", "top_k"), "supernet": ("oneshot", "supernet"),
+               "oneshot_searcher": ("oneshot", "searcher")}
 
 
 @dataclass
 class SearchState:
-    """A ledger folder's ``raynas.json``: a search's (``config`` set) or a retrain's.
+    """A ledger folder's ``raynas.json``: a search's (``config`` set: its ``SearchConfig``,
+    nested as ``asdict`` writes it) or a retrain's.
 
     ``parts``: the Tune experiments of a search, in order - the first run, then one per
     ``extend`` (Tune cannot add samples to a finished experiment)."""
@@ -75,16 +81,27 @@ class SearchState:
     def parts(self) -> list[dict[str, Any]]:
         return self.segments or [{"tune_path": self.tune_path}]
 
+    def search_config(self) -> SearchConfig:
+        """The saved settings. A flat ``config`` (written before the settings had groups) is
+        read too, its zero_cost and oneshot flags as the options they became."""
+        assert self.config is not None
+        settings = {k: v for k, v in self.config.items() if k not in OLD_OPTIONS}
+        options = {option: str(self.config[old]) for old, (strategy, option)
+                   in OLD_OPTIONS.items() if old in self.config
+                   and self.config.get("strategy") == strategy}
+        return SearchConfig.of({**settings, **({"strategy_options": options} if options else {})})
+
     def settings(self, given: SearchConfig) -> SearchConfig:
         """A resumed search runs with its saved settings; only the cluster it joins is new."""
-        assert self.config is not None
-        return replace(SearchConfig(**self.config), resume=self.folder,
-                       address=given.address or self.config["address"])
+        saved = self.search_config()
+        return saved.replace(resume=self.folder,
+                             address=given.resources.address or saved.resources.address)
 
 
-def storage_of(config: SearchConfig) -> str:
-    """The storage path or URI; a local path made absolute (Tune takes no relative one)."""
-    base = config.storage or os.environ.get("RAYNAS_STORAGE") or DEFAULT_STORAGE
+def storage_of(storage: str | None) -> str:
+    """The storage path or URI (``--storage``, else its defaults); a local path made absolute
+    (Tune takes no relative one)."""
+    base = storage or os.environ.get("RAYNAS_STORAGE") or DEFAULT_STORAGE
     return base if "://" in base else str(Path(base).expanduser().absolute())
 
 
@@ -96,12 +113,12 @@ def folder_of(base: str, name: str) -> Path:
     return LEDGERS / hashlib.sha256(base.rstrip("/").encode()).hexdigest()[:12] / name
 
 
-def auto_folder(config: SearchConfig, experiment: str) -> Path:
+def auto_folder(storage: str | None, experiment: str) -> Path:
     """Where ``--resume auto`` keeps a search: ``STORAGE/EXPERIMENT``, where every (re)start of
     the driver finds it - a KubeRay retry runs on a brand-new cluster. For a URI the copy in
     the storage is the truth (Tune resumes from the state there): it replaces the local folder,
     and a local folder the storage does not have is dropped."""
-    base = storage_of(config)
+    base = storage_of(storage)
     folder = folder_of(base, experiment).resolve()
     if "://" in base and not Mirror.of(f"{base.rstrip('/')}/{experiment}/{MIRROR}",
                                        folder).pull():

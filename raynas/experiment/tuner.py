@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import tempfile
 from collections.abc import Sequence
+from dataclasses import replace
 from typing import Any
 
 from raynas.schedulers import Scheduler
@@ -15,7 +16,10 @@ def plan_search(strategy: Strategy, scheduler: Scheduler, ctx: StrategyContext
                 ) -> tuple[Plan, Any]:
     """The searcher plan and the Tune scheduler a search runs with: a scheduler that brings its
     own population (pbt) replaces the strategy's searcher, and a strategy that brings its own
-    scheduler (bohb) replaces ``--scheduler``."""
+    scheduler (bohb) replaces ``--scheduler``. A context without options (a benchmark's) gets
+    the strategy's defaults."""
+    if ctx.options is None:
+        ctx = replace(ctx, options=strategy.parse_options())
     plan = scheduler.population(ctx) if scheduler.population else strategy.build(ctx)
     return plan, plan.scheduler or scheduler.build(ctx)
 

@@ -25,8 +25,11 @@ class ModelBuilder:
     everything the space can produce buildable) and ``build(arch, input_shape, num_classes)``,
     plus what the capabilities promise: ``build(..., width=)`` with ``width``; ``describe``,
     ``parse`` and ``genotype_fields`` with ``genotype``; ``latency_units`` with
-    ``latency_units``. ``example`` is a built-in space and an input shape that
-    ``check_builder`` builds networks of."""
+    ``latency_units``. ``mixed_edges`` is a ``Ref`` to a ``raynas.models.supernet.MixedEdges``
+    class: the edges a weight-sharing supernet mixes, their candidate ops, and how the mixed
+    network is built and an architecture read from it. ``example`` is a built-in space and an
+    input shape that ``check_builder`` builds networks of; ``check_output`` is how it checks
+    them where the task has no ``Problem`` (whose logits it checks itself)."""
 
     name: str
     implementation: Ref
@@ -35,8 +38,11 @@ class ModelBuilder:
     width: bool = False  # takes a channel multiplier (proxy tasks, --fidelity width)
     genotype: bool = False  # has a notation of its own (a NAS-Bench-201 string, a DARTS genotype)
     latency_units: bool = False  # lists its parts for the latency lookup table
-    mixed_edges: bool = False  # a weight-sharing supernet can mix its ops (raynas.models.supernet)
+    mixed_edges: Ref | None = None  # a MixedEdges class: supernets mix its ops (oneshot, darts)
     graph: Ref | None = None  # arch -> the report's graphs (raynas.report.graph)
+    # (network, input_shape, num_classes) -> None: runs it as its task does, AssertionError
+    # unless it returns what the task needs (a detector's losses and boxes)
+    check_output: Ref | None = None
 
     @property
     def module(self) -> Any:
@@ -122,10 +128,10 @@ for _builder in (
     ModelBuilder("macro", "raynas.models.macro", width=True, latency_units=True,
                  graph="raynas.report.graph:macro_graph"),
     ModelBuilder("nb201", "raynas.models.cell:NB201Builder", example=("nb201_cell", (3, 8, 8)),
-                 width=True, genotype=True, mixed_edges=True,
+                 width=True, genotype=True, mixed_edges="raynas.models.cell:NB201Edges",
                  graph="raynas.report.graph:nb201_graph"),
     ModelBuilder("darts", "raynas.models.cell:DartsBuilder", example=("darts_cell", (3, 8, 8)),
-                 width=True, genotype=True, mixed_edges=True,
+                 width=True, genotype=True, mixed_edges="raynas.models.cell:DartsEdges",
                  graph="raynas.report.graph:darts_graph"),
 ):
     register_builder(_builder)

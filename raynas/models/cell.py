@@ -8,7 +8,8 @@ ReLU-Conv-BN ordering nor the cell DAGs).
 
 Networks take each edge's module from a factory ``edge(node, input, channels, stride)``, so the
 same classes build a discrete architecture (one op per edge, ``nb201``/``darts`` below) or a
-one-shot supernet (a mixed op on every edge).
+one-shot supernet (a mixed op on every edge: ``NB201Edges``/``DartsEdges``, the builders'
+``mixed_edges``).
 
 Two deviations from the reference code, both only for odd feature-map sizes (CIFAR's 32x32
 never has them, 8x8 digits and 28x28 MNIST can): ``FactorizedReduce`` pads as NAS-Bench-201's
@@ -27,9 +28,10 @@ from typing import Any
 import torch
 from torch import nn
 
-from raynas.errors import SpaceError, did_you_mean
+from raynas.errors import ConfigError, SpaceError, did_you_mean
+from raynas.models.supernet import Mix, MixedEdges, Path
 from raynas.ops.blocks import Zero
-from raynas.space.space import Space
+from raynas.space.space import Arch, Space
 
 OpFactory = Callable[[int, int, int], nn.Module]  # (c_in, c_out, stride) -> module
 EdgeFactory = Callable[[int, int, int, int], nn.Module]  # (node, input, channels, stride)
@@ -117,6 +119,9 @@ def nor_conv(k: int) -> OpFactory:
 
     return make
 
+
+SKIP = "skip_connect"
+NONE = "none"
 
 NB201_OPS: dict[str, OpFactory] = {
     "none": zero,
@@ -536,5 +541,112 @@ class DartsBuilder:
         return darts_cells(text)
 
 
-nb201 = NB201Builder
-darts = DartsBuilder
+
+# --- supernets (``ModelBuilder.mixed_edges``) ----------------------------------------------
+class NB201Edges(MixedEdges):
+    """A NAS-Bench-201 supernet: one alpha row per cell edge (into J from I, ``NB201_EDGES``
+    order), shared by all cells, as the paper's DARTS baseline does."""
+
+    searched = r"cell\."
+
+    def __init__(self, space: Space) -> None:
+        super().__init__(space)
+        self.edges = {"cell": list(NB201_EDGES)}
+        self.ops = {"cell": self.candidates([f"cell.{nb201_field(j, i)}" for j, i in NB201_EDGES],
+                                            NB201_OPS)}
+
+    def network(self, input_shape: tuple[int, ...], num_classes: int, mix: Mix) -> nn.Module:
+        def edge(j: int, i: int, channels: int, stride: int) -> nn.Module:
+            return mix("cell", (j, i), lambda op: NB201_OPS[op](channels, channels, stride))
+
+        return NB201Net(edge, input_shape, num_classes, self.template["channels"],
+                        self.template["cells_per_stage"])
+
+    def path(self, arch: Arch) -> Path:
+        ops = self.ops["cell"]
+        return {"cell": [ops.index(arch["cell"][nb201_field(j, i)]) for j, i in NB201_EDGES]}
+
+    def derive(self, weights: dict[str, torch.Tensor]) -> Arch:
+        return {**self.template, "cell": derive_nb201(weights["cell"], self.ops["cell"])}
+
+    def skip_count(self, arch: Arch) -> int:
+        return sum(op == SKIP for op in arch["cell"].values())
+
+
+class DartsEdges(MixedEdges):
+    """A DARTS supernet: every node of a cell reads every earlier state through a mixed op, one
+    alpha matrix per cell type (rows node-major: node 2's inputs 0, 1; node 3's 0, 1, 2; ...)
+    shared by all cells of the type, as in DARTS."""
+
+    searched = "|".join(rf"{kind}\." for kind in CELL_TYPES)
+
+    def __init__(self, space: Space) -> None:
+        super().__init__(space)
+        self.edges = {kind: [(n, s) for n in DARTS_NODES for s in range(n)]
+                      for kind in CELL_TYPES}
+        self.ops = {kind: self.candidates([f"{kind}.node{n}.{side}" for n in DARTS_NODES
+                                           for side in ("op_a", "op_b")], DARTS_OPS)
+                    for kind in CELL_TYPES}
+
+    def network(self, input_shape: tuple[int, ...], num_classes: int, mix: Mix) -> nn.Module:
+        def plan(kind: str) -> CellPlan:
+            def edge(node: int, source: int, channels: int, stride: int) -> nn.Module:
+                return mix(kind, (node, source),
+                           lambda op: DARTS_OPS[op](channels, channels, stride))
+
+            return CellPlan([range(n) for n in DARTS_NODES], edge)
+
+        t = self.template
+        return DartsNet(plan("normal"), plan("reduce"), input_shape, num_classes,
+                        t["channels"], t["layers"], t.get("stem_multiplier", 3))
+
+    def path(self, arch: Arch) -> Path:
+        """The edges a node does not read carry ``none``."""
+        path = {}
+        for kind in CELL_TYPES:
+            ops, rows = self.ops[kind], self.edges[kind]
+            if NONE not in ops:
+                raise ConfigError(f"space {self.space.name}: a DARTS supernet needs the 'none' op "
+                                  f"among {kind}'s ops (it stands for the edges a node skips)")
+            chosen = [ops.index(NONE)] * len(rows)
+            for node in DARTS_NODES:
+                spec = arch[kind][f"node{node}"]
+                a, b = (int(s) for s in spec["inputs"].split(","))
+                chosen[rows.index((node, a))] = ops.index(spec["op_a"])
+                chosen[rows.index((node, b))] = ops.index(spec["op_b"])
+            path[kind] = chosen
+        return path
+
+    def derive(self, weights: dict[str, torch.Tensor]) -> Arch:
+        return {**self.template, **{kind: derive_darts(weights[kind], self.ops[kind])
+                                    for kind in CELL_TYPES}}
+
+    def skip_count(self, arch: Arch) -> int:
+        """In the normal cell (the reduction cell's skips downsample)."""
+        return sum(spec[side] == SKIP for spec in arch["normal"].values()
+                   for side in ("op_a", "op_b"))
+
+
+def derive_nb201(weights: torch.Tensor, ops: list[str]) -> dict[str, str]:
+    """Rows in ``NB201_EDGES`` order -> ``{edge_j_i: argmax op}`` (``none`` included, as in the
+    NAS-Bench-201 paper's DARTS baseline)."""
+    return {nb201_field(j, i): ops[int(row.argmax())]
+            for (j, i), row in zip(NB201_EDGES, weights, strict=True)}
+
+
+def derive_darts(weights: torch.Tensor, ops: list[str]) -> dict[str, dict[str, str]]:
+    """Rows in DARTS's edge order (node 2: inputs 0, 1; node 3: 0, 1, 2; ...) -> the cell's
+    ``node{k}: {inputs, op_a, op_b}``: per node the top-2 incoming edges by their strongest
+    non-``none`` op (DARTS's ``_parse``)."""
+    keep = [k for k, name in enumerate(ops) if name != NONE]
+    cell, row = {}, 0
+    for node in DARTS_NODES:
+        block = weights[row : row + node]
+        best = block[:, keep].max(dim=1)
+        top = sorted(sorted(range(node), key=lambda s: -float(best.values[s]))[:2])
+        a, b = (ops[keep[int(best.indices[s])]] for s in top)
+        pair = f"{top[0]},{top[1]}"
+        assert pair in darts_pairs(node)
+        cell[f"node{node}"] = {"inputs": pair, "op_a": a, "op_b": b}
+        row += node
+    return cell

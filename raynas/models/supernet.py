@@ -1,46 +1,42 @@
-"""One-shot supernets: every candidate op on every edge of a cell network, weights shared by all
-the architectures of a cell space (``nb201`` and ``darts`` models, see ``models.cell``).
+"""One-shot supernets: every candidate op on every searched edge of a network, weights shared
+by all the architectures of the space.
 
 One module serves both weight-sharing families: with a single path set (``use(arch)``) each
 edge runs only its chosen op, as SPOS/ENAS train and score sub-architectures; without one each
 edge returns the softmax(alpha)-weighted sum of its ops, the continuous relaxation DARTS
-optimises. alpha is shared by all cells of a type, as in DARTS. Written here because no
-maintained library builds supernets over these cell skeletons (NNI's retiarii, the usual
-source, is archived).
+optimises. Written here because no maintained library builds supernets over these skeletons
+(NNI's retiarii, the usual source, is archived).
 
-The 3-D U-Net (``unet3d``) has a supernet too: every level's op is a mixed op over the
-candidate ops, one alpha row per level shared by the level's encoder and decoder op, so DARTS
-searches the per-level ops of a segmentation network of fixed depth and widths.
+The supernet knows no model: a builder that can be mixed declares ``ModelBuilder.mixed_edges``,
+a ``MixedEdges`` class written next to the builder (the NAS-Bench-201 and DARTS cells in
+``models.cell``, the 3-D U-Net's levels in its module). It lists the edges and their candidate
+ops, builds the builder's network with a mixed op on every edge, and maps architectures to and
+from paths (op indices per edge).
 """
 
 from __future__ import annotations
 
 import random
 import re
-from typing import Any
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Sequence
+from typing import Any, ClassVar
 
 import torch
 from torch import nn
 
 from raynas.errors import ConfigError
-from raynas.models.cell import (
-    CELL_TYPES,
-    DARTS_NODES,
-    DARTS_OPS,
-    NB201_EDGES,
-    NB201_OPS,
-    CellPlan,
-    DartsNet,
-    NB201Net,
-    darts_pairs,
-    nb201_field,
-)
-from raynas.models.unet import UNet3D
-from raynas.ops import OPS
+from raynas.models import BUILDERS, builder_of
+from raynas.registry import load_ref
 from raynas.space import Arch, Space
 
-SKIP = "skip_connect"
-NONE = "none"
+#: Where an edge sits in its network: ``(node, input)`` in a cell, ``(level,)`` in a U-Net.
+Edge = tuple[int, ...]
+#: An op's name -> a fresh module of that op for one edge (the edge's channels and stride).
+Candidate = Callable[[str], nn.Module]
+#: (kind, edge, candidate) -> the module the network puts on the edge (the supernet's mixed op).
+Mix = Callable[[str, Edge, Candidate], nn.Module]
+Path = dict[str, list[int]]  # per kind, the op index on each of its edges (in ``edges`` order)
 
 
 class MixedOp(nn.Module):
@@ -48,7 +44,7 @@ class MixedOp(nn.Module):
 
     ``choice`` says what runs: an int (one op: a single path) or a vector of weights, one per
     op (their weighted sum; a softmax of alpha in DARTS, so alpha gets gradients). The supernet
-    sets it before each forward: the cell classes call an edge with its input only.
+    sets it before each forward: the networks call an edge with its input only.
     """
 
     def __init__(self, ops: dict[str, nn.Module]) -> None:
@@ -65,67 +61,102 @@ class MixedOp(nn.Module):
         return sum(w * op(x) for w, op in zip(self.choice, self.ops, strict=True))
 
 
-def _options(space: Space, fields: list[str], table: dict[str, Any]) -> list[str]:
-    """The ops a set of fields can take, in the op table's order."""
-    found = {op for f in fields for op in space.values(f) or ()}
-    return [name for name in table if name in found]
+class MixedEdges(ABC):
+    """What a builder tells a supernet of a space (``ModelBuilder.mixed_edges``).
+
+    Edges come in kinds (NAS-Bench-201's one cell, DARTS's normal and reduction cells, a U-Net's
+    levels): each kind is one alpha matrix, shared by every copy of its edges in the network,
+    with a row per edge (``edges[kind]``) and a column per candidate op (``ops[kind]``). The
+    skeleton around the edges is the space's constants (``template``), which is why only the
+    decisions ``searched`` matches may vary.
+    """
+
+    #: the decisions (a regex on their keys) a supernet mixes; every other one must be constant
+    searched: ClassVar[str]
+    #: a built-in space a supernet takes, where the builder's ``example`` searches more
+    example: ClassVar[str | None] = None
+
+    def __init__(self, space: Space) -> None:
+        self.space = space
+        self.template = space.sample(random.Random(0))  # the constants around the edges
+        self.edges: dict[str, list[Edge]] = {}
+        self.ops: dict[str, list[str]] = {}
+
+    def candidates(self, fields: Sequence[str], table: dict[str, Any]) -> list[str]:
+        """The ops a set of fields can take, in the op table's order."""
+        found = {op for f in fields for op in self.space.values(f) or ()}
+        return [name for name in table if name in found]
+
+    @abstractmethod
+    def network(self, input_shape: tuple[int, ...], num_classes: int, mix: Mix) -> nn.Module:
+        """The builder's network of ``template`` with ``mix(kind, edge, candidate)`` on every
+        edge (called once per copy of an edge)."""
+
+    @abstractmethod
+    def path(self, arch: Arch) -> Path:
+        """The op index on every edge for a (valid) architecture of the space."""
+
+    @abstractmethod
+    def derive(self, weights: dict[str, torch.Tensor]) -> Arch:
+        """The discrete architecture softmax(alpha) (``weights[kind]``, edges x ops) encodes."""
+
+    @abstractmethod
+    def skip_count(self, arch: Arch) -> int:
+        """The parameter-free skip connections in ``arch`` that DARTS collapses to (Zela et
+        al. 2020; DARTS+, Liang et al. 2019): its collapse guard counts them."""
+
+
+def mixed_edges(space: Space) -> type[MixedEdges]:
+    """The space's builder's ``MixedEdges``; ConfigError if the builder has none."""
+    builder = builder_of(space)
+    if builder.mixed_edges is None:
+        mixable = [b.name for b in BUILDERS.values() if b.mixed_edges is not None]
+        raise ConfigError(f"--space {space.name}: weight sharing needs a cell space (a model "
+                          f"whose edges a supernet mixes: {', '.join(mixable)}), not model "
+                          f"{space.model!r}")
+    return load_ref(builder.mixed_edges)
+
+
+def check_supernet_space(space: Space) -> None:
+    """A supernet shares one network skeleton: only its mixed edges (the cells, a U-Net's level
+    ops) may be searched."""
+    searched = mixed_edges(space).searched
+    for decision in space.decisions():
+        options = decision.param.options()
+        if not re.match(searched, decision.key) and (options is None or len(options) > 1):
+            raise ConfigError(f"--space {space.name}: {decision.key} is searched, but a "
+                              "supernet shares one skeleton: only the cells may vary")
+
+
+def skip_count(arch: Arch, space: Space) -> int:
+    """Skip connections in the architecture (see ``MixedEdges.skip_count``)."""
+    return mixed_edges(space)(space).skip_count(arch)
 
 
 class Supernet(nn.Module):
-    """The supernet of a cell space. ``edges[kind]`` lists the (node, input) edges of a cell
-    type in DARTS's order (node-major), which is also the row order of ``alpha[kind]``."""
+    """The supernet of a space whose builder mixes edges. ``edges[kind]`` lists a kind's edges
+    in the order of the rows of ``alpha[kind]``, ``ops[kind]`` its candidate ops (columns)."""
 
     def __init__(self, space: Space, input_shape: tuple[int, ...], num_classes: int,
                  seed: int = 0) -> None:
         super().__init__()
         check_supernet_space(space)
         self.space = space
-        self.template = space.sample(random.Random(0))  # the constant, non-cell fields
+        self.layout = mixed_edges(space)(space)
+        self.edges, self.ops = self.layout.edges, self.layout.ops
         self.mixed: list[tuple[str, int, MixedOp]] = []  # (kind, row, edge) of every MixedOp
-        if space.model == "nb201":
-            self.edges = {"cell": list(NB201_EDGES)}
-            self.ops = {"cell": _options(space, [f"cell.{nb201_field(j, i)}"
-                                                 for j, i in NB201_EDGES], NB201_OPS)}
-            self.net = NB201Net(self._edge("cell", NB201_OPS), input_shape, num_classes,
-                                self.template["channels"], self.template["cells_per_stage"])
-        elif space.model == "unet3d":
-            levels = len(self.template["levels"])
-            self.edges = {"levels": [(i,) for i in range(levels)]}
-            self.ops = {"levels": _options(space, ["levels.op"], OPS)}
-            self.net = UNet3D(self.template, input_shape, num_classes,
-                              level_op=self._level_edge)
-        else:
-            plans, self.ops = {}, {}
-            self.edges = {kind: [(n, s) for n in DARTS_NODES for s in range(n)]
-                          for kind in CELL_TYPES}
-            for kind in CELL_TYPES:
-                self.ops[kind] = _options(space, [f"{kind}.node{n}.{side}" for n in DARTS_NODES
-                                                  for side in ("op_a", "op_b")], DARTS_OPS)
-                plans[kind] = CellPlan([range(n) for n in DARTS_NODES],
-                                       self._edge(kind, DARTS_OPS))
-            t = self.template
-            self.net = DartsNet(plans["normal"], plans["reduce"], input_shape, num_classes,
-                                t["channels"], t["layers"], t.get("stem_multiplier", 3))
+        self.net = self.layout.network(input_shape, num_classes, self._mix)
         generator = torch.Generator().manual_seed(seed)
         self.alpha = nn.ParameterDict({
             kind: nn.Parameter(1e-3 * torch.randn(len(self.edges[kind]), len(self.ops[kind]),
                                                   generator=generator))
             for kind in self.edges})
-        self.path: dict[str, list[int]] | None = None
+        self.path: Path | None = None
 
-    def _edge(self, kind: str, table: dict[str, Any]):
-        def make(node: int, source: int, channels: int, stride: int) -> MixedOp:
-            edge = MixedOp({op: table[op](channels, channels, stride) for op in self.ops[kind]})
-            self.mixed.append((kind, self.edges[kind].index((node, source)), edge))
-            return edge
-
-        return make
-
-    def _level_edge(self, level: int, c_in: int, c_out: int, stride: int) -> MixedOp:
-        """A U-Net level's op as a mixed op (its encoder and decoder op share alpha's row)."""
-        edge = MixedOp({op: OPS[op](c_in, c_out, stride, 3) for op in self.ops["levels"]})
-        self.mixed.append(("levels", level, edge))
-        return edge
+    def _mix(self, kind: str, edge: Edge, candidate: Candidate) -> MixedOp:
+        mixed = MixedOp({op: candidate(op) for op in self.ops[kind]})
+        self.mixed.append((kind, self.edges[kind].index(edge), mixed))
+        return mixed
 
     def weights(self) -> list[nn.Parameter]:
         """The shared network weights (everything but alpha)."""
@@ -147,47 +178,14 @@ class Supernet(nn.Module):
         return self.net(x)
 
     # --- architectures <-> paths ----------------------------------------------------------
-    def path_of(self, arch: Arch) -> dict[str, list[int]]:
-        """The op index on every edge for an architecture of the space; in a DARTS cell the
-        edges a node does not read carry ``none``."""
-        self.space.validate(arch)
-        if self.space.model == "unet3d":
-            return {"levels": [self.ops["levels"].index(level["op"]) for level in arch["levels"]]}
-        if self.space.model == "nb201":
-            ops = self.ops["cell"]
-            return {"cell": [ops.index(arch["cell"][nb201_field(j, i)])
-                             for j, i in self.edges["cell"]]}
-        path = {}
-        for kind in CELL_TYPES:
-            ops, rows = self.ops[kind], self.edges[kind]
-            if NONE not in ops:
-                raise ConfigError(f"space {self.space.name}: a DARTS supernet needs the 'none' op "
-                                  f"among {kind}'s ops (it stands for the edges a node skips)")
-            chosen = [ops.index(NONE)] * len(rows)
-            for node in DARTS_NODES:
-                spec = arch[kind][f"node{node}"]
-                a, b = (int(s) for s in spec["inputs"].split(","))
-                chosen[rows.index((node, a))] = ops.index(spec["op_a"])
-                chosen[rows.index((node, b))] = ops.index(spec["op_b"])
-            path[kind] = chosen
-        return path
+    def path_of(self, arch: Arch) -> Path:
+        """The op index on every edge for an architecture of the space."""
+        return self.layout.path(self.space.validate(arch))
 
     def derive(self) -> Arch:
-        """The discrete architecture alpha encodes: the argmax op of every NAS-Bench-201 edge;
-        in a DARTS cell, per node the two incoming edges whose best non-``none`` op is
-        strongest, each with that op (DARTS's ``genotype()``)."""
+        """The discrete architecture alpha encodes (e.g. DARTS's ``genotype()``)."""
         weights = {kind: torch.softmax(a.detach(), dim=-1).cpu() for kind, a in self.alpha.items()}
-        if self.space.model == "unet3d":
-            ops = self.ops["levels"]
-            levels = [{**level, "op": ops[int(row.argmax())]}
-                      for level, row in zip(self.template["levels"], weights["levels"],
-                                            strict=True)]
-            return self.space.validate({**self.template, "levels": levels})
-        if self.space.model == "nb201":
-            cell = derive_nb201(weights["cell"], self.ops["cell"])
-            return self.space.validate({**self.template, "cell": cell})
-        cells = {kind: derive_darts(weights[kind], self.ops[kind]) for kind in CELL_TYPES}
-        return self.space.validate({**self.template, **cells})
+        return self.space.validate(self.layout.derive(weights))
 
     def alpha_table(self) -> dict[str, dict[str, dict[str, float]]]:
         """softmax(alpha) as ``{kind: {edge: {op: weight}}}`` (edge ``J_I``: into J from I; a
@@ -195,57 +193,5 @@ class Supernet(nn.Module):
         return {kind: {"_".join(map(str, edge)): dict(zip(self.ops[kind], row.tolist(),
                                                           strict=True))
                        for edge, row in zip(self.edges[kind],
-                                                   torch.softmax(a.detach(), -1), strict=True)}
+                                            torch.softmax(a.detach(), -1), strict=True)}
                 for kind, a in self.alpha.items()}
-
-
-def derive_nb201(weights: torch.Tensor, ops: list[str]) -> dict[str, str]:
-    """Rows in ``NB201_EDGES`` order -> ``{edge_j_i: argmax op}`` (``none`` included, as in the
-    NAS-Bench-201 paper's DARTS baseline)."""
-    return {nb201_field(j, i): ops[int(row.argmax())]
-            for (j, i), row in zip(NB201_EDGES, weights, strict=True)}
-
-
-def derive_darts(weights: torch.Tensor, ops: list[str]) -> dict[str, dict[str, str]]:
-    """Rows in DARTS's edge order (node 2: inputs 0, 1; node 3: 0, 1, 2; ...) -> the cell's
-    ``node{k}: {inputs, op_a, op_b}``: per node the top-2 incoming edges by their strongest
-    non-``none`` op (DARTS's ``_parse``)."""
-    keep = [k for k, name in enumerate(ops) if name != NONE]
-    cell, row = {}, 0
-    for node in DARTS_NODES:
-        block = weights[row : row + node]
-        best = block[:, keep].max(dim=1)
-        top = sorted(sorted(range(node), key=lambda s: -float(best.values[s]))[:2])
-        a, b = (ops[keep[int(best.indices[s])]] for s in top)
-        pair = f"{top[0]},{top[1]}"
-        assert pair in darts_pairs(node)
-        cell[f"node{node}"] = {"inputs": pair, "op_a": a, "op_b": b}
-        row += node
-    return cell
-
-
-def skip_count(arch: Arch, space: Space) -> int:
-    """Skip connections in the architecture's cell (the normal cell for DARTS): the count
-    DARTS collapses to (Zela et al. 2020; DARTS+, Liang et al. 2019)."""
-    if space.model == "unet3d":  # no parameter-free op to collapse to: its ops all convolve
-        return 0
-    if space.model == "nb201":
-        return sum(op == SKIP for op in arch["cell"].values())
-    return sum(spec[side] == SKIP for spec in arch["normal"].values()
-               for side in ("op_a", "op_b"))
-
-
-def check_supernet_space(space: Space) -> None:
-    """A supernet shares one network skeleton: only the cells (a U-Net's level ops) may be
-    searched."""
-    if space.model not in ("nb201", "darts", "unet3d"):
-        raise ConfigError(f"--space {space.name}: weight sharing needs a cell space (model nb201 "
-                          f"or darts, e.g. nb201_cell, darts_cell) or a unet3d space, not model "
-                          f"{space.model!r}")
-    cells = {"nb201": r"cell\.", "unet3d": r"levels\.\d+\.op$"}.get(
-        space.model, "|".join(rf"{k}\." for k in CELL_TYPES))
-    for decision in space.decisions():
-        options = decision.param.options()
-        if not re.match(cells, decision.key) and (options is None or len(options) > 1):
-            raise ConfigError(f"--space {space.name}: {decision.key} is searched, but a "
-                              "supernet shares one skeleton: only the cells may vary")

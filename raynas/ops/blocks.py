@@ -141,7 +141,7 @@ class AttentionGate(nn.Module):
     """``attention_gate`` as a chain op: a 3x3x3 convolution whose output gates itself through
     MONAI's additive attention block (``AttentionUnet``'s gate, with the features as both the
     gating signal and the gated input), so the network learns where in the volume to look.
-    The U-Net builder (``raynas.models.unet``) uses the same block on its skips, gated by the
+    The U-Net builder (``unet3d``) uses the same block on its skips, gated by the
     decoder."""
 
     def __init__(self, c_in: int, c_out: int, stride: int, dims: int) -> None:

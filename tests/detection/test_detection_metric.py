@@ -7,7 +7,7 @@ import pytest
 import torch
 from torchvision import tv_tensors
 
-from raynas.objectives.detection import BoxMAP
+from raynas.tasks.detection.metric import BoxMAP
 
 TRUTH = {"boxes": tv_tensors.BoundingBoxes([[10.0, 10.0, 30.0, 30.0]], format="XYXY",
                                            canvas_size=(64, 64)),

@@ -16,13 +16,13 @@ from torchvision.models.detection.ssd import SSD
 from torchvision.models.detection.ssdlite import SSDLiteHead
 from torchvision.ops import MultiScaleRoIAlign
 
-from raynas.detections import load_detection
 from raynas.errors import SpaceError
 from raynas.estimation import load_space
-from raynas.estimation.detection import loader
 from raynas.models import build_model
-from raynas.models.detection import HEADS, NECKS, Fusion, build
 from raynas.space import Space
+from raynas.tasks.detection.data import load_detection
+from raynas.tasks.detection.model import HEADS, NECKS, Fusion, build
+from raynas.tasks.detection.train import loader
 
 SPACE = load_space("detection")
 IMAGES = [torch.rand(3, 64, 64) for _ in range(2)]
@@ -240,9 +240,9 @@ def test_ssdlite_and_faster_rcnn_take_the_searched_anchors_and_keep_the_image_si
     ("none", "fcos", "1x1 convs (32 ch) on 2 scales, FCOS head"),
 ])
 def test_the_diagram_names_the_neck_and_the_head(neck, head, shown):
-    from raynas.bench.detection import baseline_arch
-    from raynas.report.graph import detection_graph
+    from raynas.report.graph import graph_of
+    from raynas.tasks.detection.bench import baseline_arch
 
     arch = {**baseline_arch(load_space("detection")), "neck": neck, "head": head}
-    [graph] = detection_graph(arch)
+    [graph] = graph_of("detection")(arch)  # the builder's, as the report finds it
     assert shown in [e.label for e in graph.edges]

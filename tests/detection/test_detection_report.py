@@ -10,8 +10,8 @@ import pytest
 import torch
 from PIL import Image
 
-from raynas.detections import load_detection
-from raynas.report.detection import COLUMNS, HEADER, PANEL, boxes_png
+from raynas.tasks.detection.data import load_detection
+from raynas.tasks.detection.picture import COLUMNS, HEADER, PANEL, boxes_png
 
 
 @pytest.fixture(scope="module")

@@ -15,13 +15,13 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from raynas.cli import main
-from raynas.config import SearchConfig
-from raynas.detections import write_synthetic
-from raynas.estimation.detection import MAX_BOXES
+from raynas.config import SearchConfig, Tracking
 from raynas.experiment.driver import search
 from raynas.experiment.resolve import resolve
 from raynas.objectives.scalarize import fixed_range
 from raynas.space import builtin_dir
+from raynas.tasks.detection.data import write_synthetic
+from raynas.tasks.detection.train import MAX_BOXES
 
 EPOCHS = 3
 
@@ -34,8 +34,8 @@ def few(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_detection_search_end_to_end(ray_local, tracking, tmp_path, few):
     result = search(SearchConfig(
         space="detection", dataset=f"coco:{few}", strategy="tpe", scheduler="asha",
-        num_trials=3, max_epochs=EPOCHS, retrain_epochs=2, tracking_uri=tracking,
-        constraint=["latency_ms<=5000"], storage=str(tmp_path / "ray")))
+        num_trials=3, max_epochs=EPOCHS, retrain_epochs=2, constraint=["latency_ms<=5000"],
+        tracking=Tracking(tracking_uri=tracking, storage=str(tmp_path / "ray"))))
     assert result.num_failed == 0 and result.num_trials == 3
     client = MlflowClient(tracking)
     runs = client.search_runs([client.get_run(result.parent_run_id).info.experiment_id])

@@ -9,11 +9,11 @@ import random
 
 import pytest
 
-from raynas.bench.detection import baseline_arch
-from raynas.detections import load_detection
 from raynas.errors import ConfigError
 from raynas.estimation import load_space
-from raynas.estimation.detection import Detector, MeanBoxes, evaluate
+from raynas.tasks.detection.bench import baseline_arch
+from raynas.tasks.detection.data import load_detection
+from raynas.tasks.detection.train import Detector, MeanBoxes, evaluate
 
 EPOCHS = 8
 

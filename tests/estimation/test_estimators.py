@@ -69,8 +69,10 @@ def test_zero_cost_strategy_scores_candidates_in_ray_tasks_and_trains_the_top_k_
     """One search for both (each search costs seconds of Tune, MLflow and a final model): the
     zero_cost strategy, trials on width rungs of a low-resolution proxy task, the learning-curve
     scheduler driven by Tune."""
-    result = search(SearchConfig(space="small_cnn", strategy="zero_cost", proxy="snip",
-                                 zc_candidates=24, zc_top_k=2, scheduler="curve", max_epochs=1,
+    result = search(SearchConfig(space="small_cnn", strategy="zero_cost",
+                                 strategy_options={"proxy": "snip", "candidates": "24",
+                                                   "top_k": "2"},
+                                 scheduler="curve", max_epochs=1,
                                  fidelity="width:0.3", proxy_task="resolution=0.5",
                                  retrain_epochs=1))
     client = MlflowClient(tracking)

@@ -14,7 +14,7 @@ import yaml
 from mlflow.tracking import MlflowClient
 from searches import child_runs
 
-from raynas.config import SearchConfig
+from raynas.config import Resources, SearchConfig
 from raynas.errors import ConfigError
 from raynas.estimation import load_space
 from raynas.experiment.driver import search
@@ -151,10 +151,12 @@ def test_nb201_derivation_is_the_argmax_op_of_every_edge():
 def test_weight_sharing_needs_a_cell_space_and_known_names():
     with pytest.raises(ConfigError, match="--space macro_cnn: weight sharing needs a cell"):
         resolve(SearchConfig(strategy="oneshot", space="macro_cnn"))
-    with pytest.raises(ConfigError, match="--supernet: unknown sampler 'spso'"):
-        resolve(SearchConfig(strategy="oneshot", space="nb201_cell", supernet="spso"))
-    with pytest.raises(ConfigError, match="--oneshot-searcher: 'darts'"):
-        resolve(SearchConfig(strategy="oneshot", space="nb201_cell", oneshot_searcher="darts"))
+    with pytest.raises(ConfigError, match="--strategy-option supernet: unknown sampler 'spso'"):
+        resolve(SearchConfig(strategy="oneshot", space="nb201_cell",
+                             strategy_options={"supernet": "spso"}))
+    with pytest.raises(ConfigError, match="--strategy-option searcher: 'darts' cannot search"):
+        resolve(SearchConfig(strategy="oneshot", space="nb201_cell",
+                             strategy_options={"searcher": "darts"}))
     for extra in ({"objective": ["val_accuracy:max", "params:min"]},
                   {"constraint": ["params<=10000"]}):
         with pytest.raises(ConfigError, match="--strategy darts: scores candidates by the "
@@ -164,8 +166,8 @@ def test_weight_sharing_needs_a_cell_space_and_known_names():
 
 def test_oneshot_search_ranks_candidates_against_the_supernet(ray_local, tracking, tiny_nb201):
     result = search(SearchConfig(space=tiny_nb201, strategy="oneshot", scheduler="fifo",
-                                 num_trials=5, max_epochs=1, retrain_epochs=1, concurrency=1,
-                                 seed=0))
+                                 num_trials=5, max_epochs=1, retrain_epochs=1, seed=0,
+                                 resources=Resources(concurrency=1)))
     client = MlflowClient(tracking)
     supernet, = child_runs(client, result, "supernet")
     assert supernet.info.status == "FINISHED"

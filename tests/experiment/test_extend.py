@@ -10,7 +10,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from raynas.cli import main
-from raynas.config import SearchConfig
+from raynas.config import Resources, SearchConfig, Tracking
 from raynas.experiment.driver import extend, search
 
 
@@ -42,11 +42,12 @@ def comparable(strategy: str, state: dict):
 @pytest.mark.parametrize(("strategy", "n"), [("evolution", 6), ("tpe", 3)])
 def test_an_extended_search_equals_one_that_never_stopped(ray_local, tracking, tmp_path,
                                                           strategy, n):
-    common = dict(space="small_cnn", strategy=strategy, scheduler="fifo", max_epochs=1,
-                  retrain_epochs=1, concurrency=1, storage=str(tmp_path / "results"), seed=3)
-    first = search(SearchConfig(**common, num_trials=n, experiment="parts"), quiet)
+    common = SearchConfig(space="small_cnn", strategy=strategy, scheduler="fifo", max_epochs=1,
+                          retrain_epochs=1, seed=3, resources=Resources(concurrency=1),
+                          tracking=Tracking(storage=str(tmp_path / "results")))
+    first = search(common.replace(num_trials=n, experiment="parts"), quiet)
     extended = extend(first.folder, n, progress=quiet)
-    whole = search(SearchConfig(**common, num_trials=2 * n, experiment="whole"), quiet)
+    whole = search(common.replace(num_trials=2 * n, experiment="whole"), quiet)
 
     # One search: the same folder and parent run, 2n trials, the best never worse.
     assert (extended.folder, extended.parent_run_id) == (first.folder, first.parent_run_id)
@@ -77,7 +78,8 @@ def test_an_extended_search_equals_one_that_never_stopped(ray_local, tracking, t
 def test_extend_refuses_what_it_cannot_continue(ray_local, tracking, tmp_path, capsys):
     grid = search(SearchConfig(space="small_cnn", strategy="grid", scheduler="fifo",
                                num_trials=2, max_epochs=1, retrain_epochs=1,
-                               storage=str(tmp_path / "results"), experiment="g"), quiet)
+                               tracking=Tracking(storage=str(tmp_path / "results"),
+                                                 experiment="g")), quiet)
     assert main(["extend", grid.folder, "--num-trials", "2"]) == 2
     assert "a grid search has no strategy state" in capsys.readouterr().err
     assert main(["extend", "no-such-experiment", "--num-trials", "2"]) == 2

@@ -15,7 +15,7 @@ import torch
 from mlflow.tracking import MlflowClient
 
 from raynas.cli import main
-from raynas.config import SearchConfig
+from raynas.config import SearchConfig, Tracking
 from raynas.data import load_dataset
 from raynas.experiment.driver import search
 from raynas.experiment.export import export_model
@@ -32,7 +32,7 @@ def done(ray_local, tmp_path_factory):
         patch.setenv("MLFLOW_TRACKING_URI", uri)
         searched = search(SearchConfig(space="small_cnn", strategy="grid", scheduler="fifo",
                                        num_trials=3, max_epochs=1, retrain_epochs=1,
-                                       storage=str(folder / "results")))
+                                       tracking=Tracking(storage=str(folder / "results"))))
         retrained = retrain_best(searched.parent_run_id, epochs=1, top_k=2, seeds=2)
         yield SimpleNamespace(uri=uri, folder=folder, search=searched, retrained=retrained,
                               client=MlflowClient(uri), data=load_dataset("digits", seed=0))
@@ -127,7 +127,7 @@ def test_retrain_an_architecture_file_from_the_command_line(store, tmp_path, cap
     arch.write_text(json.dumps(store.search.best["arch"]))
     assert main(["retrain", str(arch), "--epochs", "1", "--seeds", "1", "--experiment",
                  "from-file", "--json"]) == 0
-    summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    summary = json.loads(capsys.readouterr().out)  # the whole of stdout
     only, = summary["architectures"]
     assert summary["search_run_id"] is None and only["val_accuracy"] is None
     assert summary["champion"] == only["model_uri"] == "models:/from-file/1"

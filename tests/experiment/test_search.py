@@ -13,7 +13,7 @@ from mlflow.tracking import MlflowClient
 from searches import child_runs
 
 import raynas
-from raynas.config import SearchConfig
+from raynas.config import Failures, Resources, SearchConfig
 from raynas.data import load_dataset
 from raynas.errors import RaynasError
 from raynas.experiment.driver import search
@@ -94,8 +94,9 @@ def test_max_failed_trials_ends_the_search(ray_local, tracking, tmp_path):
         "      op: conv_3x3\n      channels: 16\n      stride: 1\n      connection: series\n"
         "  train:\n    lr: {choice: [1.0e+30, 1.0e+31, 1.0e+32, 0.01]}\n    optimizer: sgd\n")
     with pytest.raises(RaynasError, match=r"all 2 trials failed; first error: FloatingPoint"):
-        search(SearchConfig(space=str(space), strategy="grid", scheduler="fifo", concurrency=1,
-                            max_epochs=2, max_retries=0, max_failed_trials=2))
+        search(SearchConfig(space=str(space), strategy="grid", scheduler="fifo", max_epochs=2,
+                            resources=Resources(concurrency=1),
+                            failures=Failures(max_retries=0, max_failed_trials=2)))
 
 
 def test_sequence_data_builds_conv1d_networks_that_learn(ray_local, tracking, tmp_path):

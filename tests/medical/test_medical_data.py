@@ -18,7 +18,7 @@ from raynas.cli import main
 from raynas.data import load_dataset
 from raynas.estimation import load_space
 from raynas.estimation.train import Run, tensors
-from raynas.volumes import write_synthetic
+from raynas.tasks.segmentation.data import write_synthetic
 
 
 @pytest.fixture(scope="module")

@@ -7,17 +7,17 @@ from pathlib import Path
 
 from mlflow.tracking import MlflowClient
 
-from raynas.config import SearchConfig
+from raynas.config import SearchConfig, Tracking
 from raynas.experiment.driver import search
-from raynas.volumes import write_synthetic
+from raynas.tasks.segmentation.data import write_synthetic
 
 
 def test_segmentation_search_end_to_end(ray_local, tracking, tmp_path):
     root = write_synthetic(tmp_path / "volumes", count=12, size=12, classes=2)
     result = search(SearchConfig(
         space="unet3d_seg", dataset=f"nifti:{root}", strategy="evolution", scheduler="asha",
-        num_trials=3, max_epochs=2, retrain_epochs=2, tracking_uri=tracking,
-        constraint=["peak_memory_mb<=2000"], storage=str(tmp_path / "ray")))
+        num_trials=3, max_epochs=2, retrain_epochs=2, constraint=["peak_memory_mb<=2000"],
+        tracking=Tracking(tracking_uri=tracking, storage=str(tmp_path / "ray"))))
     assert result.num_failed == 0 and result.num_trials == 3
     client = MlflowClient(tracking)
     runs = client.search_runs([client.get_run(result.parent_run_id).info.experiment_id])

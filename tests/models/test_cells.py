@@ -1,25 +1,17 @@
-"""Cell spaces (NAS-Bench-201, DARTS), their genotype notations, and the tabular-benchmark mode
-(a table this module builds itself by really training tiny cells on digits)."""
+"""Cell spaces (NAS-Bench-201, DARTS) and their genotype notations (the tabular benchmarks,
+which are keyed by them, are tested in tests/tabular)."""
 
 from __future__ import annotations
 
 import random
 
-import mlflow
-import numpy as np
 import pytest
 import torch
 import yaml
-from mlflow.tracking import MlflowClient
 from torch import nn
 
-from raynas.config import SearchConfig
-from raynas.data import load_dataset
-from raynas.errors import ConfigError, SpaceError
+from raynas.errors import SpaceError
 from raynas.estimation import load_space
-from raynas.estimation.tabular import load_table, table_key, tabulate
-from raynas.experiment.driver import search
-from raynas.experiment.resolve import resolve
 from raynas.models import build_model, describe, from_genotype
 from raynas.models.cell import (
     DARTS_OPS,
@@ -30,13 +22,6 @@ from raynas.models.cell import (
     parse_genotype,
 )
 
-# A tiny NAS-Bench-201 space of 6 cells: 3 ops on one edge x 2 on another, the rest fixed.
-TINY = {"name": "nb201_tiny", "model": "nb201", "space": {
-    "channels": 4, "cells_per_stage": 1,
-    "cell": {"edge_1_0": {"choice": ["nor_conv_3x3", "avg_pool_3x3", "none"]},
-             "edge_2_0": "none", "edge_2_1": {"choice": ["nor_conv_3x3", "skip_connect"]},
-             "edge_3_0": "none", "edge_3_1": "none", "edge_3_2": "nor_conv_1x1"},
-    "train": {"lr": 0.01, "batch_size": 64, "optimizer": "adam"}}}
 DARTS_V2 = (  # the cell DARTS found on CIFAR-10, as its genotypes.py prints it
     "Genotype(normal=[('sep_conv_3x3', 0), ('sep_conv_3x3', 1), ('sep_conv_3x3', 0), "
     "('sep_conv_3x3', 1), ('sep_conv_3x3', 1), ('skip_connect', 0), ('skip_connect', 0), "
@@ -162,112 +147,3 @@ def test_cell_spaces_are_checked_at_load(model, edit, message):
     with pytest.raises(SpaceError, match=message) as error:
         load_space(doc)
     assert "\n" not in str(error.value)
-
-
-# --- tabular-benchmark mode --------------------------------------------------------------------
-EPOCHS = 2
-
-
-@pytest.fixture(scope="module")
-def table_csv(ray_local, tmp_path_factory):
-    """The whole tiny space (6 cells), really trained for 2 epochs on digits."""
-    path = tmp_path_factory.mktemp("table") / "tiny.csv"
-    count, seconds = tabulate(load_space(TINY), load_dataset("digits"), 10, EPOCHS, 1, path)
-    assert count == 6 and seconds > 0
-    return path
-
-
-def test_tabulate_writes_a_table_of_the_whole_small_space(table_csv):
-    table, space = load_table(table_csv), load_space(TINY)
-    assert set(table.runs) == {describe(space, a) for a in space.grid()}
-    assert table.epochs == EPOCHS and table.metrics >= {"val_accuracy", "params", "flops"}
-    final = {k: r[0].values["val_accuracy"][-1] for k, r in table.runs.items()}
-    assert max(final.values()) > 0.5  # it really trained: chance is 0.1
-    assert min(final.values()) < max(final.values())
-
-
-def test_tabular_search_looks_up_stops_early_and_skips_unknown_architectures(
-        ray_local, tracking, table_csv, tmp_path):
-    space, full = load_space(TINY), load_table(table_csv)
-    rows = table_csv.read_text().splitlines()
-    missing = describe(space, space.grid()[-1])
-    partial = tmp_path / "partial.csv"  # the table without one architecture
-    partial.write_text("\n".join(r for r in rows if not r.startswith(missing)) + "\n")
-    (tmp_path / "tiny.yaml").write_text(yaml.safe_dump(TINY))
-    result = search(SearchConfig(space=str(tmp_path / "tiny.yaml"),
-                                 dataset=f"tabular:{partial}", strategy="grid",
-                                 scheduler="asha", max_epochs=EPOCHS, concurrency=1))
-    assert result.num_trials == 6 and result.num_failed == 1
-    assert result.model_uri == "none (tabular search)"
-    client = MlflowClient(tracking)
-    runs = client.search_runs(
-        [client.get_experiment_by_name(result.experiment).experiment_id],
-        f"tags.mlflow.parentRunId = '{result.parent_run_id}' and tags.`raynas.role` = 'trial'")
-    statuses, last, total = {}, {}, 0.0
-    for run in runs:  # every trial's run is tagged with its NAS-Bench-201 string
-        key = run.data.tags["raynas.genotype"]
-        arch = mlflow.artifacts.load_dict(f"runs:/{run.info.run_id}/architecture.json")
-        assert key == describe(space, arch) and from_genotype(space, key) == arch
-        statuses[key] = run.info.status
-        if key == missing:
-            assert run.info.status == "FAILED"
-            assert "is not in the table" in run.data.tags["raynas.error"]
-            continue
-        curve = full.runs[key][0].values
-        val = [(m.step, m.value) for m in client.get_metric_history(run.info.run_id,
-                                                                    "val_accuracy")]
-        sim = [m.value for m in client.get_metric_history(run.info.run_id, "sim_time_s")]
-        steps = len(val)
-        assert val == [(e + 1, pytest.approx(curve["val_accuracy"][e])) for e in range(steps)]
-        assert sim == pytest.approx(np.cumsum(curve["train_time_s"])[:steps].tolist())
-        assert run.info.status == ("FINISHED" if steps == EPOCHS else "KILLED")
-        total += sim[-1]
-        last[key] = val[-1][1]
-    assert "KILLED" in statuses.values()  # ASHA stopped trials on the table's numbers
-    parent = client.get_run(result.parent_run_id)
-    assert parent.data.metrics["sim_time_s"] == pytest.approx(total)
-    assert result.best["sim_time_s"] == pytest.approx(total)
-    best = table_key(space, result.best["arch"])
-    assert result.best["test_accuracy"] == pytest.approx(
-        full.runs[best][0].values["test_accuracy"][-1])
-    assert result.best["val_accuracy"] == max(last.values()) == last[best]
-
-
-@pytest.mark.parametrize("edit, flags, message", [
-    (lambda text: text.replace("val_accuracy", "val_acc"), {},
-     "missing column 'val_accuracy'"),
-    (lambda text: text.replace(",2,", ",3,"), {}, "epochs must be 1, 2, ... without gaps"),
-    (lambda text: "\n".join(text.splitlines()[:1] + [
-        ",".join("93.5" if i == 3 else v for i, v in enumerate(r.split(",")))
-        for r in text.splitlines()[1:]]), {}, "accuracies must be fractions in"),
-    (lambda text: text, {"max_epochs": EPOCHS + 1}, "--max-epochs 3: the table's runs have 2"),
-    (lambda text: text, {"space": "darts_cell"}, "none of the 6 architectures"),
-    (lambda text: text, {"fidelity": "data"}, "--fidelity data: a table holds"),
-    (lambda text: "arch,epoch\n[", {}, "missing column"),
-])
-def test_a_bad_table_or_search_is_one_line_at_validation(table_csv, tmp_path, edit, flags,
-                                                         message):
-    bad = tmp_path / "bad.csv"
-    bad.write_text(edit(table_csv.read_text()))
-    (tmp_path / "tiny.yaml").write_text(yaml.safe_dump(TINY))
-    settings = {"space": str(tmp_path / "tiny.yaml"), "max_epochs": EPOCHS, **flags}
-    with pytest.raises(ConfigError, match=message) as error:
-        resolve(SearchConfig(dataset=f"tabular:{bad}", **settings))
-    assert "\n" not in str(error.value)
-    with pytest.raises(ConfigError, match="no such file"):
-        resolve(SearchConfig(dataset=f"tabular:{tmp_path / 'nope.csv'}", **settings))
-
-
-def test_bench_compares_strategies_at_simulated_time(ray_local, table_csv):
-    from raynas.bench.tabular import full_time, incumbent, search_points
-
-    space, table = load_space(TINY), load_table(table_csv)
-    points, spent = search_points("random", 0, space, table, 2, EPOCHS, 1)
-    final = {k: r[0].values["val_accuracy"][-1] for k, r in table.runs.items()}
-    assert points and all(p.val_accuracy in final.values() for p in points)
-    times = [p.sim_time_s for p in points]
-    assert times == sorted(times) and spent >= times[-1] > 0
-    # every architecture once (the search ran out of new ones): the clock is the whole table
-    assert spent == pytest.approx(len(table.runs) * full_time(table, EPOCHS))
-    assert incumbent(points, spent).val_accuracy == max(final.values())
-    assert incumbent(points, times[0] / 2) is None

@@ -15,7 +15,7 @@ from mlflow.tracking import MlflowClient
 from torch import nn
 
 from raynas.cli import main
-from raynas.config import SearchConfig
+from raynas.config import Resources, SearchConfig
 from raynas.data import load_dataset
 from raynas.errors import ConfigError, RaynasError
 from raynas.estimation import load_space
@@ -236,5 +236,5 @@ def test_a_search_with_no_feasible_candidate_fails_with_one_line(ray_local, trac
     with pytest.raises(RaynasError, match=r"^no feasible trial: all 2 that ran violate "
                                           r"--constraint \(trial \w+: params<=10\)$"):
         search(SearchConfig(space="small_cnn", strategy="random", scheduler="fifo",
-                            num_trials=2, concurrency=1, max_epochs=1,
-                            constraint=["params<=10"]))
+                            num_trials=2, max_epochs=1, constraint=["params<=10"],
+                            resources=Resources(concurrency=1)))

@@ -1,4 +1,4 @@
-"""The elastic supernet of Once-for-All (``raynas.models.elastic``): a sub-network extracted
+"""The elastic supernet of Once-for-All (``raynas.ofa.elastic``): a sub-network extracted
 stand-alone computes exactly what the supernet computes with that setting, for each elastic
 dimension; kernel transforms, channel sorting, and the ``ofa`` builder's checks."""
 
@@ -13,8 +13,8 @@ import torch
 from raynas.errors import ConfigError, SpaceError
 from raynas.estimation import load_space
 from raynas.models import build_model, latency_units
-from raynas.models.elastic import ElasticSupernet
 from raynas.objectives.measure import count_params
+from raynas.ofa.elastic import ElasticSupernet
 
 SHAPE = (1, 12, 12)
 

@@ -1,4 +1,4 @@
-"""Progressive shrinking (``raynas.estimation.ofa``): which dimensions each phase samples, in-place
+"""Progressive shrinking (``raynas.ofa.shrinking``): which dimensions each phase samples, in-place
 distillation outside the first phase, channel sorting before the width phase, and a resumed
 training that goes on exactly as the uninterrupted one."""
 
@@ -12,8 +12,8 @@ import torch
 
 from raynas.data import load_dataset
 from raynas.errors import ConfigError
-from raynas.estimation.ofa import PHASES, ProgressiveShrinking, sample_arch
 from raynas.estimation.train import tensors
+from raynas.ofa.shrinking import PHASES, ProgressiveShrinking, sample_arch
 
 
 def values(arch) -> dict[str, set]:

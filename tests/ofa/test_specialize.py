@@ -14,9 +14,15 @@ from mlflow.tracking import MlflowClient
 from raynas.cli import main
 from raynas.errors import ConfigError
 from raynas.experiment.export import export_model
-from raynas.experiment.ofa import SAMPLES_FILE, SUPERNET_FILE, specialize
 from raynas.models import build_model
 from raynas.objectives.measure import count_params
+from raynas.ofa.specialize import (
+    SAMPLES_FILE,
+    SUPERNET_FILE,
+    check_targets,
+    specialize,
+    target_name,
+)
 
 
 @pytest.fixture
@@ -25,7 +31,7 @@ def supernet_run(ray_local, tracking, tiny_yaml, tmp_path, monkeypatch, capsys) 
     monkeypatch.setenv("RAYNAS_LATENCY_DIR", str(tmp_path / "latency"))
     assert main(["ofa", "train", "--space", tiny_yaml, "--epochs-per-phase", "1",
                  "--json"]) == 0
-    done = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    done = json.loads(capsys.readouterr().out)  # the whole of stdout: no banner of Tune's
     assert done["epochs"] == 4 and done["pending"] == 0
     return done["run_id"]
 
@@ -85,13 +91,24 @@ def test_what_cannot_be_specialised_is_one_line_and_exit_2(tracking, capsys):
         assert err[-1].startswith("raynas: error: ") and message in err[-1], (argv, err)
 
 
+def test_a_target_is_read_by_parse_constraints_and_names_its_registered_model():
+    """The registered model's name is built from the parsed constraints (no parsing of its
+    own): operators spelled out, integral bounds without a decimal point."""
+    targets = check_targets(["latency_ms<=2.5", "params < 200000", "flops>=1e6"])
+    assert target_name(targets) == "latency_ms-le-2.5_params-lt-200000_flops-ge-1000000"
+    with pytest.raises(ConfigError, match="give at least one bound on latency_ms"):
+        check_targets([])
+    with pytest.raises(ConfigError, match="unknown metric 'latency'"):
+        check_targets(["latency<=2"])
+
+
 def test_the_winner_is_the_best_scored_one_that_meets_the_target_when_measured(tiny_space):
     """``confirm`` measures the ranked candidates whole, best first, and moves down the ranking
     past one that breaks the target (here the larger sub-network, by its parameter count)."""
     from raynas.data import load_dataset
     from raynas.estimation.costs import CostSettings
-    from raynas.experiment.ofa import confirm
     from raynas.objectives.constraints import parse_constraints
+    from raynas.ofa.specialize import confirm
 
     data = load_dataset("digits")
     small, large = (tiny_space.sample(random.Random(s)) for s in (0, 1))

@@ -19,7 +19,7 @@ CORE = ("raynas.space", "raynas.data", "raynas.models", "raynas.objectives", "ra
 LAYERS = [
     ("raynas.errors", "raynas.config", "raynas.registry"),
     ("raynas.space",),
-    ("raynas.ops", "raynas.data", "raynas.volumes", "raynas.detections", "raynas.runtime",
+    ("raynas.ops", "raynas.data", "raynas.runtime",
      "raynas.search_spaces", "raynas.bench.registry"),
     ("raynas.models",),
     ("raynas.objectives",),

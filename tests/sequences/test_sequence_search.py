@@ -11,7 +11,7 @@ import pytest
 import torch
 from mlflow.tracking import MlflowClient
 
-from raynas.config import SearchConfig
+from raynas.config import SearchConfig, Tracking
 from raynas.data import load_dataset
 from raynas.experiment.driver import search
 from raynas.experiment.export import export_model
@@ -21,8 +21,8 @@ from raynas.experiment.retrain import retrain_best
 def test_attention_search_on_variable_length_series(ray_local, tracking, tmp_path):
     result = search(SearchConfig(
         space="conv_attention_1d", dataset="ucr:JapaneseVowels", strategy="random",
-        scheduler="fifo", num_trials=2, max_epochs=1, retrain_epochs=1, tracking_uri=tracking,
-        storage=str(tmp_path / "ray")))
+        scheduler="fifo", num_trials=2, max_epochs=1, retrain_epochs=1,
+        tracking=Tracking(tracking_uri=tracking, storage=str(tmp_path / "ray"))))
     assert result.num_failed == 0 and result.num_trials == 2
     client = MlflowClient(tracking)
     runs = client.search_runs([client.get_run(result.parent_run_id).info.experiment_id])

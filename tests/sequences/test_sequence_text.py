@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from raynas.cli import main
-from raynas.config import SearchConfig
+from raynas.config import SearchConfig, Tracking
 from raynas.data import load_dataset
 from raynas.errors import DataError
 from raynas.experiment.driver import search
@@ -80,8 +80,8 @@ def test_a_text_search(ray_local, tracking, tmp_path, snippets):
         writer.writerows(r for r in rows if r["group"] in movies)
     result = search(SearchConfig(
         space="transformer_text", dataset=f"text:{subset}", strategy="random",
-        scheduler="fifo", num_trials=2, max_epochs=1, retrain_epochs=1, tracking_uri=tracking,
-        storage=str(tmp_path / "ray")))
+        scheduler="fifo", num_trials=2, max_epochs=1, retrain_epochs=1,
+        tracking=Tracking(tracking_uri=tracking, storage=str(tmp_path / "ray"))))
     assert result.num_failed == 0
     assert 0 < result.best["test_accuracy"] <= 1
 

@@ -13,7 +13,7 @@ from mlflow.tracking import MlflowClient
 from ray.tune.experiment import Trial
 from ray.tune.schedulers import TrialScheduler
 
-from raynas.config import SearchConfig
+from raynas.config import Resources, SearchConfig, Tracking
 from raynas.errors import ConfigError
 from raynas.experiment.driver import search
 from raynas.experiment.resolve import resolve
@@ -129,8 +129,9 @@ def test_search_with_mo_asha_kills_dominated_trials_and_logs_a_non_dominated_fro
         ray_local, tracking):
     result = search(SearchConfig(
         space="small_cnn", strategy="evolution", scheduler="mo-asha", num_trials=6,
-        max_epochs=2, concurrency=2, retrain_epochs=1, experiment="t", tracking_uri=tracking,
-        objective=["val_accuracy:max", "params:min"]))
+        max_epochs=2, retrain_epochs=1, objective=["val_accuracy:max", "params:min"],
+        resources=Resources(concurrency=2), tracking=Tracking(experiment="t",
+                                                              tracking_uri=tracking)))
     client = MlflowClient(tracking)
     parent = client.get_run(result.parent_run_id)
     assert parent.data.tags["raynas.scheduler"] == "mo-asha"

@@ -19,7 +19,7 @@ def tiny(tracking: str, **overrides) -> SearchConfig:
     settings = {"space": "small_cnn", "strategy": "random", "scheduler": "fifo",
                 "num_trials": 4, "max_epochs": 1, "concurrency": 2, "retrain_epochs": 1,
                 "tracking_uri": tracking, "experiment": "t", **overrides}
-    return SearchConfig(**settings)
+    return SearchConfig.of(settings)
 
 
 def trial_runs(tracking: str, parent_run_id: str):

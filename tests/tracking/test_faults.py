@@ -19,7 +19,7 @@ from mlflow.tracking import MlflowClient
 from servers import start_mlflow, stop
 
 from raynas.bench.scaling import free_ports
-from raynas.config import SearchConfig
+from raynas.config import SearchConfig, Tracking
 from raynas.experiment.driver import search
 from raynas.tracking.store import FAIL_FAST
 
@@ -112,7 +112,7 @@ def test_a_killed_trial_worker_is_retried_from_its_checkpoint(ray_local, trackin
     results = tmp_path / "results"
     config = SearchConfig(space="small_cnn", dataset="mnist5k", strategy="grid",
                           scheduler="fifo", num_trials=3, max_epochs=4, retrain_epochs=1,
-                          storage=str(results), experiment="t")
+                          tracking=Tracking(storage=str(results), experiment="t"))
     box: dict = {}
     thread = threading.Thread(target=lambda: box.update(result=search(config, lambda m: None)))
     thread.start()

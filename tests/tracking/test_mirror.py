@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from raynas.config import SearchConfig
+from raynas.config import Resources, SearchConfig, Tracking
 from raynas.errors import ConfigError
 from raynas.experiment import driver, state
 from raynas.tracking.mirror import Mirror
@@ -67,14 +67,13 @@ def test_a_mirror_pushes_what_changed_and_pulls_it_back(on_s3, tmp_path):
 
 
 def test_resume_auto_finds_a_search_on_a_path_or_in_a_bucket(on_s3, tmp_path):
-    path = SearchConfig(storage=str(tmp_path / "results"), resume="auto")
+    path = str(tmp_path / "results")
     assert state.auto_folder(path, "exp") == (tmp_path / "results" / "exp").resolve()
 
-    storage = f"s3://{on_s3.bucket}/auto"
-    bucket = SearchConfig(storage=storage, resume="auto")
+    bucket = storage = f"s3://{on_s3.bucket}/auto"
     folder = state.auto_folder(bucket, "exp")
     assert folder.is_relative_to(tmp_path / "ledgers") and folder.name == "exp"
-    assert state.auto_folder(SearchConfig(storage=f"{storage}2"), "exp") != folder
+    assert state.auto_folder(f"{storage}2", "exp") != folder
     a_search_folder(folder)  # a search the bucket does not have: not resumed
     assert state.auto_folder(bucket, "exp") == folder and not folder.exists()
 
@@ -85,8 +84,9 @@ def test_resume_auto_finds_a_search_on_a_path_or_in_a_bucket(on_s3, tmp_path):
 
 
 def test_a_missing_bucket_is_one_line_before_anything_runs(on_s3, tmp_path):
-    config = SearchConfig(space="small_cnn", storage="s3://no-such-bucket/results",
-                          resume="auto", tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}")
+    config = SearchConfig(space="small_cnn", tracking=Tracking(
+        storage="s3://no-such-bucket/results", resume="auto",
+        tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}"))
     with pytest.raises(ConfigError) as raised:
         driver.search(config, progress=lambda _: None)
     assert str(raised.value) == ("--storage: s3://no-such-bucket/results/small_cnn: there is "
@@ -134,8 +134,9 @@ def test_extend_by_name_on_another_machine_takes_the_search_from_its_bucket(
     from mlflow.tracking import MlflowClient
 
     config = SearchConfig(space="small_cnn", strategy="random", scheduler="fifo", num_trials=2,
-                          max_epochs=1, retrain_epochs=1, concurrency=1, seed=1,
-                          storage=f"s3://{on_s3.bucket}/far", experiment="far")
+                          max_epochs=1, retrain_epochs=1, seed=1,
+                          resources=Resources(concurrency=1),
+                          tracking=Tracking(storage=f"s3://{on_s3.bucket}/far", experiment="far"))
     first = driver.search(config, progress=lambda _: None)
     shutil.rmtree(tmp_path / "ledgers")  # another machine: an empty disk
     extended = driver.extend("far", 1, progress=lambda _: None)

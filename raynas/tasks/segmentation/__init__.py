@@ -15,9 +15,12 @@ register_task(Task(
     data="masks (nifti:DIR; docs/medical.md)", fidelities=("data", "width"),
     check="raynas.tasks.segmentation.problem:check_volumes"))
 register_builder(ModelBuilder(
-    "unet3d", "raynas.models.unet", task="segmentation", example=("unet3d_seg", (1, 16, 16, 16)),
-    width=True, mixed_edges=True, graph="raynas.report.graph:unet3d_graph"))
-register_source(Source("nifti", from_arrays("raynas.volumes:read_nifti"), "nifti:DIR",
+    "unet3d", "raynas.tasks.segmentation.model", task="segmentation",
+    example=("unet3d_seg", (1, 16, 16, 16)), width=True,
+    mixed_edges="raynas.tasks.segmentation.model:LevelEdges",
+    graph="raynas.tasks.segmentation.graph:unet3d_graph"))
+register_source(Source("nifti", from_arrays("raynas.tasks.segmentation.data:read_nifti"),
+                       "nifti:DIR",
                        help="NIfTI volumes in DIR/images, masks in DIR/labels (or labels.csv)"))
 register_metric(Metric("val_dice", "unit"))  # the mean foreground Dice (also val_accuracy)
 register_metric(Metric("val_dice_class_", "unit", family=True))  # the Dice of each class

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from raynas.bench.common import Print, Report, machine
-from raynas.config import SearchConfig
+from raynas.config import SearchConfig, Tracking
 from raynas.data import load_dataset
 from raynas.errors import ConfigError
 from raynas.estimation import load_space
@@ -53,8 +53,9 @@ def run(args: argparse.Namespace, print_fn: Print = print) -> Report:
             result = search(SearchConfig(
                 space=space, dataset=dataset, strategy=args.strategy, scheduler=args.scheduler,
                 num_trials=trials, max_epochs=max_epochs, retrain_epochs=retrain_epochs,
-                seed=args.seed, experiment=EXPERIMENT, tracking_uri=uri,
-                storage=str(root / "ray")), progress=lambda line: None)
+                seed=args.seed, tracking=Tracking(experiment=EXPERIMENT, tracking_uri=uri,
+                                                  storage=str(root / "ray"))),
+                progress=lambda line: None)
             return {"method": f"search ({space})", "test_accuracy": result.best["test_accuracy"],
                     "seconds": round(time.time() - started, 1),
                     "val_accuracy": result.best["val_accuracy"],

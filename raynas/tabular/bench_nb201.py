@@ -1,5 +1,5 @@
 """``raynas bench nb201``: NAS-Bench-201's comparison of search strategies (Dong & Yang, ICLR
-2020, Table 5), reproduced on the simulated-time backend (``raynas.experiment.simulate``).
+2020, Table 5), reproduced on the simulated-time backend (``raynas.tabular.simulate``).
 
 The protocol, as in the paper's scripts: each run searches the 15,625 cells one trial at a time
 until the simulated clock passes the time budget (12,000 s on CIFAR-10; 24,000 s and 72,000 s on
@@ -42,8 +42,10 @@ from typing import Any
 import numpy as np
 
 from raynas.errors import ConfigError
-from raynas.estimation.nb201 import DATASETS, check_installed, load_nb201
 from raynas.runtime import ray_session
+from raynas.tabular.nb201 import DATASETS, check_installed, load_nb201
+from raynas.tabular.simulate import simulate, table_results
+from raynas.tabular.table import table_key
 
 #: Table 5 of the paper: validation accuracy (%) of the found cell, mean and std over 500 runs.
 PAPER = {
@@ -101,7 +103,6 @@ def search(name: str, strategy: str, seed: int, budget_s: float, workers: int,
     scalarisation, for a strategy that takes one."""
     from raynas import schedulers, strategies
     from raynas.estimation import load_space
-    from raynas.experiment.simulate import simulate, table_results
     from raynas.experiment.tuner import plan_search
     from raynas.strategies.base import StrategyContext
 
@@ -139,7 +140,6 @@ def _scalarized(name: str, results_of: Callable[[dict[str, Any]], list[dict[str,
 def one_run(name: str, strategy: str, seed: int, budget_s: float, workers: int) -> Run:
     """A search of ``strategy`` on ``nb201:name`` with the paper's protocol (a Ray task)."""
     from raynas.estimation import load_space
-    from raynas.estimation.tabular import table_key
 
     space, truth = load_space("nb201_cell"), true_accuracy(name)
     finished, seconds = search(name, strategy, seed, budget_s, workers)
@@ -211,7 +211,6 @@ def speed(name: str, simulated: int = 4000, tuned: int = 24) -> dict[str, float]
     from raynas import schedulers, strategies
     from raynas.bench.common import tune_fit
     from raynas.estimation import load_space
-    from raynas.experiment.simulate import simulate, table_results
     from raynas.experiment.tuner import plan_search
     from raynas.strategies.base import StrategyContext
 
@@ -378,7 +377,6 @@ def one_pareto_run(name: str, strategy: str, seed: int, budget_s: float,
     """A two-objective search (a Ray task): the cells of the front it reports."""
     from raynas import strategies
     from raynas.estimation import load_space
-    from raynas.estimation.tabular import table_key
 
     space = load_space("nb201_cell")
     if strategies.get(strategy).multi_objective:

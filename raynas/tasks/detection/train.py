@@ -2,8 +2,8 @@
 Tune trainable of a detection search, and its final retraining.
 
 Detection needs its own epoch loop: torchvision's detectors compute their losses themselves from
-lists of images and targets, which a DataLoader streams from disk (``raynas.detections``). The
-rest of a trial is the classifier's (``raynas.estimation.train``): the optimizer and its
+lists of images and targets, which a DataLoader streams from disk (``data``). The rest of a
+trial is the classifier's (``raynas.estimation.train``): the optimizer and its
 schedule, the seeding, the costs measured before training, and the reports and checkpoints of
 every epoch (``start_trial``, ``report_steps``), so schedulers such as ASHA stop detectors by
 epochs as they stop classifiers. A trial reports ``val_map`` (mAP@[.5:.95]), ``val_map_50`` and
@@ -26,7 +26,6 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
-from raynas.detections import DetectionData, Detections, collate
 from raynas.errors import ConfigError
 from raynas.estimation.fidelity import TIME_ATTR
 from raynas.estimation.train import (
@@ -41,8 +40,9 @@ from raynas.estimation.train import (
     start_trial,
 )
 from raynas.models import build_model, builder_of
-from raynas.objectives.detection import BoxMAP
 from raynas.space import Space
+from raynas.tasks.detection.data import DetectionData, Detections, collate
+from raynas.tasks.detection.metric import BoxMAP
 
 EVAL_BATCH = 32
 CPU = torch.device("cpu")
@@ -186,7 +186,7 @@ def retrain_detector(space: Space, arch: dict[str, Any], data: DetectionData, ep
                      settings: TrialSettings) -> Retrained:
     """Train ``arch`` on train+val, score it once on the held-out test split; the model is
     served as a ``BoxPredictor``, with a picture of its boxes on test images."""
-    from raynas.report.detection import boxes_png
+    from raynas.tasks.detection.picture import boxes_png
 
     torch.set_num_threads(max(1, int(settings.cpus)))
     device = device_for(settings.gpus)

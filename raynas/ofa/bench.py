@@ -34,16 +34,16 @@ import torch
 from scipy.stats import kendalltau
 
 from raynas.bench.common import Print, Report, machine, sig
-from raynas.config import SearchConfig
+from raynas.config import Resources, SearchConfig, Tracking
 from raynas.data import load_dataset
 from raynas.errors import RaynasError
 from raynas.estimation.fidelity import Fidelity
-from raynas.estimation.ofa import inherited_accuracy, load_supernet
 from raynas.estimation.train import TrialSettings, retrain, tensors
 from raynas.experiment.driver import search
-from raynas.experiment.ofa import read_run, specialize, train_supernet
 from raynas.models import latency_units
 from raynas.objectives.latency import LatencyTable
+from raynas.ofa.shrinking import inherited_accuracy, load_supernet
+from raynas.ofa.specialize import read_run, specialize, train_elastic_supernet
 from raynas.runtime import ray_session
 from raynas.space import arch_hash
 from raynas.strategies.base import one_thread
@@ -75,8 +75,8 @@ def run(epochs_per_phase: int, samples: int, subnets: int, scratch_epochs: int,
 def _run(epochs_per_phase: int, samples: int, subnets: int, scratch_epochs: int,
          search_trials: int, evaluations: int, seed: int, uri: str, storage: str,
          host: dict[str, Any], print_fn: Print) -> Report:
-    trained = train_supernet(DATASET, epochs_per_phase, space=SPACE, seed=seed, tracking=uri,
-                             storage=storage, progress=print_fn)
+    trained = train_elastic_supernet(DATASET, epochs_per_phase, space=SPACE, seed=seed,
+                                     tracking=uri, storage=storage, progress=print_fn)
     print_fn(f"supernet: {trained.epochs} epochs in {trained.seconds:.1f} s; val_accuracy "
              f"largest {trained.val_accuracy:.4f}, smallest {trained.val_accuracy_smallest:.4f}")
     data = load_dataset(DATASET, seed=seed)
@@ -125,8 +125,9 @@ def _run(epochs_per_phase: int, samples: int, subnets: int, scratch_epochs: int,
             found = search(SearchConfig(
                 space=SPACE, dataset=DATASET, strategy="evolution", scheduler="fifo",
                 num_trials=search_trials, max_epochs=scratch_epochs,
-                retrain_epochs=scratch_epochs, concurrency=1, seed=seed,
-                experiment=f"bench-ofa-search-{target}", tracking_uri=uri, storage=storage,
+                retrain_epochs=scratch_epochs, seed=seed, resources=Resources(concurrency=1),
+                tracking=Tracking(experiment=f"bench-ofa-search-{target}", tracking_uri=uri,
+                                  storage=storage),
                 constraint=[f"latency_ms<={target}"]), progress=print_fn).best.get(
                     "test_accuracy", math.nan)
         except RaynasError as exc:  # e.g. no trial of the search met the target

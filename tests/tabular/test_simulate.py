@@ -1,4 +1,4 @@
-"""The simulated-time backend (raynas.experiment.simulate): the same searcher and scheduler
+"""The simulated-time backend (raynas.tabular.simulate): the same searcher and scheduler
 objects a Tune run uses, driven on the table's clock, propose the same architectures as a real
 Tune run with one worker, and the clock, the workers and the budget behave as stated."""
 
@@ -14,10 +14,10 @@ from raynas import schedulers, strategies
 from raynas.bench.common import tune_fit
 from raynas.errors import ConfigError
 from raynas.estimation import load_space
-from raynas.estimation.tabular import load_table, table_key
-from raynas.experiment.simulate import simulate, table_results
 from raynas.experiment.tuner import plan_search
 from raynas.strategies.base import StrategyContext
+from raynas.tabular.simulate import simulate, table_results
+from raynas.tabular.table import load_table, table_key
 
 EPOCHS = 4
 SPACE = "nb201_small"

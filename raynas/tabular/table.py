@@ -3,8 +3,8 @@
 NAS-Bench-201 (Dong & Yang 2020) made NAS research reproducible by training every cell of its
 space once and publishing the learning curves; a search then costs lookups, and strategies are
 compared at equal *simulated* training time. ``--dataset tabular:PATH`` runs any raynas search
-that way on a table the user supplies, or builds with ``raynas tabulate`` (real trainings, one
-Ray task per architecture).
+that way on a table the user supplies, or builds with ``raynas tabulate``
+(``raynas.tabular.tabulate``: real trainings, one Ray task per architecture).
 
 A table is long-format, one row per (architecture, seed, epoch), as CSV, JSON (a list of row
 objects, or JSON lines for ``.jsonl``) or Parquet (with pyarrow); read with pandas:
@@ -38,7 +38,7 @@ import json
 import math
 import random
 import tempfile
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -53,7 +53,6 @@ if TYPE_CHECKING:
     import pandas as pd
 
     from raynas.config import SearchConfig
-    from raynas.data import Dataset
     from raynas.estimation.train import TrialSettings
 
 PREFIX = "tabular:"
@@ -63,10 +62,6 @@ STATIC = ("params", "flops")  # optional, one value per architecture
 SIM_TIME = "sim_time_s"
 READERS = {".csv": "csv", ".json": "json", ".jsonl": "jsonl", ".parquet": "parquet",
            ".pq": "parquet"}
-
-
-def is_tabular(dataset: str) -> bool:
-    return dataset.startswith(PREFIX)
 
 
 @dataclass(frozen=True)
@@ -88,7 +83,7 @@ class Table:
 
     path: str
     runs: dict[str, list[Curve]]
-    task = "tabular"  # trials look results up (``raynas.tabular`` registers the task)
+    task = "tabular"  # trials look results up (the task ``raynas.tabular`` registers)
 
     @property
     def name(self) -> str:
@@ -122,7 +117,7 @@ class Table:
     def test_accuracy(self, key: str) -> float:
         """Final-epoch test accuracy, the mean over the table's seeds (what retraining the
         architecture would measure); NaN for a table without test accuracies (NAS-Bench-201 as
-        ``raynas.estimation.nb201`` reads it)."""
+        ``raynas.tabular.nb201`` reads it)."""
         runs = [c.values["test_accuracy"][-1] for c in self.runs[key]
                 if "test_accuracy" in c.values]
         return float(np.mean(runs)) if runs else math.nan
@@ -172,7 +167,7 @@ def load_table(path: str | Path, flag: str | None = None) -> Table:
     missing = [c for c in REQUIRED if c not in frame.columns]
     if missing:
         raise ConfigError(f"{flag}: missing column {missing[0]!r} (columns: "
-                          f"{', '.join(map(str, frame.columns))}; see raynas.estimation.tabular)")
+                          f"{', '.join(map(str, frame.columns))}; see raynas.tabular.table)")
     if "seed" not in frame.columns:
         frame = frame.assign(seed=0)
     frame = frame.assign(arch=frame["arch"].astype(str))
@@ -264,7 +259,7 @@ def replay(table: Table, space: Space, arch: dict[str, Any], seed: int,
            max_epochs: int) -> list[dict[str, Any]]:
     """What a trial of ``arch`` reports, epoch by epoch: the table's run for ``seed``, with
     ``sim_time_s`` the training time so far. One function for Tune's trials and the simulator
-    (``raynas.experiment.simulate``), so both see the same numbers."""
+    (``raynas.tabular.simulate``), so both see the same numbers."""
     key = table_key(space, arch)
     curve = table.run(key, seed)
     elapsed = np.cumsum(curve.values["train_time_s"][:max_epochs]).tolist()
@@ -300,105 +295,3 @@ def tabular_outcome(table: Table, space: Space, arch: dict[str, Any],
     test accuracy in the table and the simulated training time of all trials (Tune results)."""
     return {"test_accuracy": table.test_accuracy(table_key(space, arch)),
             SIM_TIME: math.fsum((r.metrics or {}).get(SIM_TIME, 0.0) for r in results)}
-
-
-# --- building a table by training --------------------------------------------------------------
-def train_rows(space: Space, arch: dict[str, Any], data: Dataset, epochs: int, seeds: int,
-               cpus: float = 1.0) -> list[dict[str, Any]]:
-    """Train ``arch`` for ``epochs`` once per seed (as a search trial trains) and return the
-    table rows: val/test accuracy and loss after each epoch and the epoch's training time."""
-    import time
-
-    import torch
-
-    from raynas.estimation.train import Run, tensors
-    from raynas.objectives.measure import count_flops, count_params
-
-    torch.set_num_threads(max(1, int(cpus)))
-    device = torch.device("cpu")
-    x, y, x_val, y_val, x_test, y_test = tensors(device, data.x_train, data.y_train, data.x_val,
-                                                 data.y_val, data.x_test, data.y_test)
-    key, rows = table_key(space, arch), []
-    for seed in range(seeds):
-        run = Run(space, arch, data.input_shape, data.num_classes, epochs, device, seed)
-        static = {"params": count_params(run.model),
-                  "flops": count_flops(run.model, data.input_shape)}
-        steps = run.epochs(x, y, epochs)
-        while True:
-            started = time.perf_counter()
-            train_loss = next(steps, None)
-            seconds = time.perf_counter() - started
-            if train_loss is None:
-                break
-            val_loss, val_accuracy = run.evaluate(x_val, y_val)
-            _, test_accuracy = run.evaluate(x_test, y_test)
-            rows.append({"arch": key, "seed": seed, "epoch": run.epoch,
-                         "val_accuracy": val_accuracy, "test_accuracy": test_accuracy,
-                         "train_time_s": round(seconds, 4), "val_loss": val_loss,
-                         "train_loss": train_loss, **static})
-    return rows
-
-
-def pick_architectures(space: Space, count: int, seed: int) -> list[dict[str, Any]]:
-    """``count`` distinct architectures: the whole space when it is that small, else a random
-    sample (distinct by table key)."""
-    if space.size() <= count:
-        return space.grid()
-    rng, chosen = random.Random(seed), {}
-    for _ in range(100 * count):
-        arch = space.sample(rng)
-        chosen.setdefault(table_key(space, arch), arch)
-        if len(chosen) == count:
-            break
-    return list(chosen.values())
-
-
-def write_table(rows: list[dict[str, Any]], output: Path) -> None:
-    import pandas as pd
-
-    kind = table_format(output, "--output")
-    frame = pd.DataFrame(rows).sort_values(["arch", "seed", "epoch"], kind="stable")
-    if kind == "csv":
-        frame.to_csv(output, index=False)
-    elif kind in ("json", "jsonl"):
-        frame.to_json(output, orient="records", lines=kind == "jsonl", indent=None)
-    else:
-        frame.to_parquet(output, index=False)
-
-
-def tabulate(space: Space, data: Dataset, num_archs: int, epochs: int, seeds: int,
-             output: Path, seed: int = 0, cpus: float = 1.0, address: str | None = None,
-             progress: Callable[[str], None] | None = None) -> tuple[int, float]:
-    """Train ``num_archs`` architectures of ``space`` (one Ray task each, on the local Ray, the
-    one already started, or the cluster at ``address``) and write the table to ``output``.
-    Returns (architectures, total training seconds)."""
-    import ray
-
-    from raynas.runtime import init_ray, stderr
-
-    progress = progress or stderr
-    for name, value in (("--num-archs", num_archs), ("--epochs", epochs), ("--seeds", seeds)):
-        if value < 1:
-            raise ConfigError(f"{name}: must be >= 1")
-    table_format(output, "--output")  # before the trainings, not after
-    archs = pick_architectures(space, num_archs, seed)
-    we_started = init_ray(address, progress)
-    try:
-        task = ray.remote(train_rows).options(num_cpus=cpus)
-        shared = ray.put(data)
-        pending = {task.remote(space, arch, shared, epochs, seeds, cpus): arch
-                   for arch in archs}
-        rows: list[dict[str, Any]] = []
-        while pending:
-            (ref,), _ = ray.wait(list(pending))
-            arch = pending.pop(ref)
-            new = ray.get(ref)
-            rows += new
-            final = max(r["val_accuracy"] for r in new if r["epoch"] == epochs)
-            progress(f"{len(archs) - len(pending)}/{len(archs)} {table_key(space, arch)}: "
-                     f"val_accuracy={final:.4f}")
-    finally:
-        if we_started:
-            ray.shutdown()
-    write_table(rows, output)
-    return len(archs), math.fsum(r["train_time_s"] for r in rows)

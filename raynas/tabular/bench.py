@@ -1,4 +1,4 @@
-"""``raynas bench strategies --tabular PATH``: strategies compared on a tabular benchmark at
+"""``raynas bench tabular``: strategies compared on a tabular benchmark (``--table PATH``) at
 equal *simulated* training time, as the NAS-Bench-201 paper compared them (Dong & Yang 2020,
 Sec. 5): every search runs through Tune exactly as ``raynas search --dataset tabular:PATH``
 would, the clock is the table's training time of every epoch any trial reported (as if the
@@ -9,6 +9,7 @@ incumbent's validation accuracy and its test accuracy in the table, mean ± std 
 
 from __future__ import annotations
 
+import argparse
 import json
 import statistics
 import time
@@ -20,11 +21,12 @@ from typing import Any
 import numpy as np
 
 from raynas.bench.common import tune_fit
+from raynas.bench.strategies import checked
 from raynas.errors import ConfigError
 from raynas.estimation import load_space
-from raynas.estimation.tabular import SIM_TIME, Table, check_space, load_table, table_key
 from raynas.runtime import ray_session
 from raynas.space import Space
+from raynas.tabular.table import SIM_TIME, Table, check_space, load_table, table_key
 
 FRACTIONS = (0.25, 0.5, 1.0)
 SAMPLES_PER_TRIAL = 4  # trial cap per search, x --trials: cheap partial and failed trials
@@ -88,7 +90,7 @@ def run(path: str, space_name: str, strategies: Sequence[str], seeds: int, trial
         max_epochs: int | None, concurrency: int, budget: float | None, output: Path,
         print_fn: Callable[[str], None] = print) -> dict[str, Any]:
     """The comparison, printed and written to ``output`` (text) and ``output``.json."""
-    table = load_table(path, f"--tabular {path}")
+    table = load_table(path, f"--table {path}")
     space = load_space(space_name)
     check_space(space, table, f"--space {space_name}")
     epochs = max_epochs or table.epochs
@@ -148,3 +150,15 @@ def _table(report: dict[str, Any], table: Table, seeds: int, trials: int,
                      "architecture of the space seen) before the budget was spent")
     return "\n".join(lines)
 
+
+def main(args: argparse.Namespace) -> None:
+    """``raynas bench tabular``: every strategy checked as a search would check it, then the
+    comparison on ``--table``."""
+    names = checked(args.strategies)
+    if args.max_epochs is not None and args.max_epochs < 1:
+        raise ConfigError("--max-epochs: must be >= 1")
+    if min(args.seeds, args.trials, args.concurrency) < 1:
+        raise ConfigError("raynas bench tabular: every count must be >= 1")
+    run(args.table, args.space, names, args.seeds, args.trials, args.max_epochs,
+        args.concurrency, args.sim_budget, Path(args.output))
+    print(f"written: {args.output} (raw points: {args.output}.json)")

@@ -25,7 +25,6 @@ from __future__ import annotations
 import io
 import json
 import random
-import re
 import tempfile
 import time
 import uuid
@@ -39,13 +38,17 @@ import yaml
 from mlflow.exceptions import MlflowException
 
 import raynas
-from raynas.config import SearchConfig
 from raynas.data import Dataset, load_dataset
 from raynas.errors import ConfigError, RaynasError
 from raynas.estimation import load_space
 from raynas.estimation.costs import PREDICTED_LATENCY, CostSettings, measure
 from raynas.estimation.fidelity import Fidelity
-from raynas.estimation.ofa import (
+from raynas.estimation.oneshot import SupernetTracker, evaluate, fit_stage, recalibrate
+from raynas.estimation.train import TrialSettings, tensors
+from raynas.experiment.state import LEDGERS, SearchState, folder_of, storage_of
+from raynas.objectives.constraints import FEASIBLE, VIOLATIONS, Constraint, parse_constraints
+from raynas.ofa.elastic import ElasticSupernet, check_ofa_space
+from raynas.ofa.shrinking import (
     BATCH_SIZE,
     BN_BATCHES,
     CHECKPOINT,
@@ -57,18 +60,13 @@ from raynas.estimation.ofa import (
     ofa_trial,
     progress_line,
 )
-from raynas.estimation.oneshot import SupernetTracker, evaluate, fit_stage, recalibrate
-from raynas.estimation.train import TrialSettings, tensors
-from raynas.experiment.state import LEDGERS, SearchState, folder_of, storage_of
-from raynas.models.elastic import ElasticSupernet, check_ofa_space
-from raynas.objectives.constraints import FEASIBLE, VIOLATIONS, Constraint, parse_constraints
-from raynas.runtime import init_ray, stderr
+from raynas.runtime import ray_session, stderr
 from raynas.space import Arch, Space, arch_hash, space_yaml
 from raynas.strategies.base import one_thread
 from raynas.strategies.evolution import RegularizedEvolution
 from raynas.strategies.predictor import Encoder, Ensemble
-from raynas.tracking.ledger import Ledger
 from raynas.tracking.model import save_final_model
+from raynas.tracking.session import tracking_session
 from raynas.tracking.store import connect, last_line, tracking_uri
 from raynas.tracking.tracker import SearchRecord
 
@@ -94,11 +92,12 @@ class TrainedSupernet:
     pending: int  # MLflow writes not applied yet (``raynas sync FOLDER``)
 
 
-def train_supernet(dataset: str = "digits", epochs_per_phase: int = 3, *,
-                   space: str = "ofa_mbv3", seed: int = 0, experiment: str | None = None,
-                   tracking: str | None = None, storage: str | None = None, cpus: float = 1.0,
-                   gpus: float = 0.0, address: str | None = None,
-                   progress: Callable[[str], None] = stderr) -> TrainedSupernet:
+def train_elastic_supernet(dataset: str = "digits", epochs_per_phase: int = 3, *,
+                           space: str = "ofa_mbv3", seed: int = 0,
+                           experiment: str | None = None, tracking: str | None = None,
+                           storage: str | None = None, cpus: float = 1.0, gpus: float = 0.0,
+                           address: str | None = None,
+                           progress: Callable[[str], None] = stderr) -> TrainedSupernet:
     """Train an elastic supernet of ``space`` on ``dataset`` by progressive shrinking, as a
     Tune trial, and record it (metrics per epoch, the weights) in a new MLflow run."""
     from ray import tune
@@ -114,50 +113,51 @@ def train_supernet(dataset: str = "digits", epochs_per_phase: int = 3, *,
                           f"not inputs shaped {data.input_shape}")
     client = connect(tracking_uri(tracking))
     name = f"ofa-{loaded.name}-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:4]}"
-    base = storage_of(SearchConfig(storage=storage))
+    base = storage_of(storage)
     if "://" in base:
         raise ConfigError("--storage: Once-for-All trains on a local storage path")
     folder = folder_of(base, name).resolve()
     experiment = experiment or loaded.name
     epochs = len(PHASES) * epochs_per_phase
-    init_ray(address, progress)
-    record = SearchRecord.start(
-        client, experiment, folder,
-        tags={"raynas.role": ROLE, "raynas.name": name, "raynas.space": loaded.name,
-              "raynas.dataset": dataset, "raynas.seed": str(seed),
-              "raynas.version": raynas.__version__},
-        params={"dataset": dataset, "space": loaded.name, "seed": seed,
-                "epochs_per_phase": epochs_per_phase, "phases": ",".join(PHASES)},
-        space_yaml=space_yaml(loaded), warn=progress)
-    SearchState(str(folder), client.tracking_uri, record.ledger.experiment_id, role=ROLE).save()
-    progress(f"Once-for-All: run {record.run_id} (experiment {experiment}), folder {folder}")
-    settings = TrialSettings(Fidelity(epochs), seed, cpus, gpus)
-    trainable = tune.with_resources(
-        tune.with_parameters(ofa_trial, space=loaded, data=data, settings=settings,
-                             epochs_per_phase=epochs_per_phase), {"cpu": cpus, "gpu": gpus})
-    tracker = SupernetTracker(record, epochs, progress, TRAINED_METRICS, progress_line(epochs),
-                              {**{f"lr_{p}": lr for p, lr in LR.items()},
-                               "batch_size": BATCH_SIZE, "kd_ratio": KD_RATIO})
-    result = fit_stage(trainable, str(folder / "supernet"), {"epochs_per_phase": epochs_per_phase},
-                       tracker, lambda: progress(f"progressive shrinking: {', '.join(PHASES)}, "
-                                                 f"{epochs_per_phase} epochs each"))
-    if result.error or result.checkpoint is None:
-        record.end("parent", "FAILED")
-        record.ledger.flush(wait_s=30)
-        raise RaynasError(f"Once-for-All training failed: {last_line(str(result.error))}")
-    with result.checkpoint.as_directory() as checkpoint:
-        state = torch.load(Path(checkpoint) / CHECKPOINT, map_location="cpu", weights_only=False)
-    weights = io.BytesIO()
-    torch.save({"supernet": state["supernet"], "epochs_per_phase": epochs_per_phase}, weights)
-    record.log_file("parent", SUPERNET_FILE, weights.getvalue())
-    seconds = time.perf_counter() - started
-    final = {k: result.metrics[k] for k in ("val_accuracy", "val_accuracy_smallest")}
-    record.log_metrics("parent", {**final, "train_seconds": seconds}, epochs)
-    record.tag("parent", {"raynas.supernet": SUPERNET_FILE})
-    record.end("parent")
-    pending = record.ledger.flush(wait_s=120)
+    tags = {"raynas.role": ROLE, "raynas.name": name, "raynas.space": loaded.name,
+            "raynas.dataset": dataset, "raynas.seed": str(seed),
+            "raynas.version": raynas.__version__}
+    params = {"dataset": dataset, "space": loaded.name, "seed": seed,
+              "epochs_per_phase": epochs_per_phase, "phases": ",".join(PHASES)}
+    with ray_session(address, progress), tracking_session(SearchRecord.start(
+            client, experiment, folder, tags, params, space_yaml(loaded), progress),
+            progress=progress) as record:
+        SearchState(str(folder), client.tracking_uri, record.ledger.experiment_id,
+                    role=ROLE).save()
+        progress(f"Once-for-All: run {record.run_id} (experiment {experiment}), folder {folder}")
+        settings = TrialSettings(Fidelity(epochs), seed, cpus, gpus)
+        trainable = tune.with_resources(
+            tune.with_parameters(ofa_trial, space=loaded, data=data, settings=settings,
+                                 epochs_per_phase=epochs_per_phase), {"cpu": cpus, "gpu": gpus})
+        tracker = SupernetTracker(record, epochs, progress, TRAINED_METRICS,
+                                  progress_line(epochs),
+                                  {**{f"lr_{p}": lr for p, lr in LR.items()},
+                                   "batch_size": BATCH_SIZE, "kd_ratio": KD_RATIO})
+        result = fit_stage(trainable, str(folder / "supernet"),
+                           {"epochs_per_phase": epochs_per_phase}, tracker,
+                           lambda: progress(f"progressive shrinking: {', '.join(PHASES)}, "
+                                            f"{epochs_per_phase} epochs each"))
+        if result.error or result.checkpoint is None:
+            raise RaynasError(f"Once-for-All training failed: {last_line(str(result.error))}")
+        with result.checkpoint.as_directory() as checkpoint:
+            state = torch.load(Path(checkpoint) / CHECKPOINT, map_location="cpu",
+                               weights_only=False)
+        weights = io.BytesIO()
+        torch.save({"supernet": state["supernet"], "epochs_per_phase": epochs_per_phase},
+                   weights)
+        record.log_file("parent", SUPERNET_FILE, weights.getvalue())
+        seconds = time.perf_counter() - started
+        final = {k: result.metrics[k] for k in ("val_accuracy", "val_accuracy_smallest")}
+        record.log_metrics("parent", {**final, "train_seconds": seconds}, epochs)
+        record.tag("parent", {"raynas.supernet": SUPERNET_FILE})
     return TrainedSupernet(record.run_id, experiment, str(folder), epochs,
-                           final["val_accuracy"], final["val_accuracy_smallest"], seconds, pending)
+                           final["val_accuracy"], final["val_accuracy_smallest"], seconds,
+                           record.ledger.pending)
 
 
 @dataclass
@@ -184,7 +184,7 @@ class Specialized:
 def target_name(constraints: list[Constraint]) -> str:
     """A registered-model-safe name of a target: ``latency_ms<=2.5`` -> ``latency_ms-le-2.5``."""
     words = {"<=": "le", "<": "lt", ">=": "ge", ">": "gt"}
-    return "_".join(re.sub(r"(<=|>=|<|>)", lambda m: f"-{words[m.group(1)]}-", str(c))
+    return "_".join(f"{c.metric}-{words[c.op]}-{str(c).removeprefix(c.metric + c.op)}"
                     for c in constraints)
 
 
@@ -308,8 +308,8 @@ def _specialize(run_id: str, constraints: list[str], tracking: str | None, sampl
     cpu = torch.device("cpu")
     x, x_val, y_val, x_test, y_test = tensors(cpu, data.x_train, data.x_val, data.y_val,
                                               data.x_test, data.y_test)
-    record = SearchRecord(Ledger.open(source.folder, client.tracking_uri, source.experiment_id,
-                                      progress))
+    record = SearchRecord.open(source.folder, client.tracking_uri, source.experiment_id,
+                               progress)
     record.ledger.bind("parent", run_id)
     times: dict[str, float] = {}
 
@@ -349,24 +349,25 @@ def _specialize(run_id: str, constraints: list[str], tracking: str | None, sampl
     slug = target_name(parsed)
     key = f"specialize/{slug}"
     model_name = name or f"{source.experiment}-{slug}"
-    record.child(key, f"specialize-{slug}", {
-        "raynas.role": "specialize", "raynas.target": target, "raynas.arch_hash": arch_hash(arch),
-        "raynas.space": source.space.name, "raynas.dataset": source.dataset})
-    record.log_params(key, {"constraints": target, "samples": len(drawn),
-                            "evaluations": evaluations, "population": population,
-                            "latency_batch": latency_batch, "seed": seed,
-                            **{f"arch.{k}": v for k, v in source.space.encode(arch).items()}})
-    metrics = {"predicted_accuracy": predicted, "val_accuracy": val_accuracy,
-               "test_accuracy": test_accuracy, "test_loss": test_loss,
-               "predictor_rmse": predictor.rmse, "evaluated": evaluated, "rejected": rejected,
-               **{k: float(v) for k, v in costs.items() if isinstance(v, int | float)
-                  and not isinstance(v, bool)}}
-    files = save_final_model(record.ledger.folder, model.cpu().eval(), data.x_test[:5],
-                             key.replace("/", "-"))
-    record.ledger.write("model", key, **files, name=model_name, arch=arch,
-                        space_yaml=space_yaml(source.space), metrics=metrics)
-    record.end(key)
-    record.ledger.flush(wait_s=120)
+    with tracking_session(record, [key], progress=progress):
+        record.child(key, f"specialize-{slug}", {
+            "raynas.role": "specialize", "raynas.target": target,
+            "raynas.arch_hash": arch_hash(arch), "raynas.space": source.space.name,
+            "raynas.dataset": source.dataset})
+        record.log_params(key, {"constraints": target, "samples": len(drawn),
+                                "evaluations": evaluations, "population": population,
+                                "latency_batch": latency_batch, "seed": seed,
+                                **{f"arch.{k}": v for k, v in source.space.encode(arch).items()}})
+        metrics = {"predicted_accuracy": predicted, "val_accuracy": val_accuracy,
+                   "test_accuracy": test_accuracy, "test_loss": test_loss,
+                   "predictor_rmse": predictor.rmse, "evaluated": evaluated,
+                   "rejected": rejected,
+                   **{k: float(v) for k, v in costs.items() if isinstance(v, int | float)
+                      and not isinstance(v, bool)}}
+        files = save_final_model(record.ledger.folder, model.cpu().eval(), data.x_test[:5],
+                                 key.replace("/", "-"))
+        record.ledger.write("model", key, **files, name=model_name, arch=arch,
+                            space_yaml=space_yaml(source.space), metrics=metrics)
     uri = record.ledger.outputs.get(f"{key}:model_uri", "pending")
     return Specialized(target, record.ledger.runs.get(key, "pending"), uri, arch, predicted,
                        val_accuracy, test_accuracy, costs, predictor.rmse, len(drawn),

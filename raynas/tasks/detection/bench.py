@@ -21,15 +21,15 @@ from pathlib import Path
 from typing import Any
 
 from raynas.bench.common import Print, Report, machine
-from raynas.config import SearchConfig
-from raynas.detections import load_detection, write_synthetic
+from raynas.config import SearchConfig, Tracking
 from raynas.errors import ConfigError
 from raynas.estimation import load_space
-from raynas.estimation.detection import retrain_detector
 from raynas.estimation.fidelity import Fidelity
 from raynas.estimation.train import TrialSettings
 from raynas.experiment.driver import search
 from raynas.space import Space, arch_hash, builtin_dir
+from raynas.tasks.detection.data import load_detection, write_synthetic
+from raynas.tasks.detection.train import retrain_detector
 from raynas.tracking.store import connect
 
 #: The baseline's file: ``raynas retrain`` trains it as the bench does.
@@ -61,7 +61,8 @@ def run(dataset: str | None, trials: int, max_epochs: int, retrain_epochs: int, 
             result = search(SearchConfig(
                 space="detection", dataset=dataset, strategy=strategy, scheduler="asha",
                 num_trials=trials, max_epochs=max_epochs, retrain_epochs=retrain_epochs,
-                seed=seed, experiment=EXPERIMENT, tracking_uri=uri, storage=str(root / "ray")),
+                seed=seed, tracking=Tracking(experiment=EXPERIMENT, tracking_uri=uri,
+                                             storage=str(root / "ray"))),
                 progress=print_fn)
             rows.append({"seed": seed, "detector": "searched",
                          "arch_hash": result.best["arch_hash"], **_parts(result.best["arch"]),

@@ -1,4 +1,4 @@
-"""NAS-Bench-201 as a tabular benchmark (``--dataset nb201:NAME``, raynas.estimation.nb201): the
+"""NAS-Bench-201 as a tabular benchmark (``--dataset nb201:NAME``, raynas.tabular.nb201): the
 package's keys map onto nb201_cell's architectures exactly, the settings that would need learning
 curves are refused, and a real search serves the table's numbers."""
 
@@ -15,11 +15,12 @@ from mlflow.tracking import MlflowClient  # noqa: E402
 
 from raynas.config import SearchConfig  # noqa: E402
 from raynas.errors import ConfigError, DataError  # noqa: E402
-from raynas.estimation import load_space, nb201  # noqa: E402
-from raynas.estimation.tabular import table_key  # noqa: E402
+from raynas.estimation import load_space  # noqa: E402
 from raynas.experiment.resolve import resolve  # noqa: E402
 from raynas.models import from_genotype  # noqa: E402
 from raynas.models.cell import parse_nb201  # noqa: E402
+from raynas.tabular import nb201  # noqa: E402
+from raynas.tabular.table import table_key  # noqa: E402
 
 #: The best cell by mean validation accuracy (of the 200-epoch runs) and that accuracy: on
 #: CIFAR-10 the 91.61 % of NAS-Bench-201's "optimal" row for the cifar10-valid split.
@@ -131,7 +132,8 @@ def test_a_search_serves_the_tables_numbers(ray_local, tracking):
 
     objectives = ["val_accuracy:max", "latency_ms:min"]
     resolved = resolve(SearchConfig(**FIT, strategy="nsga2", objective=objectives))
-    assert resolved.tabular and resolved.data is nb201.load_nb201("cifar10")  # cached
+    assert resolved.task.name == "tabular"
+    assert resolved.data is nb201.load_nb201("cifar10")  # cached
 
     config = SearchConfig(**FIT, strategy="random", num_trials=8)
     result = raynas.search(config)

@@ -1,4 +1,4 @@
-"""Once-for-All training: one elastic supernet (``models.elastic``) trained by progressive
+"""Once-for-All training: one elastic supernet (``ofa.elastic``) trained by progressive
 shrinking, so that every sub-network of its space works with the inherited weights.
 
 Phases, each ``epochs_per_phase`` epochs with a fresh optimizer and cosine schedule (OFA,
@@ -30,7 +30,7 @@ from raynas.errors import ConfigError
 from raynas.estimation.fidelity import TIME_ATTR
 from raynas.estimation.oneshot import batches, evaluate, recalibrate
 from raynas.estimation.train import TrialSettings, device_for, tensors
-from raynas.models.elastic import Arch, ElasticSupernet
+from raynas.ofa.elastic import Arch, ElasticSupernet
 from raynas.space import Space
 
 PHASES = ("full", "kernel", "depth", "width")

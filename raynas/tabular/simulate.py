@@ -10,7 +10,7 @@ simulated times their epochs end. Nothing is re-implemented: the searcher and th
 the very objects ``plan_search`` builds for ``raynas search``, called through Tune's
 ``Searcher`` and ``TrialScheduler`` interfaces in the order Tune's controller calls them
 (``ray.tune.execution.tune_controller``), so with one worker and the same seed the simulator
-proposes exactly what a Tune run proposes (``tests/experiment/test_simulate.py``).
+proposes exactly what a Tune run proposes (``tests/tabular/test_simulate.py``).
 
 Like NAS-Bench-201's own scripts, new trials start while the clock is under the time budget, and
 a trial started before it runs to its end.
@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from raynas.errors import ConfigError
-from raynas.estimation.tabular import SIM_TIME, Table, replay
+from raynas.tabular.table import SIM_TIME, Table, replay
 
 #: The result key the clock reads: a trial's simulated training time so far, in seconds.
 CLOCK = SIM_TIME

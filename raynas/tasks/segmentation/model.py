@@ -22,17 +22,16 @@ import torch
 from torch import nn
 
 from raynas.errors import SpaceError, did_you_mean
+from raynas.models.supernet import Mix, MixedEdges, Path
 from raynas.ops import OPS
 from raynas.ops.blocks import monai_blocks
 from raynas.space.nodes import Group, Repeat
-from raynas.space.space import Space
+from raynas.space.space import Arch, Space
 
-#: The builder's output is a class map per voxel: a segmentation dataset needs it (``check``).
-SEGMENTATION = True
 LEVEL_FIELDS = ("op", "channels")
 FUSIONS = ("none", "multi_scale")
 #: Builds level ``i``'s op from (i, c_in, c_out, stride); a supernet passes one that makes a
-#: mixed op of every candidate (``raynas.models.supernet``).
+#: mixed op of every candidate (``LevelEdges``).
 LevelOp = Callable[[int, int, int, int], nn.Module]
 
 
@@ -134,3 +133,35 @@ def check(space: Space, origin: str) -> None:
 def build(arch: dict[str, Any], input_shape: tuple[int, ...], num_classes: int,
           width: float = 1.0) -> nn.Module:
     return UNet3D(arch, input_shape, num_classes, width)
+
+
+class LevelEdges(MixedEdges):
+    """The U-Net's supernet: each level's op is a mixed op over the candidate ops, one alpha row
+    per level (edge ``(level,)``), shared by the level's encoder and decoder op."""
+
+    searched = r"levels\.\d+\.op$"
+    example = "unet3d_darts"  # depth, widths, gates and fusion fixed
+
+    def __init__(self, space: Space) -> None:
+        super().__init__(space)
+        self.edges = {"levels": [(i,) for i in range(len(self.template["levels"]))]}
+        self.ops = {"levels": self.candidates(["levels.op"], OPS)}
+
+    def network(self, input_shape: tuple[int, ...], num_classes: int, mix: Mix) -> nn.Module:
+        def level_op(i: int, c_in: int, c_out: int, stride: int) -> nn.Module:
+            return mix("levels", (i,), lambda op: OPS[op](c_in, c_out, stride, 3))
+
+        return UNet3D(self.template, input_shape, num_classes, level_op=level_op)
+
+    def path(self, arch: Arch) -> Path:
+        return {"levels": [self.ops["levels"].index(level["op"]) for level in arch["levels"]]}
+
+    def derive(self, weights: dict[str, torch.Tensor]) -> Arch:
+        ops = self.ops["levels"]
+        levels = [{**level, "op": ops[int(row.argmax())]}
+                  for level, row in zip(self.template["levels"], weights["levels"], strict=True)]
+        return {**self.template, "levels": levels}
+
+    def skip_count(self, arch: Arch) -> int:
+        """0: no op of a U-Net level is a parameter-free skip to collapse to (all convolve)."""
+        return 0
