@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import ray
 import yaml
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
@@ -295,8 +296,6 @@ def _start_runs(client: MlflowClient, source: Source, epochs: int, seeds: list[i
 def _train(source: Source, data: Any, epochs: int, seeds: list[int],
            progress: Callable[[str], None]) -> dict[tuple[int, int], Retrained]:
     """Every architecture x seed as a Ray task of one CPU; results as they finish."""
-    import ray
-
     data_ref = ray.put(data)  # once, not once per task
     task = ray.remote(final_training(data)).options(num_cpus=1)
     running = {task.remote(source.space, candidate.arch, data_ref, epochs,
