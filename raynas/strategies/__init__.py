@@ -16,17 +16,18 @@ import warnings
 from collections.abc import Callable
 from typing import Any
 
+from ray.tune.schedulers import HyperBandForBOHB, HyperBandScheduler
+from ray.tune.search import ConcurrencyLimiter
+from ray.tune.search.basic_variant import BasicVariantGenerator
+
 from raynas.config import TIME_ATTR
 from raynas.registry import Registry
 from raynas.strategies import weight_sharing, zero_cost
 from raynas.strategies.base import Plan, Strategy, StrategyContext
+from raynas.strategies.dedup import Dedup
 
 
 def _limited(searcher: Any, ctx: StrategyContext) -> Any:
-    from ray.tune.search import ConcurrencyLimiter
-
-    from raynas.strategies.dedup import Dedup
-
     return ConcurrencyLimiter(Dedup(searcher, ctx.space), max_concurrent=ctx.concurrency)
 
 
@@ -37,8 +38,6 @@ def _grid(ctx: StrategyContext) -> Plan:
     same architecture for every value of an inactive (conditional) decision; the space's own
     enumeration has no such duplicates, so it is fed to Tune as the points to evaluate.
     """
-    from ray.tune.search.basic_variant import BasicVariantGenerator
-
     points = [ctx.space.encode(a) for a in ctx.space.grid()]
     if ctx.num_trials:
         points = points[: ctx.num_trials]
@@ -151,8 +150,6 @@ def _bohb(ctx: StrategyContext) -> Plan:
     ``HyperBandForBOHB``, which budgets by epochs); without it, Optuna's TPE with Tune's
     ``HyperBandScheduler`` - the same idea from maintained parts. ``notes`` says which ran.
     """
-    from ray.tune.schedulers import HyperBandForBOHB, HyperBandScheduler
-
     metric, mode = ctx.primary
     engine = bohb_engine()
     if engine == "tpe-hyperband":
