@@ -15,13 +15,14 @@ becomes 1 there), and shortcuts project channels/resolution when they differ.
 from __future__ import annotations
 
 import math
+from functools import partial
 from typing import Any
 
 import torch
 from torch import nn
 
 from raynas.errors import SpaceError, did_you_mean
-from raynas.ops import ALL_OPS, DIMS, VOLUMETRIC, monai_blocks, projection
+from raynas.ops import ALL_OPS, DIMS, VOLUMETRIC, Unit, monai_blocks, projection
 from raynas.space.nodes import Group, Repeat
 from raynas.space.space import Space
 
@@ -165,10 +166,6 @@ def latency_units(arch: dict[str, Any], input_shape: tuple[int, ...], num_classe
     """The parts of ``MacroNet(arch)`` for the latency table (``raynas.objectives.latency``),
     with the shapes the network gives them: the stem, each layer's op (twice for ``parallel``), its
     shortcut projection and sum, a dense layer's pooling and concatenation, the head."""
-    from functools import partial
-
-    from raynas.ops import Unit
-
     dims = len(input_shape) - 1
     d = DIMS[dims]
 
