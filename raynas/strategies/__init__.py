@@ -191,13 +191,14 @@ for _strategy in (
              "scheduler)", stops_early=True),
     Strategy("zero_cost", zero_cost.plan, "score many sampled architectures with a zero-cost "
              "proxy, train the top-k", needs_dataset=True, scores="classification", inner=False,
-             check=zero_cost.check_settings, options=zero_cost.ZeroCostOptions),
+             check=zero_cost.check_zero_cost_settings, options=zero_cost.ZeroCostOptions),
     Strategy("oneshot", weight_sharing.oneshot_plan, "weight sharing: train a supernet (SPOS or "
              "ENAS), then search against it with another strategy (evolution by default)",
              needs_dataset=True, scores="classification", inner=False, epochs_only=True,
-             check=weight_sharing.check_settings, options=weight_sharing.OneShotOptions),
+             check=weight_sharing.check_weight_sharing_settings,
+             options=weight_sharing.OneShotOptions),
     Strategy("darts", weight_sharing.darts_plan, "gradient-based: a Tune sweep over DARTS runs "
              "(Liu et al. 2019)", needs_dataset=True, inner=False, epochs_only=True,
-             check=weight_sharing.check_settings),
+             check=weight_sharing.check_weight_sharing_settings),
 ):
     register(_strategy)

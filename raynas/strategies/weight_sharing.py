@@ -50,7 +50,7 @@ class OneShotOptions:
                               f"{', '.join(inner)}")
 
 
-def check_settings(resolved: Any) -> None:
+def check_weight_sharing_settings(resolved: Any) -> None:
     """A weight-sharing search needs one objective and no constraint (its trials report only
     the shared weights' accuracy) and a cell space (the epoch fidelity and real data:
     ``Strategy.epochs_only``, ``needs_dataset``)."""

@@ -52,7 +52,7 @@ class ZeroCostOptions:
                               f"({self.candidates}), got {self.top_k}")
 
 
-def check_settings(resolved: Any) -> None:
+def check_zero_cost_settings(resolved: Any) -> None:
     """``--num-trials`` is the top-k here: only the same number, or none."""
     num_trials = resolved.config.num_trials
     if num_trials is not None and num_trials != resolved.options.top_k:

@@ -147,7 +147,7 @@ class ShippedTable(Table):
         return load_nb201, (self.path.removeprefix(PREFIX),)
 
     def check_settings(self, resolved: Any) -> None:
-        check_settings(resolved.config, resolved.strategy)
+        check_nb201_settings(resolved.config, resolved.strategy)
         check_model(resolved.space, f"--space {resolved.config.space}")
 
 
@@ -169,7 +169,7 @@ def load_nb201(name: str) -> Table:
     return ShippedTable(f"{PREFIX}{name}", runs)
 
 
-def check_settings(config: SearchConfig, strategy: Any) -> str:
+def check_nb201_settings(config: SearchConfig, strategy: Any) -> str:
     """What can be checked before the table is read: the dataset's name, and that nothing
     needs learning curves. Returns the name."""
     name = dataset_name(config.dataset)
