@@ -25,7 +25,7 @@ import ray
 import torch
 from ray.tune.search.basic_variant import BasicVariantGenerator
 
-from raynas.estimation.zero_cost import PROXIES, minibatch, score
+from raynas.estimation.proxies import PROXIES, minibatch, score
 
 SCORES_FILE = "zero_cost_scores.json"
 TASKS_PER_CPU = 2  # chunks per CPU: enough to balance uneven candidates, few enough to batch
