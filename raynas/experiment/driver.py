@@ -40,11 +40,11 @@ from raynas.schedulers import bracket_warning
 from raynas.space import arch_hash
 from raynas.space import space_yaml as to_yaml
 from raynas.strategies.base import Plan
+from raynas.tracking.final_model import save_final_model
 from raynas.tracking.front import log_pareto
 from raynas.tracking.ledger import Ledger
 from raynas.tracking.mirror import FOLDER as MIRROR
 from raynas.tracking.mirror import STATE, Mirror
-from raynas.tracking.model import save_final_model
 from raynas.tracking.session import tracking_session
 from raynas.tracking.store import connect, git_sha, last_line, tracking_uri, ui_command
 from raynas.tracking.tracker import FailureBudget, MLflowTracker, SearchRecord

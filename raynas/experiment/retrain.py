@@ -41,7 +41,7 @@ from raynas.estimation.train import Retrained, TrialSettings
 from raynas.experiment.state import LEDGERS, SearchState
 from raynas.runtime import ray_session, stderr
 from raynas.space import Space, arch_hash, space_yaml
-from raynas.tracking.model import save_final_model
+from raynas.tracking.final_model import save_final_model
 from raynas.tracking.session import tracking_session
 from raynas.tracking.store import connect, last_line, tracking_uri
 from raynas.tracking.tracker import SearchRecord, experiment_of

@@ -66,7 +66,7 @@ from raynas.space import Arch, Space, arch_hash, space_yaml
 from raynas.strategies.base import one_thread
 from raynas.strategies.evolution import RegularizedEvolution
 from raynas.strategies.predictor import Encoder, Ensemble
-from raynas.tracking.model import save_final_model
+from raynas.tracking.final_model import save_final_model
 from raynas.tracking.session import tracking_session
 from raynas.tracking.store import connect, last_line, tracking_uri
 from raynas.tracking.tracker import SearchRecord

@@ -33,7 +33,7 @@ from mlflow.tracking import MlflowClient
 
 from raynas.report.trial import render
 from raynas.runtime import stderr
-from raynas.tracking.model import log_model_files
+from raynas.tracking.final_model import log_model_files
 
 LEDGER, APPLIED = "mlflow-ledger.jsonl", "mlflow-applied.json"
 MAX_BATCH = 100  # MLflow's log_batch limit on params (and on tags) per call

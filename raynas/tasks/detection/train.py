@@ -158,7 +158,7 @@ class BoxPredictor(nn.Module):
     MLflow keeps it as a pickle: ``torch.export`` (MLflow's default format) stops at the
     post-processing, whose top-k and NMS give outputs of data-dependent shapes."""
 
-    serialization_format = "pickle"  # read by ``raynas.tracking.model``
+    serialization_format = "pickle"  # read by ``raynas.tracking.final_model``
     # Written for ``raynas export`` too: ``torch.jit.script`` (a constant, no Python-only
     # calls) and the tracing ONNX exporter (no box count read as a Python int).
     __constants__ = ["max_boxes"]
