@@ -23,7 +23,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from sklearn.model_selection import train_test_split
 
 from raynas.errors import DataError, did_you_mean
 
@@ -228,6 +227,8 @@ def _check_masks(spec: str, x: np.ndarray, y: np.ndarray, test) -> None:
 def _split(spec: str, x: np.ndarray, y: np.ndarray, fraction: float, seed: int,
            masks: bool = False):
     """Stratified by class; masks are split at random (a volume holds every class)."""
+    from sklearn.model_selection import train_test_split  # 1.5 s: the CLI's parser lists us
+
     try:
         return train_test_split(x, y, test_size=fraction, random_state=seed,
                                 stratify=None if masks else y)
