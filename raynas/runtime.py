@@ -28,7 +28,7 @@ def stderr(message: str) -> None:
 def init_ray(address: str | None, progress: Callable[[str], None], **options: Any) -> bool:
     """Start or join Ray unless the caller already did; True if we started it. ``options``
     go to ``ray.init`` (``num_cpus`` for a local instance of a set size, ...)."""
-    import ray
+    import ray  # a light leaf (design.md, layer 3): Ray loads when a use case opens it
 
     if ray.is_initialized():
         return False

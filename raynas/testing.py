@@ -21,6 +21,8 @@ from collections.abc import Iterator, Mapping
 from typing import Any
 
 import torch
+from ray import cloudpickle
+from ray.tune.search import Searcher, SearchGenerator
 
 from raynas import strategies
 from raynas.config import TIME_ATTR
@@ -42,7 +44,7 @@ from raynas.objectives.measure import count_params
 from raynas.ops.blocks import Unit
 from raynas.registry import load_ref
 from raynas.report.graph import Graph, facts, graph_of
-from raynas.space import Arch, Space
+from raynas.space import Arch, Space, arch_hash
 from raynas.strategies.base import Plan, StrategyContext
 
 SPACE = "small_cnn"
@@ -88,8 +90,6 @@ def _check_plan(plan: Plan, where: str) -> None:
 def _check_pickles(plan: Plan, where: str) -> None:
     """Tune pickles the searcher (and a scheduler the strategy brings) into its state, with
     Ray's cloudpickle."""
-    from ray import cloudpickle
-
     for part in (plan.searcher, plan.scheduler):
         try:
             cloudpickle.loads(cloudpickle.dumps(part))
@@ -101,8 +101,6 @@ def _check_pickles(plan: Plan, where: str) -> None:
 def _drivable(plan: Plan) -> bool:
     """A ``Searcher`` chain; Tune's own variant generator (grid, zero_cost's top-k, DARTS's
     sweep) is driven by Tune and checked there."""
-    from ray.tune.search import Searcher
-
     return isinstance(plan.searcher, Searcher)
 
 
@@ -116,8 +114,6 @@ def _result(objective: list[tuple[str, str]], i: int) -> dict[str, Any]:
 
 def _check_drive(plan: Plan, space: Space, objective: list[tuple[str, str]], trials: int,
                  where: str) -> None:
-    from ray.tune.search import Searcher
-
     searcher = plan.searcher
     for i in range(trials):
         config = searcher.suggest(f"t{i}")
@@ -143,12 +139,6 @@ def _check_evaluated_points(plan: Plan, space: Space, objective: list[tuple[str,
     """Earlier results, as Tune gives them for ``points_to_evaluate`` with
     ``evaluated_rewards``: a success, a failure and a NaN are taken, and an architecture given
     with a result is never proposed as a new trial."""
-    import random
-
-    from ray.tune.search import Searcher
-
-    from raynas.space import arch_hash
-
     searcher, rng = plan.searcher, random.Random(1)
     given = [space.sample(rng) for _ in range(3)]
     for i, (arch, value) in enumerate(zip(given, (0.9, 0.0, math.nan), strict=True)):
@@ -172,8 +162,6 @@ def _check_evaluated_points(plan: Plan, space: Space, objective: list[tuple[str,
 def _check_restore(build: Any, objective: list[tuple[str, str]], where: str) -> None:
     """Saved with a trial still running, restored into a fresh chain: the same next
     proposals as the chain that was never interrupted."""
-    from ray.tune.search import SearchGenerator
-
     def steps(searcher: Any, start: int, stop: int) -> list[Any]:
         out = []
         for i in range(start, stop):

@@ -183,11 +183,10 @@ def dataset_kinds() -> str:
     """The registered dataset kinds as a Markdown table (``raynas data kinds`` prints the same)."""
     sys.path.insert(0, str(ROOT))
     try:
-        from raynas.data import SOURCES
+        from raynas.data import kinds_table
     finally:
         sys.path.remove(str(ROOT))
-    rows = [f"| `{s.usage}` | {s.help} |" for s in SOURCES.values()]
-    return "\n".join(["| spec | data |", "| --- | --- |", *rows])
+    return kinds_table()
 
 
 GENERATED = {CLI_PAGE: (CLI_MARKER, cli_reference), DATASETS_PAGE: (DATASETS_MARKER, dataset_kinds)}

@@ -21,15 +21,22 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+import torch
+from ray import tune
+
+from raynas import schedulers, strategies
+from raynas.estimation import trial_function
+from raynas.estimation.fidelity import Fidelity
+from raynas.estimation.train import TrialSettings
+from raynas.experiment.tuner import build_tuner, plan_search
 from raynas.space import Space
+from raynas.strategies.base import StrategyContext
 
 Print = Callable[[str], None]
 
 
 def machine() -> dict[str, Any]:
     """Cores and load: a benchmark on a shared machine says how busy the machine was."""
-    import torch
-
     load = os.getloadavg()
     return {"cores": os.cpu_count(), "load_avg_1m": round(load[0], 2),
             "gpus": torch.cuda.device_count(), "torch_threads": torch.get_num_threads()}
@@ -109,15 +116,6 @@ def tune_fit(space: Space, data: Any, *, strategy: str, scheduler: str, seed: in
     """One search through Tune exactly as ``raynas search`` sets it up (the same trainable,
     searcher chain, scheduler and ``build_tuner``), minus MLflow and the retraining: what a
     benchmark of the search itself (not of tracking) runs. Returns Tune's ``ResultGrid``."""
-    from ray import tune
-
-    from raynas import schedulers, strategies
-    from raynas.estimation import trial_function
-    from raynas.estimation.fidelity import Fidelity
-    from raynas.estimation.train import TrialSettings
-    from raynas.experiment.tuner import build_tuner, plan_search
-    from raynas.strategies.base import StrategyContext
-
     (metric, mode), *_ = objectives
     ctx = StrategyContext.of(space, objectives, seed=seed, num_trials=trials,
                              concurrency=concurrency, max_budget=max_epochs, scheduler=scheduler)

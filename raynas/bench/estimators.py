@@ -30,8 +30,8 @@ from raynas.errors import ConfigError
 from raynas.estimation import load_space
 from raynas.estimation.fidelity import REAL_TASK, ProxyTask
 from raynas.estimation.learning_curve import extrapolate
+from raynas.estimation.proxies import PROXIES, minibatch, score
 from raynas.estimation.train import Run, tensors
-from raynas.estimation.zero_cost import PROXIES, minibatch, score
 from raynas.space import Arch, Space, arch_hash
 from raynas.strategies.zero_cost import sample_candidates
 

@@ -37,7 +37,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from raynas.bench.common import Print, Report, machine
+import ray
+import torch
+from ray import tune
+
+from raynas.bench.common import Print, Report, machine, tune_fit
+from raynas.data import load_dataset
+from raynas.estimation import load_space
 from raynas.runtime import ray_session
 
 PORT_FLAGS = ("--node-manager-port", "--object-manager-port", "--dashboard-agent-listen-port",
@@ -118,8 +124,6 @@ class Cluster:
 
 
 def wait_for_nodes(count: int, timeout: float = 120) -> None:
-    import ray
-
     deadline = time.monotonic() + timeout
     while len([n for n in ray.nodes() if n["Alive"]]) < count:
         if time.monotonic() > deadline:
@@ -145,12 +149,6 @@ def search_rate(trials: int, max_epochs: int, concurrency: int, gpus_per_trial: 
                 ) -> dict[str, Any]:
     """One search on the cluster this process has joined: its trials/minute, from the first
     trial's start to the last one's end, and how many trials each node ran."""
-    from ray import tune
-
-    from raynas.bench.common import tune_fit
-    from raynas.data import load_dataset
-    from raynas.estimation import load_space
-
     starts: list[float] = []
     ends: list[float] = []
     node_of: dict[str, str] = {}  # trial id -> the node its results came from
@@ -229,8 +227,6 @@ def measure(settings: dict[str, Any], timeout: float) -> list[dict[str, Any]]:
 
 def run(trials: int, max_epochs: int, output: Path, warm_up: bool = True,
         print_fn: Print = print, timeout: float = 600) -> Report:
-    import torch
-
     host = machine()
     cores = host["cores"] or 1
     cpus = max(1, cores // 2)

@@ -19,10 +19,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ray import tune
+
 from raynas import schedulers, strategies
 from raynas.bench.common import tune_fit
+from raynas.data import load_dataset
 from raynas.errors import ConfigError
 from raynas.estimation import load_space
+from raynas.experiment.resolve import check_combination
 from raynas.runtime import ray_session
 from raynas.space import Arch, Space
 from raynas.strategies.base import StrategyContext
@@ -108,8 +112,6 @@ def tune_run(strategy: str, seed: int, space: Space, data: Any, trials: int, max
              concurrency: int) -> list[float]:
     """Best validation accuracy after each finished trial (in completion order) of one search
     run through Tune exactly as ``raynas search`` runs it, minus MLflow and the retraining."""
-    from ray import tune
-
     order: list[float] = []
 
     class Record(tune.Callback):
@@ -169,8 +171,6 @@ def real_table(strategies: Sequence[str], seeds: int, trials: int, max_epochs: i
                ) -> tuple[str, dict[str, Any]]:
     """Anytime curve: mean ± std over seeds of the best validation accuracy after k trials,
     and the ratio of each mean to random search's."""
-    from raynas.data import load_dataset
-
     space = load_space(space_name)
     rows: list[Row] = []
     for strategy in strategies:
@@ -226,8 +226,6 @@ def run(strategies: Sequence[str], seeds: int, trials: int, max_epochs: int, con
 
 def checked(names: str) -> list[str]:
     """``--strategies``, each checked as a search would check it with one objective."""
-    from raynas.experiment.resolve import check_combination  # torch: only when run
-
     found = [s.strip() for s in names.split(",") if s.strip()]
     for name in found:
         check_combination(strategies.get(name), schedulers.get("fifo"), 1)

@@ -1,4 +1,5 @@
-"""``raynas data synth-medical DIR``: demo volumes and masks as NIfTI, for ``nifti:DIR``;
+"""``raynas data kinds``: every kind of dataset spec, from the source registry;
+``raynas data synth-medical DIR``: demo volumes and masks as NIfTI, for ``nifti:DIR``;
 ``raynas data synth-detection DIR``: demo images with boxes in COCO format, for ``coco:DIR``;
 and every verb an application registers (``raynas.data.commands.DATA_COMMANDS``)."""
 
@@ -14,8 +15,11 @@ from raynas.registry import load_ref
 
 
 def add(commands: Any) -> None:
-    data = commands.add_parser("data", help="make demo datasets")
+    data = commands.add_parser("data", help="the kinds of dataset; make demo datasets")
     verbs = data.add_subparsers(dest="data_command", required=True, parser_class=type(data))
+    kinds = verbs.add_parser("kinds", help="every kind of --dataset spec, the applications' "
+                                           "included (a Markdown table)")
+    kinds.set_defaults(func=cmd_kinds)
     sm = _synth(verbs, "synth-medical", cmd_synth_medical, 40, 32, "volumes", "voxels",
                 "write synthetic 3-D volumes with sphere masks as NIfTI (DIR/images, "
                 "DIR/labels) for --dataset nifti:DIR")
@@ -56,6 +60,12 @@ def _check(folder: Path, *minimums: tuple[str, int, int]) -> None:
             raise ConfigError(f"--{flag}: must be >= {low}")
     if folder.exists() and (not folder.is_dir() or any(folder.iterdir())):
         raise ConfigError(f"{folder}: exists and is not an empty folder")
+
+
+def cmd_kinds(args: argparse.Namespace) -> None:
+    from raynas.data import kinds_table
+
+    print(kinds_table())
 
 
 def cmd_synth_medical(args: argparse.Namespace) -> None:

@@ -100,6 +100,6 @@ def cmd_compare(args: argparse.Namespace) -> None:
 
 def cmd_pareto(args: argparse.Namespace) -> None:
     from raynas.objectives.pareto import front_table
-    from raynas.tracking.pareto import load_front
+    from raynas.tracking.front import load_front
 
     print(front_table(load_front(args.run_id, args.tracking_uri)))

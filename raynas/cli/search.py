@@ -8,6 +8,7 @@ from typing import Any
 
 from raynas.cli.common import fraction, json_flag, print_result, tracking_flag
 from raynas.config import RETRAIN_SHARE, SearchConfig
+from raynas.data import usages
 
 
 class StrategyOptions(argparse.Action):
@@ -27,8 +28,8 @@ def add_search_flags(s: argparse.ArgumentParser) -> None:
     (``raynas launch`` checks its search flags with these too)."""
     s.add_argument("--space", help="built-in space name or YAML path (default: %(default)s)")
     s.add_argument("--dataset",
-                   help="digits | mnist5k | npz:PATH | torchvision:NAME:DIR | folder:DIR "
-                        "(default: %(default)s)")
+                   help=f"{' | '.join(usages())} (default: %(default)s; `raynas data kinds` "
+                        "says what each is)")
     s.add_argument("--strategy", help="default: %(default)s; `raynas strategies` lists them "
                                       "and their options")
     s.add_argument("--strategy-option", dest="strategy_options", action=StrategyOptions,

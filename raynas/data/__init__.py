@@ -18,8 +18,8 @@ from raynas.data.arrays import Arrays, Dataset, split
 from raynas.errors import DataError, did_you_mean
 from raynas.registry import Ref, Registry, load_ref
 
-__all__ = ["Arrays", "Data", "Dataset", "SOURCES", "Source", "from_arrays", "load_dataset",
-           "register_source", "usages"]
+__all__ = ["Arrays", "Data", "Dataset", "SOURCES", "Source", "from_arrays", "kinds_table",
+           "load_dataset", "register_source", "usages"]
 
 
 class Data(Protocol):
@@ -64,6 +64,12 @@ register_source = SOURCES.register
 def usages() -> list[str]:
     """How each kind of dataset is written, for errors and help."""
     return [s.usage for s in SOURCES.values()]
+
+
+def kinds_table() -> str:
+    """Every kind as a Markdown table (``raynas data kinds``; the docs' table of datasets)."""
+    rows = [f"| `{s.usage}` | {s.help} |" for s in SOURCES.values()]
+    return "\n".join(["| spec | data |", "| --- | --- |", *rows])
 
 
 def load_dataset(spec: str, seed: int = 0) -> Data:

@@ -8,14 +8,15 @@ directory (so ``--space my_space.yaml`` resolves there), the submitter's raynas 
 install: the submitter's ray/torch/mlflow/raynas versions go into the job's metadata and its
 environment, and the job checks every node against them before it starts (``check_pins``).
 
-Nothing here imports Ray at module level: the CLI imports this module to parse and reject bad
-input quickly.
+Nothing here imports Ray at module level: every ``raynas`` command imports this module (for
+``PIN_ENV``), and the CLI parses and rejects bad input before Ray loads.
 """
 
 from __future__ import annotations
 
 import asyncio
 import os
+import shlex
 import shutil
 import socket
 import sys
@@ -28,8 +29,10 @@ from pathlib import Path
 from typing import IO, Any
 from urllib.parse import urlsplit
 
+import raynas
 from raynas.errors import ConfigError, RaynasError
 from raynas.runtime import ray_session
+from raynas.space import builtin_dir
 
 #: The environment variable that carries the submitter's versions into the job.
 PIN_ENV = "RAYNAS_PINNED_VERSIONS"
@@ -59,15 +62,11 @@ class Submitted:
 
 def entrypoint(search_flags: Sequence[str]) -> str:
     """The job's command: the search joins the cluster it runs on, whatever the flags say."""
-    import shlex
-
     return " ".join([SEARCH, *(shlex.quote(f) for f in search_flags)])
 
 
 def local_versions() -> dict[str, str]:
     """ray/torch/mlflow/raynas as installed here, read without importing them."""
-    import raynas
-
     versions = {name: _installed(name) for name in PINNED if name != "raynas"}
     return {**versions, "raynas": raynas.__version__}
 
@@ -248,8 +247,6 @@ def check_pins(spec: str, address: str | None) -> str:
 
 def _node_versions() -> dict[str, str]:
     """What one node runs: installed versions, and the raynas that a worker imports there."""
-    import raynas
-
     versions = {name: _installed(name) for name in PINNED if name != "raynas"}
     return {**versions, "raynas": raynas.__version__,
             "raynas_path": str(Path(raynas.__file__).parent)}
@@ -277,9 +274,6 @@ def _relative(flag: str, path: Path, working_dir: Path) -> str:
 def _package(staging: Path) -> Path:
     """The raynas package as an installed copy looks (YAML spaces in raynas/search_spaces),
     staged so that a source checkout ships the same thing a wheel holds."""
-    import raynas
-    from raynas.space import builtin_dir
-
     source = Path(raynas.__file__).resolve().parent
     target = staging / "raynas"
     shutil.copytree(source, target, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))

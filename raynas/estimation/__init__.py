@@ -1,6 +1,6 @@
 """Performance estimation: how a candidate architecture is scored - full or partial training
 (``train``, with ``fidelity`` and proxy tasks), an application's own trials (``task``),
-zero-cost proxies (``zero_cost``), weight sharing (``oneshot``, ``darts``), learning curves
+zero-cost proxies (``proxies``), weight sharing (``oneshot``, ``darts``), learning curves
 (``learning_curve``) and the costs a trial measures (``costs``)."""
 
 from __future__ import annotations

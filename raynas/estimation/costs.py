@@ -92,7 +92,7 @@ def rejected(measured: dict[str, Any], costs: CostSettings) -> dict[str, Any]:
     return {**{m: math.nan for m in costs.search_metrics}, **measured}
 
 
-def check_settings(config: Any) -> None:
+def check_cost_settings(config: Any) -> None:
     """Check the latency flags against the trials' resources (``config.costs`` checked its
     own ranges)."""
     resources = config.resources

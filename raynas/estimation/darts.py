@@ -25,6 +25,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from matplotlib.figure import Figure
+from ray import tune
 from torch import nn
 from torch.func import functional_call
 
@@ -56,8 +58,6 @@ ALPHA = "alpha"  # reported metrics alpha/<cell>/<edge>/<op> = softmax(alpha)
 
 
 def param_space() -> dict[str, Any]:
-    from ray import tune
-
     return {k: tune.choice(v) if isinstance(v, list) else v for k, v in SWEEP.items()}
 
 
@@ -202,8 +202,6 @@ def darts_trial(config: dict[str, Any], *, space: Space, data: Dataset,
     """The Tune function trainable: one DARTS run of ``settings.max_epochs`` epochs, reporting
     (and checkpointing) alpha, the derived genotype and the supernet's validation accuracy
     every epoch. ``arch`` in the result is the genotype this run stands for."""
-    from ray import tune
-
     torch.set_num_threads(max(1, int(settings.cpus)))
     device = device_for(settings.gpus)
     run = DartsSearch(space, data.input_shape, data.num_classes, config, settings.max_epochs,
@@ -241,8 +239,6 @@ def darts_trial(config: dict[str, Any], *, space: Space, data: Dataset,
 def heatmap(alphas: dict[str, float], title: str) -> bytes:
     """A PNG of softmax(alpha) from ``alpha/...`` metrics: one panel per cell type, edges as
     rows, ops as columns."""
-    from matplotlib.figure import Figure
-
     tables: dict[str, dict[str, dict[str, float]]] = defaultdict(lambda: defaultdict(dict))
     for key, value in alphas.items():
         _, kind, edge, op = key.split("/")
@@ -314,8 +310,6 @@ class Darts:
 
     def trainable(self, space: Space, data: Dataset, settings: TrialSettings, record: Any,
                   tune_path: str, progress: Any) -> Any:
-        from ray import tune
-
         return tune.with_parameters(darts_trial, space=space, data=data, settings=settings)
 
     def arch(self, space: Space, result: Any) -> Arch:

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from ray import tune
 from ray.tune import Callback
 from torch import nn
 
@@ -169,8 +170,6 @@ def supernet_trial(config: dict[str, Any], *, space: Space, data: Dataset,
                    settings: TrialSettings, controller: Callable[..., Any] | None) -> None:
     """Stage 1, a Tune function trainable: train the supernet for ``settings.max_epochs``,
     reporting and checkpointing every epoch (a retried trial resumes from its last epoch)."""
-    from ray import tune
-
     torch.set_num_threads(max(1, int(settings.cpus)))
     device = device_for(settings.gpus)
     training = SupernetTraining(space, data.input_shape, data.num_classes, controller,
@@ -215,8 +214,6 @@ def candidate_trial(config: dict[str, Any], *, space: Space, data: Dataset,
                     settings: TrialSettings, checkpoint: Any) -> None:
     """Stage 2, a Tune function trainable: score one architecture with inherited weights. It
     reports once, at the full budget (nothing is trained, so there is nothing to stop early)."""
-    from ray import tune
-
     torch.set_num_threads(max(1, int(settings.cpus)))
     arch = space.decode(config)
     supernet, (x_train, x_val, y_val) = _supernet(checkpoint, space, data,
@@ -273,8 +270,6 @@ def fit_stage(trainable: Any, path: str, param_space: dict[str, Any], tracker: C
     """Train a supernet as the one trial of a Tune experiment at ``path`` (checkpointed each
     epoch, retried twice) and return its ``Result``; an experiment that is there already is
     restored and finished, not started again (``announce`` is called only for a new one)."""
-    from ray import tune
-
     if tune.Tuner.can_restore(path):
         tuner = tune.Tuner.restore(path, trainable, resume_unfinished=True, resume_errored=True)
     else:
@@ -294,8 +289,6 @@ def train_stage_one(space: Space, data: Dataset, settings: TrialSettings, sample
                     progress: Callable[[str], None]) -> Any:
     """Run stage 1 as a Tune experiment under the search's (``<search>/supernet``) and return
     its checkpoint. A finished or interrupted stage is restored, not run again (--resume)."""
-    from ray import tune
-
     trainable = tune.with_resources(
         tune.with_parameters(supernet_trial, space=space, data=data, settings=settings,
                              controller=controller),
@@ -322,8 +315,6 @@ class OneShot:
 
     def trainable(self, space: Space, data: Dataset, settings: TrialSettings, record: Any,
                   tune_path: str, progress: Callable[[str], None]) -> Any:
-        from ray import tune
-
         checkpoint = train_stage_one(space, data, settings, self.sampler, self.controller,
                                      record, tune_path, progress)
         return tune.with_parameters(candidate_trial, space=space, data=data, settings=settings,

@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from sklearn.metrics import roc_auc_score
 from torch import nn
 
 from raynas.errors import ConfigError
@@ -92,8 +93,6 @@ def _accuracy(probabilities: torch.Tensor, target: torch.Tensor, num_classes: in
               ) -> dict[str, float]:
     """Accuracy, and the ROC AUC averaged one-vs-rest over the classes the split holds
     (scikit-learn's ``roc_auc_score`` per class); no AUC for a split of one class."""
-    from sklearn.metrics import roc_auc_score
-
     scores = {"accuracy": (probabilities.argmax(1) == target).sum().item() / len(target)}
     y, p = target.cpu().numpy(), probabilities.float().cpu().numpy()
     present = np.unique(y)

@@ -16,7 +16,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import ray
 import torch
+from ray import tune
 from torch import nn
 
 from raynas.data import Dataset
@@ -29,6 +31,7 @@ from raynas.models import BUILDERS, build_model
 from raynas.objectives.constraints import FEASIBLE
 from raynas.objectives.scalarize import CALIBRATION_SAMPLES
 from raynas.space import Space, arch_hash
+from raynas.space.nodes import FloatRange, Group, IntRange
 
 OPTIMIZERS = ("adam", "adamw", "sgd")
 TRAIN_DEFAULTS = {"lr": 1e-3, "weight_decay": 0.0, "batch_size": 64, "optimizer": "adam"}
@@ -57,8 +60,6 @@ def check_train_space(space: Space, origin: str) -> None:
     """The ``train`` group, if any, must hold hyperparameters the training loop understands:
     the shared ones (``TRAIN_DEFAULTS``) and those the space's problem adds
     (``Problem.train_options``, checked by its ``check_train``)."""
-    from raynas.space.nodes import FloatRange, Group, IntRange
-
     train = space.domain("train")
     if train is not None and not isinstance(train, Group):
         raise SpaceError(f"{origin}: space.train: must be a mapping of training "
@@ -299,9 +300,6 @@ def start_trial(config: dict[str, Any], space: Space, data: Any,
                 settings: TrialSettings) -> Started | None:
     """What every training trainable does first: threads, architecture, the restored
     checkpoint and the costs; None (after the one report) for a trial its costs reject."""
-    import ray
-    from ray import tune
-
     torch.set_num_threads(max(1, int(settings.cpus)))
     arch = space.decode(config)
     device = device_for(settings.gpus)
@@ -326,8 +324,6 @@ def report_steps(steps: Iterator[tuple[Any, dict[str, float], dict[str, Any]]],
                  started: Started, settings: TrialSettings) -> None:
     """Report every step (a run with ``hp`` and ``state()``, its validation scores, its
     progress) to Tune, with a checkpoint to resume from."""
-    from ray import tune
-
     for run, scores, progress in steps:
         # lr as a metric: PBT changes it mid-trial (exploit + explore), and MLflow shows when.
         metrics = {**{f"val_{name}": value for name, value in scores.items()},
@@ -433,11 +429,6 @@ def calibrate(space: Any, data: Any, costs: Any, gpus: float, cpus: float, seed:
     """Cost metrics of ``count`` random architectures of ``space``, measured as a trial would
     (``timed``: latency and memory too; run it then as a Ray task with the trials' resources,
     so it lands where they do - params and FLOPs are the same anywhere)."""
-    import torch
-
-    from raynas.estimation.costs import measure
-    from raynas.estimation.train import device_for, hyperparameters
-
     threads = torch.get_num_threads()
     torch.set_num_threads(max(1, int(cpus)))
     try:

@@ -13,7 +13,11 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
+import ray
+from ray import tune
+
 import raynas
+from raynas import strategies
 from raynas.config import RETRAIN_SHARE, SearchConfig
 from raynas.errors import ConfigError, RaynasError, SearchInterrupted
 from raynas.estimation import trial_function
@@ -36,11 +40,11 @@ from raynas.schedulers import bracket_warning
 from raynas.space import arch_hash
 from raynas.space import space_yaml as to_yaml
 from raynas.strategies.base import Plan
+from raynas.tracking.final_model import save_final_model
+from raynas.tracking.front import log_pareto
 from raynas.tracking.ledger import Ledger
 from raynas.tracking.mirror import FOLDER as MIRROR
 from raynas.tracking.mirror import STATE, Mirror
-from raynas.tracking.model import save_final_model
-from raynas.tracking.pareto import log_pareto
 from raynas.tracking.session import tracking_session
 from raynas.tracking.store import connect, git_sha, last_line, tracking_uri, ui_command
 from raynas.tracking.tracker import FailureBudget, MLflowTracker, SearchRecord
@@ -118,8 +122,6 @@ def search(config: SearchConfig, progress: Callable[[str], None] = stderr,
     """Run a search as configured, or - with ``config.tracking.resume`` - finish an
     interrupted one. ``resolved``: what ``resolve(config)`` returned, when the caller ran it
     already."""
-    import ray
-
     started = time.time()
     resume = config.tracking.resume
     state = SearchState.read(resume) if resume not in (None, AUTO) else None
@@ -230,8 +232,6 @@ def extend(target: str, num_trials: int, tracking: str | None = None,
            progress: Callable[[str], None] = stderr) -> SearchResult:
     """Give a finished search ``num_trials`` more trials: the same strategy state, MLflow parent
     run and search folder, new trial runs; the best of all of them is the result."""
-    from raynas import strategies
-
     if num_trials < 1:
         raise ConfigError("--num-trials: must be >= 1")
     folder = find_search(target, tracking)
@@ -293,8 +293,6 @@ def _cost_settings(run: Running) -> CostSettings:
     """What trials measure and check, and - when several objectives are scalarised - the
     scalariser. Its ranges are measured once per search, where the trials run, and kept in the
     search's folder, so a resumed search goes on comparing trials on the same scale."""
-    import ray
-
     resolved, state, record, progress = run.resolved, run.state, run.record, run.progress
     config, objectives, data = resolved.config, resolved.objectives, resolved.data
     costs = CostSettings(resolved.constraints, config.costs.latency_batch,
@@ -330,8 +328,6 @@ def _cost_settings(run: Running) -> CostSettings:
 def _trainable(run: Running, settings: TrialSettings, tune_path: str) -> Any:
     """The trial function with its data and resources; weight sharing (oneshot, darts) brings
     its own, whose trials score with shared weights (oneshot trains its supernet here)."""
-    from ray import tune
-
     resolved, plan = run.resolved, run.plan
     config = resolved.config
     return tune.with_resources(
@@ -344,8 +340,6 @@ def _trainable(run: Running, settings: TrialSettings, tune_path: str) -> Any:
 
 def _fit(run: Running, settings: TrialSettings) -> list[Any]:
     """Run (or resume) the current part of the search in Tune; every part's results."""
-    from ray import tune
-
     resolved, plan, record, budget, progress = (run.resolved, run.plan, run.record, run.budget,
                                                 run.progress)
     config, ledger = resolved.config, record.ledger
@@ -438,8 +432,6 @@ def _rank(metrics: dict[str, Any], metric: str, mode: str) -> tuple[float, float
 
 def _run(run: Running) -> SearchResult:
     """Fit, pick the best, retrain it (unless a resumed search did) and log it all."""
-    import ray
-
     resolved, plan, record, state, budget, progress = (run.resolved, run.plan, run.record,
                                                        run.state, run.budget, run.progress)
     config, space, data, ledger = resolved.config, resolved.space, resolved.data, record.ledger

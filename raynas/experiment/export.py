@@ -36,6 +36,11 @@ from raynas.tracking.store import connect, last_line, tracking_uri
 
 if TYPE_CHECKING:
     from mlflow.tracking import MlflowClient
+import mlflow
+import torch
+import yaml
+from mlflow.exceptions import MlflowException
+from mlflow.models import Model
 
 # One progress bar per downloaded artifact (space.yaml, architecture.json, …) is stderr noise.
 os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
@@ -84,10 +89,6 @@ def export_model(model_uri: str, fmt: str, output: str = "export",
                  tracking: str | None = None) -> Exported:
     """Export ``model_uri`` (``models:/NAME/VERSION``, ``models:/NAME@ALIAS``, ``runs:/ID/PATH``)
     to ``output``/model.pt|.onnx, check it numerically and log it on the model's run."""
-    import mlflow
-    from mlflow.exceptions import MlflowException
-    from mlflow.models import Model
-
     if fmt not in FORMATS:
         raise ConfigError(f"--format: {fmt!r}: expected one of {', '.join(FORMATS)}")
     if not model_uri.startswith(("models:/", "runs:/")):
@@ -139,9 +140,6 @@ def task_exporter(client: MlflowClient, run_id: str, folder: str) -> Exporter | 
     """The exporter of the task the model's run searched for (``Task.export``: the run's
     ``space.yaml`` names the model builder, which names its task); None where the task has
     none or the run no space (then the model must be MLflow's pt2 program)."""
-    import yaml
-    from mlflow.exceptions import MlflowException
-
     try:
         text = Path(client.download_artifacts(run_id, "space.yaml", folder)).read_text()
     except (MlflowException, OSError):
@@ -152,8 +150,6 @@ def task_exporter(client: MlflowClient, run_id: str, folder: str) -> Exporter | 
 
 def program_file(local: Path) -> Path:
     """Where MLflow keeps a model's ``torch.export`` program (its ``pt2`` format)."""
-    from mlflow.models import Model
-
     data = Model.load(local).flavors.get("pytorch", {}).get("model_data", "data")
     return local / data / "model.pt2"
 
@@ -166,8 +162,6 @@ def tolerance(expected: list[np.ndarray]) -> float:
 def export_program(local: Path, example: np.ndarray, fmt: str, path: Path) -> Check:
     """The core's exporter, of MLflow's pt2 program: traced to TorchScript, or given as it is
     to the dynamo ONNX exporter; compared on the example and on random batches."""
-    import torch
-
     program = torch.export.load(program_file(local))
     first = torch.as_tensor(example)
     generator = torch.Generator().manual_seed(0)
@@ -183,8 +177,6 @@ def export_program(local: Path, example: np.ndarray, fmt: str, path: Path) -> Ch
 
 
 def _torchscript(program, example, path: Path) -> Runner:
-    import torch
-
     with warnings.catch_warnings():
         # torch.jit is deprecated in favour of torch.export; the program's input-shape guards
         # trace as constants (the example's non-batch dimensions, which every input shares).
@@ -201,8 +193,7 @@ def _torchscript(program, example, path: Path) -> Runner:
 
 
 def _onnx(program, path: Path) -> Runner:
-    import onnxruntime
-    import torch
+    import onnxruntime  # the `export` extra: only --format onnx needs it
 
     # external_data=False: one self-contained file (raynas models are far below ONNX's 2 GB).
     torch.onnx.export(program, f=str(path), dynamo=True, external_data=False, verbose=False)

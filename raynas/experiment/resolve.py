@@ -18,7 +18,7 @@ from raynas.config import SearchConfig
 from raynas.data import Data, load_dataset
 from raynas.errors import ConfigError
 from raynas.estimation import load_space
-from raynas.estimation.costs import check_settings as check_costs
+from raynas.estimation.costs import check_cost_settings
 from raynas.estimation.fidelity import Fidelity, parse_fidelity
 from raynas.estimation.task import TASKS, Task
 from raynas.models import builder_of, check_width
@@ -75,7 +75,7 @@ def resolve(config: SearchConfig) -> Resolved:
     scheduler = schedulers.get(config.scheduler)
     objectives = tuple(parse_objectives(config.objective, strategy.default_objectives))
     constraints = tuple(parse_constraints(config.constraint))
-    check_costs(config)
+    check_cost_settings(config)
     kind = scalarization_of(config, len(objectives),
                             strategy.multi_objective or (scheduler.multi_objective
                                                          and strategy.steers_by_first))

@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import ray
 import yaml
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
@@ -40,7 +41,7 @@ from raynas.estimation.train import Retrained, TrialSettings
 from raynas.experiment.state import LEDGERS, SearchState
 from raynas.runtime import ray_session, stderr
 from raynas.space import Space, arch_hash, space_yaml
-from raynas.tracking.model import save_final_model
+from raynas.tracking.final_model import save_final_model
 from raynas.tracking.session import tracking_session
 from raynas.tracking.store import connect, last_line, tracking_uri
 from raynas.tracking.tracker import SearchRecord, experiment_of
@@ -61,7 +62,7 @@ class Candidate:
 
 
 @dataclass(frozen=True)
-class Source:
+class RetrainSource:
     """What to retrain, on which data, and where the results go."""
 
     space: Space
@@ -157,7 +158,7 @@ def retrain_best(target: str, epochs: int, top_k: int = 1, seeds: int = 3, *,
             raise ConfigError(f"--{flag}: must be >= 1")
     uri = tracking_uri(tracking)
     client = connect(uri)
-    source = resolve(target, client, top_k=top_k, space=space, dataset=dataset, seed=seed,
+    source = candidates_of(target, client, top_k=top_k, space=space, dataset=dataset, seed=seed,
                      experiment=experiment)
     data = load_dataset(source.dataset, seed=source.seed)
     train_seeds = [source.seed + i for i in range(seeds)]
@@ -178,9 +179,9 @@ def retrain_best(target: str, epochs: int, top_k: int = 1, seeds: int = 3, *,
                          outcomes, champion, str(record.ledger.folder), record.ledger.pending)
 
 
-def resolve(target: str, client: MlflowClient, *, top_k: int = 1, space: str | None = None,
+def candidates_of(target: str, client: MlflowClient, *, top_k: int = 1, space: str | None = None,
             dataset: str | None = None, seed: int | None = None,
-            experiment: str | None = None) -> Source:
+            experiment: str | None = None) -> RetrainSource:
     """``target`` as an architecture JSON file (an existing path or ``*.json``), else as the
     MLflow run id of a search."""
     path = Path(target).expanduser()
@@ -195,7 +196,7 @@ def resolve(target: str, client: MlflowClient, *, top_k: int = 1, space: str | N
 
 
 def _from_file(path: Path, space: str | None, dataset: str | None, seed: int | None,
-               experiment: str | None) -> Source:
+               experiment: str | None) -> RetrainSource:
     try:
         arch = json.loads(path.read_text())
     except OSError as exc:
@@ -214,12 +215,12 @@ def _from_file(path: Path, space: str | None, dataset: str | None, seed: int | N
         arch = loaded.decode(loaded.encode(arch))
     except SpaceError as exc:
         raise SpaceError(f"{path}: {exc}") from None
-    return Source(loaded, dataset or FILE_DATASET, 0 if seed is None else seed,
+    return RetrainSource(loaded, dataset or FILE_DATASET, 0 if seed is None else seed,
                   experiment or loaded.name, [Candidate(arch)])
 
 
 def _from_search(client: MlflowClient, run_id: str, top_k: int, dataset: str | None,
-                 seed: int | None, experiment: str | None) -> Source:
+                 seed: int | None, experiment: str | None) -> RetrainSource:
     try:
         run = client.get_run(run_id)
     except MlflowException as exc:
@@ -247,7 +248,7 @@ def _from_search(client: MlflowClient, run_id: str, top_k: int, dataset: str | N
                       client, t.info.run_id, "architecture.json"))),
                       t.data.metrics["val_accuracy"], t.data.tags.get("raynas.trial_id"))
                   for t in list(chosen.values())[:top_k]]
-    return Source(loaded, dataset or tags.get("raynas.dataset", FILE_DATASET),
+    return RetrainSource(loaded, dataset or tags.get("raynas.dataset", FILE_DATASET),
                   int(tags.get("raynas.seed", 0)) if seed is None else seed,
                   experiment or client.get_experiment(run.info.experiment_id).name, candidates,
                   run_id, run.info.experiment_id)
@@ -261,7 +262,7 @@ def _artifact_text(client: MlflowClient, run_id: str, path: str) -> str:
             raise ConfigError(f"run {run_id}: its artifact {path} cannot be read") from None
 
 
-def _start_runs(client: MlflowClient, source: Source, epochs: int, seeds: list[int],
+def _start_runs(client: MlflowClient, source: RetrainSource, epochs: int, seeds: list[int],
                 progress: Callable[[str], None]) -> tuple[SearchRecord, list[str]]:
     """A run per architecture (created now: the store answered a moment ago), in a ledger
     folder that ``raynas sync`` understands; the rest is written through the ledger."""
@@ -292,11 +293,9 @@ def _start_runs(client: MlflowClient, source: Source, epochs: int, seeds: list[i
     return record, keys
 
 
-def _train(source: Source, data: Any, epochs: int, seeds: list[int],
+def _train(source: RetrainSource, data: Any, epochs: int, seeds: list[int],
            progress: Callable[[str], None]) -> dict[tuple[int, int], Retrained]:
     """Every architecture x seed as a Ray task of one CPU; results as they finish."""
-    import ray
-
     data_ref = ray.put(data)  # once, not once per task
     task = ray.remote(final_training(data)).options(num_cpus=1)
     running = {task.remote(source.space, candidate.arch, data_ref, epochs,
@@ -321,7 +320,7 @@ def _train(source: Source, data: Any, epochs: int, seeds: list[int],
     return done
 
 
-def _log(record: SearchRecord, key: str, rank: int, candidate: Candidate, source: Source,
+def _log(record: SearchRecord, key: str, rank: int, candidate: Candidate, source: RetrainSource,
          runs: list[Retrained], seeds: list[int]) -> Outcome:
     """The first seed's model (picked before testing) with every seed's test accuracy."""
     outcome = Outcome(rank, candidate.arch, candidate.val_accuracy, seeds,

@@ -8,6 +8,10 @@ from collections.abc import Sequence
 from dataclasses import replace
 from typing import Any
 
+import pyarrow.fs
+from ray import tune
+from ray.tune.search import SearchGenerator
+
 from raynas.schedulers import Scheduler
 from raynas.strategies.base import Plan, Strategy, StrategyContext
 
@@ -31,8 +35,6 @@ def build_tuner(trainable: Any, plan: Plan, scheduler: Any, *, metric: str, mode
     """A Tuner over ``plan`` with reused actors (~20x less per-trial overhead than Tune's
     default here). ``keep_checkpoints=None`` keeps every checkpoint (PBT restores a trial from
     another's); ``time_budget_s``: Tune stops starting and running trials after it."""
-    from ray import tune
-
     return tune.Tuner(
         trainable, param_space=plan.param_space,
         tune_config=tune.TuneConfig(
@@ -49,9 +51,6 @@ def build_tuner(trainable: Any, plan: Plan, scheduler: Any, *, metric: str, mode
 def restore_searcher(searcher: Any, tune_path: str) -> None:
     """Load the state a finished Tune experiment saved for ``searcher`` (and its wrappers) into
     this freshly built searcher, as Tune's own restore would."""
-    import pyarrow.fs
-    from ray.tune.search import SearchGenerator
-
     if "://" not in tune_path:
         SearchGenerator(searcher).restore_from_dir(tune_path)
         return

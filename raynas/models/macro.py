@@ -22,6 +22,7 @@ pooling averages the real positions only, so padding changes nothing of the logi
 from __future__ import annotations
 
 import math
+from functools import partial
 from typing import Any
 
 import torch
@@ -29,7 +30,7 @@ from torch import nn
 
 from raynas.errors import SpaceError, did_you_mean
 from raynas.ops import OPS
-from raynas.ops.blocks import DIMS, projection
+from raynas.ops.blocks import DIMS, Unit, projection
 from raynas.space.nodes import Group, Repeat
 from raynas.space.space import Space
 
@@ -231,10 +232,6 @@ def latency_units(arch: dict[str, Any], input_shape: tuple[int, ...], num_classe
     """The parts of ``MacroNet(arch)`` for the latency table (``raynas.objectives.latency``),
     with the shapes the network gives them: the stem, each layer's op (twice for ``parallel``), its
     shortcut projection and sum, a dense layer's pooling and concatenation, the head."""
-    from functools import partial
-
-    from raynas.ops.blocks import Unit
-
     dims = len(input_shape) - 1
     d = DIMS[dims]
 

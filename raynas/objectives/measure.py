@@ -74,6 +74,8 @@ def measure_latency(model: nn.Module, input_shape: tuple[int, ...], batch: int =
     most fit between two preemptions, so the median is not moved by the slow ones (measured
     at load 20 on 2 cores: 2 ms blocks read 400-640 us for a 75 us network, 0.5 ms blocks
     78-95 us). The clock is ``torch.utils.benchmark``'s, which synchronises CUDA."""
+    # Not at the top: torch.utils.benchmark imports cpp_extension, which warns on stderr where
+    # CUDA_HOME has no runtime - and the CLI's errors must stay one line.
     from torch.utils.benchmark.utils.timer import timer as clock
 
     device = device_of(model)

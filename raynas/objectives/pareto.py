@@ -6,6 +6,8 @@ import io
 from collections.abc import Sequence
 from typing import Any
 
+from matplotlib.figure import Figure
+
 from raynas.errors import ConfigError, did_you_mean
 from raynas.objectives.metrics import known
 
@@ -48,18 +50,12 @@ def pareto_front(rows: Sequence[dict[str, Any]], objectives: Sequence[Objective]
     return sorted(front, key=lambda r: r[first], reverse=mode == "max")
 
 
-
-
 def pareto_plot(rows: Sequence[dict[str, Any]], front: Sequence[dict[str, Any]],
                 objectives: Sequence[Objective]) -> bytes:
     """A PNG: every trial on the first two objectives, the front highlighted."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    from matplotlib import pyplot as plt
-
     (x, x_mode), (y, y_mode) = objectives[0], objectives[1]
-    fig, ax = plt.subplots(figsize=(6, 4.5))
+    fig = Figure(figsize=(6, 4.5))  # no pyplot: no global figure manager, no backend to pick
+    ax = fig.subplots()
     ax.scatter([r[x] for r in rows], [r[y] for r in rows], s=14, c="0.6", label="trials")
     ax.plot([r[x] for r in front], [r[y] for r in front], "o-", c="C3", label="Pareto front")
     ax.set_xlabel(f"{x} ({x_mode})")
@@ -71,10 +67,7 @@ def pareto_plot(rows: Sequence[dict[str, Any]], front: Sequence[dict[str, Any]],
     buffer = io.BytesIO()
     fig.tight_layout()
     fig.savefig(buffer, format="png", dpi=110)
-    plt.close(fig)
     return buffer.getvalue()
-
-
 
 
 def front_table(pareto: dict[str, Any]) -> str:

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from ray import tune
 from torch import nn
 from torch.nn import functional as F
 
@@ -171,8 +172,6 @@ def ofa_trial(config: dict[str, Any], *, space: Space, data: Dataset, settings: 
               epochs_per_phase: int) -> None:
     """A Tune function trainable: progressive shrinking through every phase, reporting and
     checkpointing each epoch (a retried or resumed trial goes on from its last epoch)."""
-    from ray import tune
-
     torch.set_num_threads(max(1, int(settings.cpus)))
     device = device_for(settings.gpus)
     training = ProgressiveShrinking(space, data.input_shape, data.num_classes, epochs_per_phase,

@@ -36,6 +36,7 @@ from typing import Any
 import torch
 import yaml
 from mlflow.exceptions import MlflowException
+from ray import tune
 
 import raynas
 from raynas.data import Dataset, load_dataset
@@ -65,7 +66,7 @@ from raynas.space import Arch, Space, arch_hash, space_yaml
 from raynas.strategies.base import one_thread
 from raynas.strategies.evolution import RegularizedEvolution
 from raynas.strategies.predictor import Encoder, Ensemble
-from raynas.tracking.model import save_final_model
+from raynas.tracking.final_model import save_final_model
 from raynas.tracking.session import tracking_session
 from raynas.tracking.store import connect, last_line, tracking_uri
 from raynas.tracking.tracker import SearchRecord
@@ -100,8 +101,6 @@ def train_elastic_supernet(dataset: str = "digits", epochs_per_phase: int = 3, *
                            progress: Callable[[str], None] = stderr) -> TrainedSupernet:
     """Train an elastic supernet of ``space`` on ``dataset`` by progressive shrinking, as a
     Tune trial, and record it (metrics per epoch, the weights) in a new MLflow run."""
-    from ray import tune
-
     started = time.perf_counter()
     if epochs_per_phase < 1:
         raise ConfigError("--epochs-per-phase: must be >= 1")

@@ -108,6 +108,7 @@ def macro_graph(arch: dict[str, Any], head: str = "head") -> list[Graph]:
 
 def nb201_graph(arch: dict[str, Any]) -> list[Graph]:
     """The NAS-Bench-201 cell: node j sums edge (j, i) over i < j; node 3 is its output."""
+    # models.cell imports torch; a report (``raynas report``, ``compare``) draws without it
     from raynas.models.cell import NB201_EDGES, NB201_NODES, nb201_field
 
     last = NB201_NODES - 1
@@ -124,7 +125,7 @@ def nb201_graph(arch: dict[str, Any]) -> list[Graph]:
 def darts_graph(arch: dict[str, Any]) -> list[Graph]:
     """The DARTS normal and reduction cells: inputs c_{k-2}, c_{k-1}; nodes 2-5 each sum two
     ops; the output concatenates nodes 2-5."""
-    from raynas.models.cell import CELL_TYPES, DARTS_NODES
+    from raynas.models.cell import CELL_TYPES, DARTS_NODES  # torch: see nb201_graph
 
     panels = []
     for kind in CELL_TYPES:

@@ -26,13 +26,18 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import yaml
+from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 from mlflow.entities import Metric, Run
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 from raynas.errors import ConfigError
+from raynas.objectives.pareto import pareto_front, pareto_plot
 from raynas.report.diagram import draw
 from raynas.report.graph import facts, graph_of
+from raynas.space import read_space
 
 # A progress bar per small JSON file read is noise on the search's stderr.
 os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
@@ -117,10 +122,6 @@ def architecture(client: MlflowClient, run_id: str) -> dict[str, Any]:
 
 def collect(client: MlflowClient, run_id: str) -> Search:
     """Everything the report shows, read from MLflow."""
-    import yaml
-
-    from raynas.space import read_space
-
     parent = parent_run(client, run_id)
     runs, token = [], None
     while True:
@@ -148,8 +149,6 @@ def collect(client: MlflowClient, run_id: str) -> Search:
 
 def build(client: MlflowClient, run_id: str) -> dict[str, bytes]:
     """The report's files (name -> content) for search ``run_id``."""
-    from raynas.objectives.pareto import pareto_front, pareto_plot
-
     search = collect(client, run_id)
     files = {"anytime.png": anytime_plot(search)}
     for cost in COSTS:
@@ -182,9 +181,6 @@ def diagram(search: Search, trial: Trial) -> bytes:
 def anytime_plot(search: Search) -> bytes:
     """Best validation accuracy so far, against trials finished and against seconds since the
     search started (every report counts there, so early-stopped trials do too)."""
-    from matplotlib.figure import Figure
-    from matplotlib.ticker import MaxNLocator
-
     fig = Figure(figsize=(ANYTIME_SIZE[0] / DPI, ANYTIME_SIZE[1] / DPI), dpi=DPI)
     by_trial, by_time = fig.subplots(1, 2)
     finals = [t.val_accuracy for t in search.trials]

@@ -5,6 +5,9 @@ from __future__ import annotations
 
 from typing import Any
 
+import ray
+
+from raynas.report.diagram import draw
 from raynas.report.graph import facts, graph_of
 
 DIAGRAM = "architecture.png"
@@ -30,8 +33,6 @@ def log_structure(record: Any, key: str, model: str, arch: dict[str, Any], title
 
 def render(model: str, arch: dict[str, Any], title: str, file: str) -> bytes:
     """The PNG of a queued diagram: the actor's, or drawn here (``raynas sync``, a replay)."""
-    import ray
-
     session, drawing = _DRAWING.pop(file, (None, None))
     if drawing is not None and ray.is_initialized() and session == _session():
         return ray.get(drawing)
@@ -46,8 +47,6 @@ def artist() -> Any:
     """This driver's drawing actor, started on first call (one process, so matplotlib is
     imported once; not a process pool: spawning one re-imports the user's ``__main__``). A
     search calls it when it starts, so that the actor is up before the first trial is."""
-    import ray
-
     session = _session()
     if session not in _ARTISTS:
         _ARTISTS[session] = ray.remote(num_cpus=0)(_Artist).remote()
@@ -56,29 +55,23 @@ def artist() -> Any:
 
 def _draw_elsewhere(model: str, arch: dict[str, Any], title: str) -> tuple[str, Any] | None:
     """(Ray session, the ObjectRef of the PNG drawn by ``artist``); None without Ray."""
-    import ray
-
     return (_session(), artist().draw.remote(model, arch, title)) if ray.is_initialized() else None
 
 
 def _session() -> str:
     """This driver's connection to Ray: its node and job (a new local cluster numbers its
     jobs from 1 again)."""
-    import ray
-
     context = ray.get_runtime_context()
     return f"{context.get_node_id()}:{context.get_job_id()}"
 
 
 def _draw(model: str, arch: dict[str, Any], title: str) -> bytes:
-    from raynas.report.diagram import draw
-
     return draw(graph_of(model)(arch), title)
 
 
 class _Artist:
-    def __init__(self) -> None:
-        import raynas.report.diagram  # noqa: F401 - matplotlib's import, before the first call
+    """The actor's class: unpickling it imports this module, so matplotlib (through
+    ``report.diagram``) is imported when the actor starts, before its first drawing."""
 
     def draw(self, model: str, arch: dict[str, Any], title: str) -> bytes:
         return _draw(model, arch, title)

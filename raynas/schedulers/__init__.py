@@ -9,6 +9,15 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from ray.tune.schedulers import (
+    ASHAScheduler,
+    FIFOScheduler,
+    HyperBandScheduler,
+    MedianStoppingRule,
+    PopulationBasedTraining,
+)
+from ray.tune.search.basic_variant import BasicVariantGenerator
+
 from raynas.config import TIME_ATTR
 from raynas.errors import ConfigError
 from raynas.registry import Registry
@@ -52,8 +61,6 @@ def _pbt_population(ctx: StrategyContext) -> Plan:
     """PBT starts from a random population (Tune allows no other searcher with it) and then
     explores by mutating hyperparameters of running trials, copying the better ones' weights -
     which only makes sense when every trial has the same architecture."""
-    from ray.tune.search.basic_variant import BasicVariantGenerator
-
     pbt_keys(ctx.space)
     searcher = BasicVariantGenerator(random_state=ctx.seed, max_concurrent=ctx.concurrency)
     return Plan(searcher, ctx.space.to_tune(), ctx.trials)
@@ -61,28 +68,20 @@ def _pbt_population(ctx: StrategyContext) -> Plan:
 
 # Schedulers get metric and mode from ``TuneConfig`` (Tune refuses them in both places).
 def _fifo(ctx: StrategyContext) -> Any:
-    from ray.tune.schedulers import FIFOScheduler
-
     return FIFOScheduler()
 
 
 def _asha(ctx: StrategyContext) -> Any:
-    from ray.tune.schedulers import ASHAScheduler
-
     return ASHAScheduler(time_attr=TIME_ATTR, max_t=ctx.max_budget, grace_period=1,
                          reduction_factor=3)
 
 
 def _hyperband(ctx: StrategyContext) -> Any:
-    from ray.tune.schedulers import HyperBandScheduler
-
     return HyperBandScheduler(time_attr=TIME_ATTR, max_t=ctx.max_budget,
                               reduction_factor=3)
 
 
 def _median(ctx: StrategyContext) -> Any:
-    from ray.tune.schedulers import MedianStoppingRule
-
     return MedianStoppingRule(time_attr=TIME_ATTR, grace_period=1,
                               min_samples_required=3)
 
@@ -94,8 +93,6 @@ def _curve(ctx: StrategyContext) -> Any:
 
 
 def _pbt(ctx: StrategyContext) -> Any:
-    from ray.tune.schedulers import PopulationBasedTraining
-
     # A list makes PBT step to a neighbouring value; a continuous domain is scaled by 0.8/1.2
     # and then clipped back into the space's range.
     space = ctx.space
@@ -152,8 +149,6 @@ def bracket_warning(scheduler: Any, concurrency: int) -> str | None:
     """Tune's Hyperband is synchronous: it halves a bracket once all the trials it holds reach
     the rung, and a bracket holds only the trials that started before that. Unless every
     bracket's trials run at once, brackets stay part-filled and nothing is halved."""
-    from ray.tune.schedulers import HyperBandScheduler
-
     if not isinstance(scheduler, HyperBandScheduler):
         return None
     # Tune's own bracket arithmetic (n0: trials, r0: first rung; r0 == 0 brackets are skipped).

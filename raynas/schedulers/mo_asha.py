@@ -43,6 +43,7 @@ from raynas.objectives.pareto import Objective
 
 if TYPE_CHECKING:
     from ray.tune.experiment import Trial
+import moocore
 
 
 @dataclass
@@ -66,8 +67,6 @@ def promotion_order(points: np.ndarray, feasible: np.ndarray) -> list[int]:
     """Row indices of ``points`` (one row per result, every objective to be minimised), best
     first: feasible rows before infeasible ones, each group by Pareto rank, each front in
     ε-net order."""
-    import moocore
-
     low, span = points.min(axis=0), np.ptp(points, axis=0)
     scaled = (points - low) / np.where(span > 0, span, 1.0)
     order: list[int] = []

@@ -185,7 +185,7 @@ class Space:
     # --- adapters --------------------------------------------------------------------------
     def to_tune(self) -> dict[str, Any]:
         """A Ray Tune ``param_space`` over the flat keys (inactive keys are ignored by decode)."""
-        from ray import tune
+        from ray import tune  # not at the top: models (so every plug-in) imports this module
 
         def domain(p: Param) -> Any:
             if isinstance(p, Choice):

@@ -16,17 +16,18 @@ import warnings
 from collections.abc import Callable
 from typing import Any
 
+from ray.tune.schedulers import HyperBandForBOHB, HyperBandScheduler
+from ray.tune.search import ConcurrencyLimiter
+from ray.tune.search.basic_variant import BasicVariantGenerator
+
 from raynas.config import TIME_ATTR
 from raynas.registry import Registry
 from raynas.strategies import weight_sharing, zero_cost
 from raynas.strategies.base import Plan, Strategy, StrategyContext
+from raynas.strategies.dedup import Dedup
 
 
 def _limited(searcher: Any, ctx: StrategyContext) -> Any:
-    from ray.tune.search import ConcurrencyLimiter
-
-    from raynas.strategies.dedup import Dedup
-
     return ConcurrencyLimiter(Dedup(searcher, ctx.space), max_concurrent=ctx.concurrency)
 
 
@@ -37,8 +38,6 @@ def _grid(ctx: StrategyContext) -> Plan:
     same architecture for every value of an inactive (conditional) decision; the space's own
     enumeration has no such duplicates, so it is fed to Tune as the points to evaluate.
     """
-    from ray.tune.search.basic_variant import BasicVariantGenerator
-
     points = [ctx.space.encode(a) for a in ctx.space.grid()]
     if ctx.num_trials:
         points = points[: ctx.num_trials]
@@ -151,8 +150,6 @@ def _bohb(ctx: StrategyContext) -> Plan:
     ``HyperBandForBOHB``, which budgets by epochs); without it, Optuna's TPE with Tune's
     ``HyperBandScheduler`` - the same idea from maintained parts. ``notes`` says which ran.
     """
-    from ray.tune.schedulers import HyperBandForBOHB, HyperBandScheduler
-
     metric, mode = ctx.primary
     engine = bohb_engine()
     if engine == "tpe-hyperband":
@@ -194,13 +191,14 @@ for _strategy in (
              "scheduler)", stops_early=True),
     Strategy("zero_cost", zero_cost.plan, "score many sampled architectures with a zero-cost "
              "proxy, train the top-k", needs_dataset=True, scores="classification", inner=False,
-             check=zero_cost.check_settings, options=zero_cost.ZeroCostOptions),
+             check=zero_cost.check_zero_cost_settings, options=zero_cost.ZeroCostOptions),
     Strategy("oneshot", weight_sharing.oneshot_plan, "weight sharing: train a supernet (SPOS or "
              "ENAS), then search against it with another strategy (evolution by default)",
              needs_dataset=True, scores="classification", inner=False, epochs_only=True,
-             check=weight_sharing.check_settings, options=weight_sharing.OneShotOptions),
+             check=weight_sharing.check_weight_sharing_settings,
+             options=weight_sharing.OneShotOptions),
     Strategy("darts", weight_sharing.darts_plan, "gradient-based: a Tune sweep over DARTS runs "
              "(Liu et al. 2019)", needs_dataset=True, inner=False, epochs_only=True,
-             check=weight_sharing.check_settings),
+             check=weight_sharing.check_weight_sharing_settings),
 ):
     register(_strategy)

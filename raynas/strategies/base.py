@@ -17,11 +17,13 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import MISSING, dataclass, field, fields, is_dataclass
 from typing import Any
 
+import torch
 from ray.tune.search import Searcher
 
 from raynas.errors import ConfigError, did_you_mean
 from raynas.estimation import Estimator
 from raynas.space import Arch, Space
+from raynas.strategies.dedup import Dedup
 
 
 @contextlib.contextmanager
@@ -30,8 +32,6 @@ def one_thread() -> Iterator[None]:
     driver while the trials fill the cores: on one torch thread, since with more each small
     product waits for a free core (a BANANAS suggestion on a busy 2-core machine: 4.2 s with 2
     threads, 45 ms with 1). The caller's setting comes back after."""
-    import torch
-
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
@@ -201,8 +201,6 @@ class Plan:
     @property
     def dedup(self) -> Any:
         """The ``Dedup`` wrapper inside the searcher chain, if any (to attach ``on_reuse``)."""
-        from raynas.strategies.dedup import Dedup
-
         searcher = self.searcher
         while searcher is not None and not isinstance(searcher, Dedup):
             searcher = getattr(searcher, "searcher", None)

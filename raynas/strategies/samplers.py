@@ -9,7 +9,9 @@ import threading
 from typing import Any
 
 import optuna
+from optuna.trial import FixedTrial, TrialState, create_trial
 from ray.tune.search.optuna import OptunaSearch as RayOptunaSearch
+from ray.tune.utils.util import flatten_dict
 
 
 class NSGAIISampler(optuna.samplers.NSGAIISampler):
@@ -42,9 +44,6 @@ class OptunaSearch(RayOptunaSearch):
         if not callable(self._space):
             super().add_evaluated_point(parameters, value, error, pruned, intermediate_values)
             return
-        from optuna.trial import FixedTrial, TrialState, create_trial
-        from ray.tune.utils.util import flatten_dict
-
         fixed = FixedTrial(flatten_dict(parameters, "/"))
         self._space(fixed)
         values = list(value) if isinstance(value, list | tuple) else [value]

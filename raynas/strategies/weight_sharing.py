@@ -3,8 +3,9 @@ any strategy) and ``darts`` (gradient-based: a Tune sweep over DARTS runs).
 
 Both score architectures with shared weights instead of training each one, so their ``Plan``
 carries an ``estimator`` (``estimation.oneshot.OneShot``, ``estimation.darts.Darts``) that gives
-the search its trainable, tracker and best architecture. Kept free of Ray and torch imports at
-module level: the CLI checks the flags before anything heavy loads.
+the search its trainable, tracker and best architecture. Those estimators (and MLflow, which
+they log to) are imported by the plans only: ``strategies`` imports this module, and resolving
+a search's settings must not load them.
 """
 
 from __future__ import annotations
@@ -14,9 +15,13 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from ray.tune.search.basic_variant import BasicVariantGenerator
+
 from raynas.errors import ConfigError, did_you_mean
+from raynas.models.supernet import check_supernet_space
 from raynas.space import Space
 from raynas.strategies.base import OPTION, Plan, StrategyContext
+from raynas.strategies.rl import ReinforceController
 
 SAMPLERS = ("spos", "enas")  # how the supernet's training samples paths (OneShotOptions)
 
@@ -32,7 +37,7 @@ class OneShotOptions:
         "help": "the strategy that searches against the trained supernet"})
 
     def __post_init__(self) -> None:
-        from raynas.strategies import STRATEGIES
+        from raynas.strategies import STRATEGIES  # the registry's package imports this module
 
         if self.supernet not in SAMPLERS:
             raise ConfigError(f"{OPTION} supernet: unknown sampler {self.supernet!r}"
@@ -45,12 +50,10 @@ class OneShotOptions:
                               f"{', '.join(inner)}")
 
 
-def check_settings(resolved: Any) -> None:
+def check_weight_sharing_settings(resolved: Any) -> None:
     """A weight-sharing search needs one objective and no constraint (its trials report only
     the shared weights' accuracy) and a cell space (the epoch fidelity and real data:
     ``Strategy.epochs_only``, ``needs_dataset``)."""
-    from raynas.models.supernet import check_supernet_space
-
     if len(resolved.objectives) > 1 or resolved.constraints:
         raise ConfigError(f"--strategy {resolved.strategy.name}: scores candidates by the shared "
                           "weights' validation accuracy alone: no second --objective and no "
@@ -63,15 +66,13 @@ def controller(sampler: str, space: Space) -> Callable[..., Any] | None:
     REINFORCE controller's factory (``seed=`` -> a fresh controller)."""
     if sampler != "enas":
         return None
-    from raynas.strategies.rl import ReinforceController
-
     return functools.partial(ReinforceController, space, "reward", "max", batch_size=4)
 
 
 def oneshot_plan(ctx: StrategyContext) -> Plan:
     """Stage 2's searcher is any other strategy's, unchanged; the estimator adds stage 1."""
     from raynas.estimation.oneshot import OneShot
-    from raynas.strategies import STRATEGIES
+    from raynas.strategies import STRATEGIES  # the registry's package imports this module
 
     options: OneShotOptions = ctx.options
     searcher = STRATEGIES[options.searcher]
@@ -84,8 +85,6 @@ def oneshot_plan(ctx: StrategyContext) -> Plan:
 
 def darts_plan(ctx: StrategyContext) -> Plan:
     """Tune's random variant generator over DARTS's hyperparameters (``darts.SWEEP``)."""
-    from ray.tune.search.basic_variant import BasicVariantGenerator
-
     from raynas.estimation.darts import DEFAULT_TRIALS, Darts, param_space
 
     searcher = BasicVariantGenerator(random_state=ctx.seed, max_concurrent=ctx.concurrency)

@@ -21,6 +21,11 @@ from raynas.strategies.base import OPTION, Plan, StrategyContext
 
 if TYPE_CHECKING:
     from raynas.data import Dataset
+import ray
+import torch
+from ray.tune.search.basic_variant import BasicVariantGenerator
+
+from raynas.estimation.proxies import PROXIES, minibatch, score
 
 SCORES_FILE = "zero_cost_scores.json"
 TASKS_PER_CPU = 2  # chunks per CPU: enough to balance uneven candidates, few enough to batch
@@ -39,8 +44,6 @@ class ZeroCostOptions:
         "help": "the best-scored ones, trained through Tune (the number of trials)"})
 
     def __post_init__(self) -> None:
-        from raynas.estimation.zero_cost import PROXIES
-
         if self.proxy not in PROXIES:
             raise ConfigError(f"{OPTION} proxy: unknown zero-cost proxy {self.proxy!r}"
                               f"{did_you_mean(self.proxy, PROXIES)}; known: {', '.join(PROXIES)}")
@@ -49,7 +52,7 @@ class ZeroCostOptions:
                               f"({self.candidates}), got {self.top_k}")
 
 
-def check_settings(resolved: Any) -> None:
+def check_zero_cost_settings(resolved: Any) -> None:
     """``--num-trials`` is the top-k here: only the same number, or none."""
     num_trials = resolved.config.num_trials
     if num_trials is not None and num_trials != resolved.options.top_k:
@@ -72,11 +75,6 @@ def sample_candidates(space: Space, count: int, seed: int) -> list[Arch]:
 def score_chunk(space: Space, archs: list[Arch], proxy: str, batch: tuple[Any, Any],
                 num_classes: int, seed: int) -> list[dict[str, Any]]:
     """One Ray task: score a chunk of candidates on the shared mini-batch."""
-    import ray
-    import torch
-
-    from raynas.estimation.zero_cost import score
-
     torch.set_num_threads(1)
     x, y = (torch.as_tensor(a) for a in batch)
     task_id = ray.get_runtime_context().get_task_id()
@@ -93,10 +91,6 @@ def score_chunk(space: Space, archs: list[Arch], proxy: str, batch: tuple[Any, A
 def score_candidates(space: Space, archs: list[Arch], data: Dataset, proxy: str,
                      seed: int) -> list[dict[str, Any]]:
     """Score every candidate with Ray tasks over chunks; rows in the order of ``archs``."""
-    import ray
-
-    from raynas.estimation.zero_cost import minibatch
-
     batch = ray.put(minibatch(data.x_train, data.y_train, seed))
     chunks = max(1, min(len(archs), TASKS_PER_CPU * int(ray.cluster_resources().get("CPU", 1))))
     size = math.ceil(len(archs) / chunks)
@@ -108,8 +102,6 @@ def score_candidates(space: Space, archs: list[Arch], data: Dataset, proxy: str,
 
 def plan(ctx: StrategyContext) -> Plan:
     """Sample and score ``candidates`` architectures, then train the ``top_k`` best-scored."""
-    from ray.tune.search.basic_variant import BasicVariantGenerator
-
     settings: ZeroCostOptions = ctx.options
     if ctx.data is None:
         raise ConfigError("--strategy zero_cost: needs the dataset to score candidates on")

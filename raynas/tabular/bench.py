@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from ray import tune
 
 from raynas.bench.common import tune_fit
 from raynas.bench.strategies import checked
@@ -51,8 +52,6 @@ def search_points(strategy: str, seed: int, space: Space, table: Table, trials: 
                   max_epochs: int, concurrency: int) -> tuple[list[Point], float]:
     """One tabular search; its full-budget trials in completion order and the simulated time
     it spent in all."""
-    from ray import tune
-
     spent, last, points = 0.0, {}, []
 
     class Clock(tune.Callback):

@@ -32,6 +32,7 @@ import argparse
 import functools
 import json
 import math
+import random
 import statistics
 import time
 from collections.abc import Callable, Sequence
@@ -39,10 +40,20 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import moocore
 import numpy as np
+import ray
+import ray.tune
+from matplotlib.figure import Figure
 
+from raynas import schedulers, strategies
+from raynas.bench.common import tune_fit
 from raynas.errors import ConfigError
+from raynas.estimation import load_space
+from raynas.experiment.tuner import plan_search
+from raynas.objectives.scalarize import CALIBRATION_SAMPLES, SCALAR, make_scalarizer
 from raynas.runtime import ray_session
+from raynas.strategies.base import StrategyContext
 from raynas.tabular.nb201 import DATASETS, check_installed, load_nb201
 from raynas.tabular.simulate import simulate, table_results
 from raynas.tabular.table import table_key
@@ -101,11 +112,6 @@ def search(name: str, strategy: str, seed: int, budget_s: float, workers: int,
     """One simulated search of ``strategy`` on ``nb201:name`` with the paper's protocol: its
     trials, and the real seconds it took. ``scalarize``: the objectives as raynas's chebyshev
     scalarisation, for a strategy that takes one."""
-    from raynas import schedulers, strategies
-    from raynas.estimation import load_space
-    from raynas.experiment.tuner import plan_search
-    from raynas.strategies.base import StrategyContext
-
     table, space = load_nb201(name), load_space("nb201_cell")
     results_of = table_results(table, space, seed, 1)
     if scalarize:
@@ -125,10 +131,6 @@ def _scalarized(name: str, results_of: Callable[[dict[str, Any]], list[dict[str,
                 ) -> tuple[Callable[[dict[str, Any]], list[dict[str, Any]]],
                            list[tuple[str, str]]]:
     """Results with raynas's scalarised metric added, calibrated as a search calibrates it."""
-    import random
-
-    from raynas.objectives.scalarize import CALIBRATION_SAMPLES, SCALAR, make_scalarizer
-
     runs, rng = list(load_nb201(name).runs.values()), random.Random(seed)
     sample = [rng.choice(r).static for r in rng.sample(runs, CALIBRATION_SAMPLES)]
     scalar = make_scalarizer("chebyshev", objectives, [1 / len(objectives)] * len(objectives),
@@ -139,8 +141,6 @@ def _scalarized(name: str, results_of: Callable[[dict[str, Any]], list[dict[str,
 
 def one_run(name: str, strategy: str, seed: int, budget_s: float, workers: int) -> Run:
     """A search of ``strategy`` on ``nb201:name`` with the paper's protocol (a Ray task)."""
-    from raynas.estimation import load_space
-
     space, truth = load_space("nb201_cell"), true_accuracy(name)
     finished, seconds = search(name, strategy, seed, budget_s, workers)
     best, times, values = -math.inf, [], []
@@ -206,14 +206,6 @@ def run(datasets: Sequence[str], strategy_names: Sequence[str], seeds: int, work
 def speed(name: str, simulated: int = 4000, tuned: int = 24) -> dict[str, float]:
     """Trials per second of random search on this table: simulated (one core, in this process)
     and under Tune (``raynas search``'s Tuner on the Ray already started, 2 at a time)."""
-    import ray.tune
-
-    from raynas import schedulers, strategies
-    from raynas.bench.common import tune_fit
-    from raynas.estimation import load_space
-    from raynas.experiment.tuner import plan_search
-    from raynas.strategies.base import StrategyContext
-
     table, space = load_nb201(name), load_space("nb201_cell")
     ctx = StrategyContext.of(space, OBJECTIVES[:1], seed=0, num_trials=simulated,
                              concurrency=1, max_budget=1)
@@ -243,8 +235,6 @@ def _gather(function: Callable[..., Any], datasets: Sequence[str], strategy_name
             seeds: int, workers: int, print_fn: Callable[[str], None]) -> dict[tuple, Any]:
     """``function(dataset, strategy, seed, budget, workers)`` for every combination, one Ray
     task each (one CPU), with a progress line at every tenth of them."""
-    import ray
-
     task = ray.remote(function).options(num_cpus=1)
     pending = {task.remote(name, strategy, seed, BUDGET_S[name], workers): (name, strategy, seed)
                for name in datasets for strategy in strategy_names for seed in range(seeds)}
@@ -259,8 +249,6 @@ def _gather(function: Callable[..., Any], datasets: Sequence[str], strategy_name
 
 def _check(datasets: Sequence[str], strategy_names: Sequence[str], seeds: int,
            workers: int) -> None:
-    from raynas import strategies
-
     for name in datasets:
         if name not in DATASETS:
             raise ConfigError(f"--datasets: unknown dataset {name!r}; use "
@@ -322,12 +310,8 @@ def anytime(runs: Sequence[dict[str, Any]], budget_s: float) -> tuple[np.ndarray
 
 
 def plot(found: dict[str, Any], name: str, path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    fig = Figure(figsize=(6.4, 4.2))  # no pyplot: no global figure manager, no backend to pick
+    ax = fig.subplots()
     for strategy, s in found["strategies"].items():
         ax.plot(*anytime(s["runs"], found["budget_s"]), label=strategy)
     ax.axhline(found["optimum"], color="grey", linestyle=":", label="optimum")
@@ -339,7 +323,6 @@ def plot(found: dict[str, Any], name: str, path: Path) -> None:
     ax.legend(loc="lower right")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
-    plt.close(fig)
 
 
 # --- two objectives ------------------------------------------------------------------------------
@@ -353,8 +336,6 @@ def true_points(name: str) -> dict[str, tuple[float, float]]:
 
 def _front(points: np.ndarray) -> np.ndarray:
     """Which rows of (accuracy, latency) are non-dominated (accuracy up, latency down)."""
-    import moocore
-
     return moocore.is_nondominated(points, maximise=[True, False])
 
 
@@ -362,8 +343,6 @@ def reference(name: str) -> tuple[np.ndarray, list[float], float]:
     """The true front's cells, the fixed reference point (the median cell's accuracy, the
     table's worst latency: a point counts only where it beats the median cell) and the true
     front's hypervolume."""
-    import moocore
-
     keys = list(true_points(name))
     points = np.array([true_points(name)[k] for k in keys])
     ref = [float(np.median(points[:, 0])), float(points[:, 1].max())]
@@ -375,9 +354,6 @@ def reference(name: str) -> tuple[np.ndarray, list[float], float]:
 def one_pareto_run(name: str, strategy: str, seed: int, budget_s: float,
                    workers: int) -> dict[str, Any]:
     """A two-objective search (a Ray task): the cells of the front it reports."""
-    from raynas import strategies
-    from raynas.estimation import load_space
-
     space = load_space("nb201_cell")
     if strategies.get(strategy).multi_objective:
         finished, seconds = search(name, strategy, seed, budget_s, workers, OBJECTIVES)
@@ -397,8 +373,6 @@ def run_pareto(datasets: Sequence[str], strategy_names: Sequence[str], seeds: in
                print_fn: Callable[[str], None] = print) -> dict[str, Any]:
     """``--pareto``: every (dataset, strategy, seed) as a Ray task; hypervolume and the share
     of the true front, printed and written to ``output`` and ``output``.json."""
-    import moocore
-
     _check(datasets, strategy_names, seeds, workers)
     with ray_session(address, print_fn):
         runs = _gather(one_pareto_run, datasets, strategy_names, seeds, workers, print_fn)

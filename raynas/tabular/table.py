@@ -54,6 +54,10 @@ if TYPE_CHECKING:
 
     from raynas.config import SearchConfig
     from raynas.estimation.train import TrialSettings
+import pandas as pd
+from ray import tune
+
+from raynas.models import check_genotype_space, describe, from_genotype
 
 PREFIX = "tabular:"
 REQUIRED = ("arch", "epoch", "val_accuracy", "test_accuracy", "train_time_s")
@@ -125,8 +129,6 @@ class Table:
 
 def table_key(space: Space, arch: dict[str, Any]) -> str:
     """How a table names ``arch``: its model's notation, else its hash."""
-    from raynas.models import describe
-
     return describe(space, arch) or arch_hash(arch)
 
 
@@ -139,8 +141,6 @@ def table_format(path: Path, flag: str) -> str:
 
 
 def _read(path: Path, flag: str) -> pd.DataFrame:
-    import pandas as pd
-
     kind = table_format(path, flag)
     if not path.is_file():
         raise ConfigError(f"{flag}: no such file")
@@ -240,8 +240,6 @@ def check_space(space: Space, table: Table, flag: str) -> None:
     """A table keyed by genotypes fits ``space`` if the space searches nothing a genotype leaves
     out (else two architectures would share a row) and holds one of its architectures at least
     (else the table is for another space); a table keyed by hashes cannot be checked."""
-    from raynas.models import check_genotype_space, describe, from_genotype
-
     if describe(space, space.sample(random.Random(0))) is None:
         return
     check_genotype_space(space)
@@ -274,8 +272,6 @@ def tabular_trial(config: dict[str, Any], *, space: Space, data: Table,
                   settings: TrialSettings) -> None:
     """The Tune function trainable of a tabular search: replay one run of the table epoch by
     epoch (a checkpoint holds the epoch, so paused and retried trials go on where they were)."""
-    from ray import tune
-
     done = 0
     if checkpoint := tune.get_checkpoint():
         with checkpoint.as_directory() as folder:

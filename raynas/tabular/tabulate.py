@@ -15,19 +15,21 @@ from raynas.tabular.table import table_format, table_key
 
 if TYPE_CHECKING:
     from raynas.data import Dataset
+import time
+
+import pandas as pd
+import ray
+import torch
+
+from raynas.estimation.train import Run, tensors
+from raynas.objectives.measure import count_flops, count_params
+from raynas.runtime import ray_session, stderr
 
 
 def train_rows(space: Space, arch: dict[str, Any], data: Dataset, epochs: int, seeds: int,
                cpus: float = 1.0) -> list[dict[str, Any]]:
     """Train ``arch`` for ``epochs`` once per seed (as a search trial trains) and return the
     table rows: val/test accuracy and loss after each epoch and the epoch's training time."""
-    import time
-
-    import torch
-
-    from raynas.estimation.train import Run, tensors
-    from raynas.objectives.measure import count_flops, count_params
-
     torch.set_num_threads(max(1, int(cpus)))
     device = torch.device("cpu")
     x, y, x_val, y_val, x_test, y_test = tensors(device, data.x_train, data.y_train, data.x_val,
@@ -68,8 +70,6 @@ def pick_architectures(space: Space, count: int, seed: int) -> list[dict[str, An
 
 
 def write_table(rows: list[dict[str, Any]], output: Path) -> None:
-    import pandas as pd
-
     kind = table_format(output, "--output")
     frame = pd.DataFrame(rows).sort_values(["arch", "seed", "epoch"], kind="stable")
     if kind == "csv":
@@ -86,10 +86,6 @@ def tabulate(space: Space, data: Dataset, num_archs: int, epochs: int, seeds: in
     """Train ``num_archs`` architectures of ``space`` (one Ray task each, on the local Ray, the
     one already started, or the cluster at ``address``) and write the table to ``output``.
     Returns (architectures, total training seconds)."""
-    import ray
-
-    from raynas.runtime import ray_session, stderr
-
     progress = progress or stderr
     for name, value in (("--num-archs", num_archs), ("--epochs", epochs), ("--seeds", seeds)):
         if value < 1:

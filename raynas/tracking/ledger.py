@@ -25,11 +25,15 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import requests
+import sqlalchemy.exc
 from mlflow.entities import Metric, Param, RunTag
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
+from raynas.report.trial import render
 from raynas.runtime import stderr
+from raynas.tracking.final_model import log_model_files
 
 LEDGER, APPLIED = "mlflow-ledger.jsonl", "mlflow-applied.json"
 MAX_BATCH = 100  # MLflow's log_batch limit on params (and on tags) per call
@@ -47,9 +51,6 @@ _OPEN: dict[Path, Ledger] = {}  # one ledger per folder and process: see ``__red
 def _transient(exc: Exception) -> bool:
     if isinstance(exc, MlflowException):
         return exc.error_code in TRANSIENT_CODES or "database is locked" in str(exc)
-    import requests
-    import sqlalchemy.exc
-
     return isinstance(exc, OSError | requests.RequestException | sqlalchemy.exc.OperationalError)
 
 
@@ -264,8 +265,6 @@ class Ledger:
         if op in BATCHED:
             self._apply_batch([entry])
         elif op == "diagram":  # drawn here, off Tune's event loop (see ``report.trial``)
-            from raynas.report.trial import render
-
             path = self.folder / args["file"]
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_bytes(render(args["model"], args["arch"], args["title"], args["file"]))
@@ -283,8 +282,6 @@ class Ledger:
         elif op == "reopen":  # a resumed search: its run is running again
             self.client.update_run(run_id, status="RUNNING")
         elif op == "model":
-            from raynas.tracking.model import log_model_files
-
             self.outputs[f"{key}:model_uri"] = log_model_files(self.client, run_id, self.folder,
                                                                args)
         elif op == "alias":  # a registered model alias on the version this run's model got

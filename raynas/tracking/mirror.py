@@ -24,6 +24,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import pyarrow.fs
+
 from raynas.errors import ConfigError
 from raynas.runtime import stderr
 from raynas.tracking.ledger import APPLIED, LEDGER
@@ -71,16 +73,12 @@ class Mirror:
 
     def filesystem(self) -> tuple[Any, str]:
         """pyarrow's filesystem for ``remote`` (as Tune resolves its storage) and the path."""
-        import pyarrow.fs
-
         if self._fs is None:
             self._fs = pyarrow.fs.FileSystem.from_uri(self.remote)
         return self._fs
 
     def check(self) -> None:
         """A one-line ConfigError unless the storage answers and its bucket exists."""
-        import pyarrow.fs
-
         try:
             fs, path = self.filesystem()
             bucket = path.split("/")[0]  # "" for a local path: nothing to check
@@ -94,8 +92,6 @@ class Mirror:
     def pull(self) -> bool:
         """Replace ``local`` with the remote copy if there is one (it has ``raynas.json``);
         True if it did. Raises a one-line ConfigError if the storage cannot be read."""
-        import pyarrow.fs
-
         self.check()
         fs, root = self.filesystem()
         local = Path(self.local)

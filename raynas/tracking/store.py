@@ -3,10 +3,12 @@ written."""
 
 from __future__ import annotations
 
+import fcntl
 import os
 import subprocess
 from pathlib import Path
 
+import requests
 from mlflow.tracking import MlflowClient
 
 import raynas
@@ -30,8 +32,6 @@ def connect(uri: str) -> MlflowClient:
                                           "postgresql", "mysql", "databricks")) and "://" in uri:
         raise ConfigError(f"--tracking-uri: unsupported scheme in {uri!r}")
     if uri.startswith(("http://", "https://")):
-        import requests
-
         for name, value in FAIL_FAST.items():
             os.environ.setdefault(name, value)
 
@@ -44,8 +44,6 @@ def connect(uri: str) -> MlflowClient:
         return MlflowClient(tracking_uri=uri)
     # The client creates a new SQLite store (schema migrations) when it is made; two searches
     # starting at once on one file would race there, so that is serialised by a file lock.
-    import fcntl
-
     path = Path(uri.removeprefix("sqlite:///"))
     if not path.parent.is_dir():
         raise ConfigError(f"--tracking-uri: {uri}: folder {path.parent} does not exist")

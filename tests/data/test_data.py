@@ -107,3 +107,23 @@ def test_a_registered_source_is_a_dataset_spec_at_once(tmp_path):
             load_dataset("nosie")
     finally:
         del SOURCES["noise"]
+
+
+def test_every_registered_kind_is_listed_by_the_cli_and_in_the_dataset_help(capsys):
+    """``raynas data kinds`` and ``--dataset``'s help come from the registry: the applications'
+    kinds and a third party's appear without an edit to the CLI."""
+    from raynas.cli import build_parser, main
+    from raynas.data import SOURCES, Source, from_arrays, register_source
+
+    register_source(Source("noise", from_arrays(lambda spec, rest: None), "noise:SEED",
+                           help="Gaussian noise"))
+    try:
+        assert main(["data", "kinds"]) == 0
+        listed = capsys.readouterr().out
+        help_text = build_parser()._subparsers._group_actions[0].choices["search"].format_help()
+        for source in SOURCES.values():
+            assert f"| `{source.usage}` | {source.help} |" in listed
+            assert source.usage in " ".join(help_text.split())
+        assert "| `noise:SEED` | Gaussian noise |" in listed and "coco:DIR" in listed
+    finally:
+        del SOURCES["noise"]

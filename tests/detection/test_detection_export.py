@@ -20,7 +20,7 @@ from raynas.space import space_yaml
 from raynas.tasks.detection.data import load_detection
 from raynas.tasks.detection.export import CONFIDENT
 from raynas.tasks.detection.train import BoxPredictor, Detector
-from raynas.tracking.model import log_model_files, save_final_model
+from raynas.tracking.final_model import log_model_files, save_final_model
 
 CONV = {"op": "conv_3x3", "connection": "series"}
 SERIES = [{**CONV, "channels": 16, "stride": 2}, {**CONV, "channels": 32, "stride": 2},

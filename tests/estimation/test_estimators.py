@@ -24,8 +24,8 @@ from raynas.data import load_dataset
 from raynas.errors import ConfigError
 from raynas.estimation import load_space
 from raynas.estimation.fidelity import ProxyTask, parse_fidelity, parse_proxy_task
+from raynas.estimation.proxies import PROXIES, minibatch, score
 from raynas.estimation.train import Run
-from raynas.estimation.zero_cost import PROXIES, minibatch, score
 from raynas.experiment.driver import search
 from raynas.models import build_model
 from raynas.models.macro import CONNECTIONS

@@ -35,6 +35,10 @@ from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
+import torch
+from PIL import Image, ImageDraw, ImageFilter
+from torchvision import tv_tensors
+from torchvision.transforms import v2
 
 from raynas.errors import DataError
 
@@ -194,8 +198,6 @@ def _read_file(spec: str, file: Path, folder: Path
                                 min(float(height), y + h)), label[cid]))
     if not any(boxes.values()):
         raise DataError(f"{spec}: {file} has only crowd annotations; nothing to detect")
-    from PIL import Image
-
     pictures = []
     for iid, (name, width, height) in sorted(images.items()):
         path = folder / name
@@ -228,10 +230,6 @@ class Detections:
         return len(self.pictures)
 
     def __getitem__(self, index: int) -> tuple[Any, dict[str, Any]]:
-        import torch
-        from PIL import Image
-        from torchvision import tv_tensors
-
         p = self.pictures[index]
         try:  # PIL: torchvision.io's decoders are deprecated from torchvision 0.29 on
             with Image.open(p.path) as file:
@@ -248,9 +246,6 @@ class Detections:
 def transforms(train: bool) -> Callable[..., Any]:
     """Box-aware transforms v2: augmentation for training, then float images in [0, 1]; boxes
     that a transform pushes out or shrinks to nothing are dropped with their labels."""
-    import torch
-    from torchvision.transforms import v2
-
     augment = [v2.RandomHorizontalFlip(), v2.RandomPhotometricDistort(p=0.5)] if train else []
     return v2.Compose([*augment, v2.ToDtype(torch.float32, scale=True),
                        v2.SanitizeBoundingBoxes()])
@@ -338,8 +333,6 @@ def write_synthetic(root: Path, count: int = 300, size: int = 64, seed: int = 0,
     images in ``root/annotations/instances_val.json`` and ``root/val/``, the others in
     ``instances_train.json`` and ``root/train/`` (image and annotation ids unique across
     both, as in COCO)."""
-    from PIL import Image, ImageDraw, ImageFilter
-
     if layout == "single":
         parts = [(root / ANNOTATIONS, root / IMAGES)]
         n_train = count

@@ -28,7 +28,10 @@ import warnings
 from collections.abc import Iterator
 from pathlib import Path
 
+import mlflow
 import numpy as np
+import torch
+from mlflow.exceptions import MlflowException
 
 from raynas.errors import ConfigError, RaynasError
 from raynas.experiment.export import RANDOM_BATCHES, Check, Runner, tolerance
@@ -43,8 +46,6 @@ ONNX_OPSET = 17  # the tracing exporter's; torchvision's detectors need 11 or mo
 def export_detector(local: Path, example: np.ndarray, fmt: str, path: Path) -> Check:
     """The ``BoxPredictor`` in MLflow's model folder ``local`` to ``path`` (scripted TorchScript
     or traced ONNX), checked box by box against PyTorch (``raynas.experiment.export.Exporter``)."""
-    import torch
-
     predictor = _load(local)
     first = torch.as_tensor(example)
     generator = torch.Generator().manual_seed(0)
@@ -65,9 +66,6 @@ def export_detector(local: Path, example: np.ndarray, fmt: str, path: Path) -> C
 
 def _load(local: Path) -> BoxPredictor:
     """The pickled ``BoxPredictor`` in MLflow's model folder ``local``."""
-    import mlflow
-    from mlflow.exceptions import MlflowException
-
     try:
         loaded = mlflow.pytorch.load_model(str(local))
     except (MlflowException, OSError, ImportError, AttributeError, pickle.UnpicklingError):
@@ -102,8 +100,6 @@ def box_diff(expected: list[np.ndarray], got: list[np.ndarray], fmt: str, path: 
 def _traced_backbone(predictor: BoxPredictor, example) -> BoxPredictor:
     """A copy of ``predictor`` whose backbone is traced at the size torchvision's transform
     gives ``example``: the searched backbone is not scriptable, the rest of the detector is."""
-    import torch
-
     model = copy.deepcopy(predictor)
     with torch.no_grad():
         batch = model.detector.transform(list(example))[0].tensors
@@ -113,8 +109,6 @@ def _traced_backbone(predictor: BoxPredictor, example) -> BoxPredictor:
 
 
 def _torchscript(predictor: BoxPredictor, example, path: Path) -> Runner:
-    import torch
-
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", FutureWarning)  # torch.jit is deprecated
         warnings.simplefilter("ignore", torch.jit.TracerWarning)
@@ -130,8 +124,7 @@ def _torchscript(predictor: BoxPredictor, example, path: Path) -> Runner:
 
 
 def _onnx(predictor: BoxPredictor, example, path: Path) -> Runner:
-    import onnxruntime
-    import torch
+    import onnxruntime  # the `export` extra: only --format onnx needs it
 
     try:
         with warnings.catch_warnings(), _output_discarded():

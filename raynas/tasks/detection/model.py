@@ -45,6 +45,13 @@ from typing import Any
 
 import torch
 from torch import nn
+from torchvision.models.detection import FCOS, FasterRCNN, RetinaNet
+from torchvision.models.detection.anchor_utils import AnchorGenerator, DefaultBoxGenerator
+from torchvision.models.detection.faster_rcnn import FastRCNNPredictor, TwoMLPHead
+from torchvision.models.detection.retinanet import RetinaNetHead
+from torchvision.models.detection.ssd import SSD
+from torchvision.models.detection.ssdlite import SSDLiteHead
+from torchvision.ops import FeaturePyramidNetwork, MultiScaleRoIAlign
 from torchvision.ops.misc import Conv2dNormActivation
 
 from raynas.errors import SpaceError
@@ -141,8 +148,6 @@ class BiFPNLayer(nn.Module):
 
 def neck(kind: str, widths: list[int], channels: int, repeats: int) -> nn.Module:
     """The neck: an ``OrderedDict`` of levels in, the same levels at ``channels`` out."""
-    from torchvision.ops import FeaturePyramidNetwork
-
     if kind == "fpn":
         return FeaturePyramidNetwork(widths, channels)
     lateral = Lateral(widths, channels)
@@ -189,8 +194,6 @@ def ratios(text: str) -> tuple[float, ...]:
 def anchor_generator(a: dict[str, Any], strides: list[int]) -> nn.Module:
     """The anchors of RetinaNet, Faster R-CNN and (one a location) FCOS: see the module's
     docstring."""
-    from torchvision.models.detection.anchor_utils import AnchorGenerator
-
     octaves = a["anchor_octaves"]
     return AnchorGenerator(
         tuple(tuple(a["anchor_scale"] * s * 2 ** (k / octaves) for k in range(octaves))
@@ -204,8 +207,6 @@ def keep_size(input_shape: tuple[int, ...]) -> dict[str, int]:
 
 def fcos(backbone: Backbone, a: dict[str, Any], input_shape: tuple[int, ...], num_classes: int
          ) -> nn.Module:
-    from torchvision.models.detection import FCOS
-
     one = anchor_generator({**a, "anchor_octaves": 1, "anchor_ratios": "1"}, backbone.strides)
     return FCOS(backbone, num_classes, anchor_generator=one, score_thresh=SCORE_THRESH,
                 detections_per_img=DETECTIONS, **keep_size(input_shape))
@@ -213,9 +214,6 @@ def fcos(backbone: Backbone, a: dict[str, Any], input_shape: tuple[int, ...], nu
 
 def retinanet(backbone: Backbone, a: dict[str, Any], input_shape: tuple[int, ...],
               num_classes: int) -> nn.Module:
-    from torchvision.models.detection import RetinaNet
-    from torchvision.models.detection.retinanet import RetinaNetHead
-
     anchors = anchor_generator(a, backbone.strides)
     # GroupNorm in the head's convolutions, as in torchvision's RetinaNet v2 and as FCOS's head:
     # the v1 head has none, and on a backbone trained from scratch its scores swung from 0 to
@@ -229,10 +227,6 @@ def retinanet(backbone: Backbone, a: dict[str, Any], input_shape: tuple[int, ...
 
 def ssdlite(backbone: Backbone, a: dict[str, Any], input_shape: tuple[int, ...],
             num_classes: int) -> nn.Module:
-    from torchvision.models.detection.anchor_utils import DefaultBoxGenerator
-    from torchvision.models.detection.ssd import SSD
-    from torchvision.models.detection.ssdlite import SSDLiteHead
-
     strides, side = backbone.strides, min(input_shape[1:])
     scales = [a["anchor_scale"] * s / side for s in [*strides, 2 * strides[-1]]]
     pairs = sorted({max(r, 1 / r) for r in ratios(a["anchor_ratios"]) if r != 1})
@@ -248,10 +242,6 @@ def ssdlite(backbone: Backbone, a: dict[str, Any], input_shape: tuple[int, ...],
 
 def faster_rcnn(backbone: Backbone, a: dict[str, Any], input_shape: tuple[int, ...],
                 num_classes: int) -> nn.Module:
-    from torchvision.models.detection import FasterRCNN
-    from torchvision.models.detection.faster_rcnn import FastRCNNPredictor, TwoMLPHead
-    from torchvision.ops import MultiScaleRoIAlign
-
     # A proposal anchor_scale * s pixels wide is pooled from the level of stride s, as are the
     # anchors that proposed it (FPN's rule maps 224 pixels, ImageNet's objects, to level 4).
     pool = MultiScaleRoIAlign(list(map(str, range(len(backbone.strides)))), ROI_SIZE, 2,

@@ -10,6 +10,12 @@ import math
 from collections.abc import Sequence
 from typing import Any
 
+import torch
+from matplotlib.figure import Figure
+from torchvision.transforms.v2 import InterpolationMode
+from torchvision.transforms.v2 import functional as F
+from torchvision.utils import draw_bounding_boxes
+
 #: Pixels of one cell of the grid; images are scaled to ``SIDE`` pixels (their longer side), so
 #: that 64x64 images and the labels drawn on them are readable.
 PANEL, SIDE, DPI = 224, 192, 100
@@ -27,8 +33,6 @@ def boxes_png(images: Sequence[Any], predictions: Sequence[dict[str, Any]],
     ``targets``' boxes in ``TRUTH`` and the ``predictions``' boxes scored at least
     ``score_threshold`` in ``PREDICTED`` (class name and score); boxes are XYXY pixels and
     labels index ``classes`` (0 is the background), as torchvision's detectors give them."""
-    from matplotlib.figure import Figure
-
     columns = min(COLUMNS, len(images))
     rows = math.ceil(len(images) / columns)
     width, height = columns * PANEL, rows * PANEL + HEADER
@@ -57,11 +61,6 @@ def boxes_png(images: Sequence[Any], predictions: Sequence[dict[str, Any]],
 def _drawn(image: Any, layers: list[tuple[Any, Any, Any, str]], classes: Sequence[str]) -> Any:
     """``image`` as uint8 (3, h, w), scaled to ``SIDE`` with its pixels kept sharp, with each
     layer's (boxes, labels, scores or None, colour) drawn on it, scaled alike."""
-    import torch
-    from torchvision.transforms.v2 import InterpolationMode
-    from torchvision.transforms.v2 import functional as F
-    from torchvision.utils import draw_bounding_boxes
-
     def plain(x: Any) -> torch.Tensor:  # a CPU tensor, not a tv_tensor nor one with a graph
         return torch.as_tensor(x).detach().cpu().as_subclass(torch.Tensor)
 

@@ -43,6 +43,7 @@ from raynas.models import build_model, builder_of
 from raynas.space import Space
 from raynas.tasks.detection.data import DetectionData, Detections, collate
 from raynas.tasks.detection.metric import BoxMAP
+from raynas.tasks.detection.picture import boxes_png
 
 EVAL_BATCH = 32
 CPU = torch.device("cpu")
@@ -157,7 +158,7 @@ class BoxPredictor(nn.Module):
     MLflow keeps it as a pickle: ``torch.export`` (MLflow's default format) stops at the
     post-processing, whose top-k and NMS give outputs of data-dependent shapes."""
 
-    serialization_format = "pickle"  # read by ``raynas.tracking.model``
+    serialization_format = "pickle"  # read by ``raynas.tracking.final_model``
     # Written for ``raynas export`` too: ``torch.jit.script`` (a constant, no Python-only
     # calls) and the tracing ONNX exporter (no box count read as a Python int).
     __constants__ = ["max_boxes"]
@@ -186,8 +187,6 @@ def retrain_detector(space: Space, arch: dict[str, Any], data: DetectionData, ep
                      settings: TrialSettings) -> Retrained:
     """Train ``arch`` on train+val, score it once on the held-out test split; the model is
     served as a ``BoxPredictor``, with a picture of its boxes on test images."""
-    from raynas.tasks.detection.picture import boxes_png
-
     torch.set_num_threads(max(1, int(settings.cpus)))
     device = device_for(settings.gpus)
     detector = Detector(space, arch, data, epochs, settings.seed, device)

@@ -19,6 +19,7 @@ from collections.abc import Callable
 from typing import Any
 
 import torch
+from monai.networks.nets.attentionunet import AttentionBlock
 from torch import nn
 
 from raynas.errors import SpaceError, did_you_mean
@@ -45,8 +46,6 @@ class UNet3D(nn.Module):
             raise SpaceError(f"unet3d model: inputs must be volumes (C, D, H, W), got "
                              f"{input_shape}")
         blocks = monai_blocks()
-        from monai.networks.nets.attentionunet import AttentionBlock
-
         channels = [max(1, round(level["channels"] * width)) for level in arch["levels"]]
         if level_op is None:
             def level_op(i: int, c_in: int, c_out: int, stride: int) -> nn.Module:

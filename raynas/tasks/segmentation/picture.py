@@ -8,6 +8,7 @@ import io
 from collections.abc import Callable
 
 import numpy as np
+from matplotlib.figure import Figure
 
 SHOWN = 3  # test volumes in the picture
 
@@ -23,8 +24,6 @@ def slices_png(images: np.ndarray, masks: np.ndarray, predicted: np.ndarray) -> 
     """``images`` (N, C, D, H, W), ``masks`` and ``predicted`` (N, D, H, W) -> a PNG of N rows:
     image (first channel), ground truth, prediction, each at the depth where the mask has the
     most foreground."""
-    from matplotlib.figure import Figure
-
     classes = max(int(masks.max()), int(predicted.max()), 1)
     fig = Figure(figsize=(7.5, 2.5 * len(images)), dpi=80)
     axes = fig.subplots(len(images), 3, squeeze=False)

@@ -10,6 +10,11 @@ from __future__ import annotations
 from typing import Any
 
 import torch
+from monai.inferers import sliding_window_inference
+from monai.losses import DiceCELoss
+from monai.metrics import DiceMetric
+from monai.networks.utils import one_hot
+from monai.transforms import RandSpatialCropd
 
 from raynas.errors import ConfigError, SpaceError
 from raynas.estimation.problem import Loss, Model, Problem, check_inputs
@@ -21,8 +26,6 @@ PATCH_SIZE = "patch_size"
 
 
 def _dice_ce() -> Loss:
-    from monai.losses import DiceCELoss
-
     loss = DiceCELoss(to_onehot_y=True, softmax=True)
     return lambda logits, masks: loss(logits, masks[:, None])
 
@@ -30,9 +33,6 @@ def _dice_ce() -> Loss:
 def _dice(predicted: torch.Tensor, target: torch.Tensor, num_classes: int) -> dict[str, float]:
     """Dice per foreground class (mean over volumes; a class absent from both a volume's mask
     and its prediction scores 1 there), and their mean."""
-    from monai.metrics import DiceMetric
-    from monai.networks.utils import one_hot
-
     metric = DiceMetric(include_background=False, reduction="mean_batch", ignore_empty=False)
     metric(one_hot(predicted[:, None], num_classes), one_hot(target[:, None], num_classes))
     per_class = metric.aggregate().tolist()
@@ -64,8 +64,6 @@ def random_patches(x: torch.Tensor, y: torch.Tensor, hp: dict[str, Any],
     patch = _patch(x, hp)
     if not patch:
         return x, y
-    from monai.transforms import RandSpatialCropd
-
     crop = RandSpatialCropd(("image", "mask"), patch)
     crop.set_random_state(int(torch.randint(2**31, (1,), generator=generator)))
     pairs = [crop({"image": image, "mask": mask[None]}) for image, mask in zip(x, y,
@@ -81,8 +79,6 @@ def sliding_window(model: Model, x: torch.Tensor, hp: dict[str, Any]) -> torch.T
     patch = _patch(x, hp)
     if not patch:
         return model(x)
-    from monai.inferers import sliding_window_inference
-
     return sliding_window_inference(x, patch, SEGMENTATION.eval_batch, model)
 
 

@@ -5,6 +5,10 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import mlflow
+import numpy as np
+import torch
+from mlflow.models import infer_signature
 from mlflow.tracking import MlflowClient
 
 import raynas
@@ -12,9 +16,6 @@ import raynas
 
 def save_final_model(folder: Path, model, example, stem: str = "final") -> dict[str, str]:
     """Keep the retrained model next to the ledger until MLflow has it (see ``Ledger``)."""
-    import numpy as np
-    import torch
-
     files = {"model": f"{stem}_model.pt", "example": f"{stem}_example.npy"}
     torch.save(model, folder / files["model"])
     np.save(folder / files["example"], example)
@@ -24,11 +25,6 @@ def save_final_model(folder: Path, model, example, stem: str = "final") -> dict[
 def log_model_files(client: MlflowClient, run_id: str, folder: Path, args: dict) -> str:
     """Log the retrained model (signature, input example, architecture, space) in ``run_id`` and
     register it under ``args["name"]``; returns its ``models:/name/version`` URI."""
-    import mlflow
-    import numpy as np
-    import torch
-    from mlflow.models import infer_signature
-
     model = torch.load(folder / args["model"], weights_only=False)
     example = np.load(folder / args["example"])
     with torch.no_grad():

@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from typing import Any
 
+from mlflow.exceptions import MlflowException
+
 from raynas.errors import ConfigError
 from raynas.objectives.pareto import Objective, pareto_front, pareto_plot
+from raynas.report.search import artifact_json
+from raynas.tracking.store import connect, tracking_uri
 
 
 def log_pareto(record: Any, rows: Sequence[dict[str, Any]], objectives: Sequence[Objective]
@@ -23,13 +28,6 @@ def log_pareto(record: Any, rows: Sequence[dict[str, Any]], objectives: Sequence
 
 def load_front(run_id: str, tracking: str | None = None) -> dict[str, Any]:
     """The ``pareto.json`` a multi-objective search logged on its parent run ``run_id``."""
-    import os
-
-    from mlflow.exceptions import MlflowException
-
-    from raynas.report.search import artifact_json
-    from raynas.tracking.store import connect, tracking_uri
-
     uri = tracking_uri(tracking)
     client = connect(uri)
     try:
