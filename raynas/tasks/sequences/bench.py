@@ -59,7 +59,7 @@ def run(args: argparse.Namespace, print_fn: Print = print) -> Report:
             return {"method": f"search ({space})", "test_accuracy": result.best["test_accuracy"],
                     "seconds": round(time.time() - started, 1),
                     "val_accuracy": result.best["val_accuracy"],
-                    "params": result.best.get("params"), "arch_hash": result.best["arch_hash"]}
+                    "arch_hash": result.best["arch_hash"]}
 
         def trained(space: str, arch: dict[str, Any], data: Any, epochs: int,
                     method: str) -> dict[str, Any]:
