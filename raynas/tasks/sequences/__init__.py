@@ -39,7 +39,8 @@ register_builder(ModelBuilder("transformer", "raynas.tasks.sequences.model",
                               example=("transformer_seq", (3, 24)),
                               graph="raynas.tasks.sequences.graph:transformer_graph"))
 register_builder(ModelBuilder("text_cnn", "raynas.tasks.sequences.textcnn",
-                              example=("text_cnn", (1, 12))))
+                              example=("text_cnn", (1, 12)),
+                              graph="raynas.tasks.sequences.graph:text_cnn_graph"))
 register_source(Source("ucr", from_arrays("raynas.tasks.sequences.ucr:read_ucr"), "ucr:NAME",
                        help="a UCR/UEA time-series set bundled with aeon (pip install --no-deps "
                             "'aeon==1.6.*'), or ucr:DIR/NAME on disk; official train/test"))

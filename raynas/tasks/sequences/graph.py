@@ -25,3 +25,18 @@ def transformer_graph(arch: dict[str, Any]) -> list[Graph]:
         previous = f"x{i}"
     g.edge(previous, g.node("output", "output", "output"), f"{a['pooling']} pooling, linear")
     return [g]
+
+
+def text_cnn_graph(arch: dict[str, Any]) -> list[Graph]:
+    """Kim's text CNN: token embeddings, one convolution per width side by side, their
+    max-pooled features joined, and the classifier."""
+    g = Graph(f"{arch.get('space', 'text_cnn')}: widths {arch['width_min']}-"
+              f"{arch['width_max']}, {arch['filters']} filters each")
+    g.edge(g.node("input", "input", "input"), g.node("e", f"embedding\n{arch['embed_dim']} dims"),
+           "tokens")
+    joined = g.node("pooled", "max over tokens")
+    for width in range(arch["width_min"], arch["width_max"] + 1):
+        op = f"conv_{width}"
+        g.edge("e", joined, op, op)
+    g.edge(joined, g.node("output", "output", "output"), f"dropout {arch['dropout']}, linear")
+    return [g]
