@@ -159,6 +159,10 @@ class MLflowTracker(Callback):
         self.arch_metrics = arch_metrics or {}
         self.done = 0
         self.best: float | None = None
+        # best val_accuracy reported so far, and when (``anytime_val_accuracy`` on the parent
+        # run, step: seconds since ``started``, which the driver sets to the search's start)
+        self.anytime: float | None = None
+        self.started = time.time()
 
     @property
     def ledger(self) -> Ledger:
@@ -230,8 +234,21 @@ class MLflowTracker(Callback):
             # as tags too (once): runs filter and sort by them in the MLflow UI
             self.record.tag(key, {f"raynas.{k}": v for k, v in sizes.items()})
         if "val_accuracy" in recorded(result):
+            accuracy = result["val_accuracy"]
             self.progress(f"trial {trial.trial_id} {self.fidelity.progress(result)} "
-                          f"val_accuracy={result['val_accuracy']:.4f}")
+                          f"val_accuracy={accuracy:.4f}")
+            if result.get(FEASIBLE) is not False and (self.anytime is None
+                                                      or accuracy > self.anytime):
+                self.anytime = accuracy
+                self.record.log_metrics("parent", {"anytime_val_accuracy": accuracy},
+                                        round(time.time() - self.started))
+
+    def on_stopped(self, trial_id: str, reason: str, why: str) -> None:
+        """A rule outside the scheduler stopped the trial (``NotLearning``): say why in MLflow
+        and in the progress lines."""
+        self.record.tag(f"trial/{trial_id}", {"raynas.stopped_by": reason,
+                                               "raynas.stopped_why": why[:5000]})
+        self.progress(f"trial {trial_id} stopped ({reason}): {why}")
 
     def on_trial_complete(self, iteration: int, trials: list, trial, **info) -> None:
         key = f"trial/{trial.trial_id}"
@@ -246,12 +263,16 @@ class MLflowTracker(Callback):
         stopped_early = not rejected and result.get(TIME_ATTR, 0) < self.fidelity.max_budget
         if stopped_early:
             self.record.tag(key, {"raynas.stopped_early": "true"})
+        if by := result.get("stopped_by"):  # the trial stopped itself (an epoch overran)
+            self.record.tag(key, {"raynas.stopped_by": by})
         self.record.end(key, "KILLED" if stopped_early or rejected else "FINISHED")
         accuracy = result.get("val_accuracy")
         if feasible and accuracy is not None and (self.best is None or accuracy > self.best):
             self.best = accuracy
         what = "stopped early" if stopped_early else "finished"
-        if rejected:
+        if result.get("stopped_by"):
+            what = f"stopped ({result['stopped_by']}: {result[VIOLATIONS]})"
+        elif rejected:
             what = f"rejected before training ({result[VIOLATIONS]})"
         elif not feasible:
             what += f", infeasible ({result[VIOLATIONS]})"
