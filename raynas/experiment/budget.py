@@ -37,7 +37,7 @@ from raynas.objectives.constraints import Constraint
 from raynas.strategies.base import Rungs
 
 #: Candidates timed before the trials: their median is the plan's typical candidate.
-PLAN_SAMPLES = 6
+PLAN_SAMPLES = 12
 #: Seconds a trial costs besides training (actor, costs, checkpoints, MLflow), on 2 cores.
 TRIAL_OVERHEAD_S = 3.0
 #: The share of the trials' time the plan fills; the rest absorbs start-ups and stragglers.

@@ -55,6 +55,7 @@ from raynas.tracking.store import connect, git_sha, last_line, tracking_uri, ui_
 from raynas.tracking.tracker import FailureBudget, MLflowTracker, SearchRecord
 
 METRIC = "val_accuracy"
+UNTIL_THE_BUDGET_ENDS = 100_000  # trials of a planned --time-budget without --num-trials
 # Checkpointing every epoch is deliberate (fault tolerance); Tune's warning about it is noise.
 os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
 # Trials without GPUs must not hide the GPUs from a driver that has them (Ray 2.60 warns).
@@ -90,6 +91,16 @@ class Running:
     experiment: str
     budget: Budget
     progress: Callable[[str], None]
+    budget_plan: BudgetPlan | None = None
+
+    @property
+    def num_trials(self) -> int:
+        """Tune's ``num_samples``: the plan's, or - a planned time budget without
+        ``--num-trials`` - as many as the budget allows (candidates rejected by their cost take
+        a slot each)."""
+        if self.budget_plan is not None and self.resolved.config.num_trials is None:
+            return UNTIL_THE_BUDGET_ENDS
+        return self.plan.num_trials
 
 
 def search(config: SearchConfig, progress: Callable[[str], None] = stderr,
@@ -147,7 +158,7 @@ def search(config: SearchConfig, progress: Callable[[str], None] = stderr,
         # how the search ended is in MLflow and on the storage too
         with tracking_session(record, wait_s=config.tracking.tracking_wait, progress=progress):
             return _run(Running(resolved, plan, scheduler, record, state, experiment, budget,
-                                progress))
+                                progress, budget_plan))
 
 
 def _budget_plan(resolved: Resolved, state: SearchState | None, budget: Budget,
@@ -357,14 +368,15 @@ def _fit(run: Running, settings: TrialSettings) -> list[Any]:
             restore_searcher(plan.searcher, earlier[-1]["tune_path"])
         tracker = getattr(plan.estimator, "tracker", MLflowTracker)(
             record, resolved.space, resolved.fidelity, progress, plan.arch_metrics)
-        tracker.started = budget.started  # anytime_val_accuracy: seconds of the search
         if plan.dedup is not None:
             plan.dedup.on_reuse = tracker.on_duplicate
         for file, content in plan.artifacts.items():  # e.g. zero_cost's scores
             record.log_dict("parent", content, file)
         trials_s = budget.for_trials()
-        progress(f"searching: {config.strategy} + {config.scheduler}, {plan.num_trials} "
-                 f"trials, {resolved.fidelity.describe()}, {config.resources.concurrency} at a time"
+        count = ("trials until the budget ends" if run.num_trials == UNTIL_THE_BUDGET_ENDS
+                 else f"{run.num_trials} trials")
+        progress(f"searching: {config.strategy} + {config.scheduler}, {count}, "
+                 f"{resolved.fidelity.describe()}, {config.resources.concurrency} at a time"
                  f"{f', trials stop after {trials_s:.0f} s' if trials_s else ''}; MLflow run "
                  f"{record.run_id}; folder {ledger.folder}")
         if warning := bracket_warning(run.scheduler, config.resources.concurrency):
@@ -372,7 +384,7 @@ def _fit(run: Running, settings: TrialSettings) -> list[Any]:
         base, _, name = current["tune_path"].rstrip("/").rpartition("/")
         tuner = build_tuner(
             trainable, plan, run.scheduler, metric=metric, mode=mode, storage=base, name=name,
-            num_samples=current.get("num_trials") or plan.num_trials, callbacks=[tracker],
+            num_samples=current.get("num_trials") or run.num_trials, callbacks=[tracker],
             stop=_stoppers(run, tracker),
             max_failures=config.failures.max_retries if resolved.task.retry else 0,
             keep_checkpoints=None if resolved.scheduler.population else 1,

@@ -159,10 +159,6 @@ class MLflowTracker(Callback):
         self.arch_metrics = arch_metrics or {}
         self.done = 0
         self.best: float | None = None
-        # best val_accuracy reported so far, and when (``anytime_val_accuracy`` on the parent
-        # run, step: seconds since ``started``, which the driver sets to the search's start)
-        self.anytime: float | None = None
-        self.started = time.time()
 
     @property
     def ledger(self) -> Ledger:
@@ -234,14 +230,8 @@ class MLflowTracker(Callback):
             # as tags too (once): runs filter and sort by them in the MLflow UI
             self.record.tag(key, {f"raynas.{k}": v for k, v in sizes.items()})
         if "val_accuracy" in recorded(result):
-            accuracy = result["val_accuracy"]
             self.progress(f"trial {trial.trial_id} {self.fidelity.progress(result)} "
-                          f"val_accuracy={accuracy:.4f}")
-            if result.get(FEASIBLE) is not False and (self.anytime is None
-                                                      or accuracy > self.anytime):
-                self.anytime = accuracy
-                self.record.log_metrics("parent", {"anytime_val_accuracy": accuracy},
-                                        round(time.time() - self.started))
+                          f"val_accuracy={result['val_accuracy']:.4f}")
 
     def on_stopped(self, trial_id: str, reason: str, why: str) -> None:
         """A rule outside the scheduler stopped the trial (``NotLearning``): say why in MLflow
