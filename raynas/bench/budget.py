@@ -32,6 +32,7 @@ def _search(args: argparse.Namespace, seed: int, flags: list[str], folder: Path)
                "--time-budget", args.time_budget, "--seed", str(seed), "--json",
                "--storage", str(folder / "ray"),
                "--tracking-uri", f"sqlite:///{folder / 'mlflow.db'}", *flags]
+    folder.mkdir(parents=True)
     started = time.time()
     done = subprocess.run(command, capture_output=True, text=True)
     wall = time.time() - started

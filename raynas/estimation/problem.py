@@ -109,10 +109,10 @@ class Problem:
             model.eval()
         total, kept = 0.0, []
         for start in range(0, len(x), self.eval_batch):
-            out = model(x[start : start + self.eval_batch])
-            target = y[start : start + self.eval_batch]
+            out = model(x[start : start + self.eval_batch])  # moves the batch to its device
+            target = y[start : start + self.eval_batch].to(out.device, non_blocking=True)
             total += loss(out, target).item() * len(target)
-            kept.append(self.keep(out))
+            kept.append(self.keep(out).to(y.device))
         return {"loss": total / len(x), **self.score(torch.cat(kept), y, num_classes)}
 
 

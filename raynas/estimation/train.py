@@ -225,7 +225,7 @@ class Run(Checkpointed):
         batch = int(self.hp["batch_size"])
         while self.epoch < until:
             self.model.train()
-            order = torch.randperm(len(x), generator=self.generator).to(self.device)
+            order = torch.randperm(len(x), generator=self.generator).to(x.device)
             total, seen = 0.0, 0
             began = time.perf_counter()
             for start in range(0, len(x), batch):
@@ -233,7 +233,8 @@ class Run(Checkpointed):
                 if len(idx) < 2 and seen:  # BatchNorm cannot train on a single sample
                     continue
                 self.opt.zero_grad(set_to_none=True)
-                inputs, targets = self.batch(x[idx], y[idx])
+                inputs, targets = (t.to(self.device, non_blocking=True)
+                                   for t in self.batch(x[idx], y[idx]))
                 loss = self.loss(self.model(inputs), targets)
                 loss.backward()
                 self.opt.step()
@@ -263,7 +264,7 @@ class Run(Checkpointed):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """The model's logits for whole inputs (``Problem.infer``)."""
-        return self.problem.infer(self.model, x, self.hp)
+        return self.problem.infer(self.model, x.to(self.device, non_blocking=True), self.hp)
 
     def scores(self, x: torch.Tensor, y: torch.Tensor) -> dict[str, float]:
         """The mean loss and the problem's scores on a split (``Problem.score``)."""
@@ -289,6 +290,14 @@ def tensors(device: torch.device, *arrays: np.ndarray) -> list[torch.Tensor]:
     return [torch.as_tensor(np.array(a), device=device) for a in arrays]
 
 
+def host(*arrays: np.ndarray) -> list[torch.Tensor]:
+    """A trial's splits as CPU tensors (pinned where CUDA is, so batches copy to the GPU
+    asynchronously): the epoch loop moves one batch at a time, so trials sharing a GPU
+    (``--gpus-per-trial 0.25``) do not each hold the dataset on it."""
+    out = [torch.as_tensor(np.array(a)) for a in arrays]
+    return [t.pin_memory() for t in out] if torch.cuda.is_available() else out
+
+
 def train_trial(config: dict[str, Any], *, space: Space, data: Dataset,
                 settings: TrialSettings) -> None:
     """The Tune function trainable: decode, build, train; report and checkpoint at every step
@@ -306,8 +315,7 @@ def train_trial(config: dict[str, Any], *, space: Space, data: Dataset,
         run.epoch_limit_s = None if predicted is None else OVERRUN * predicted + 5
         return run
 
-    x_train, y_train, x_val, y_val = tensors(device, data.x_train, data.y_train, data.x_val,
-                                             data.y_val)
+    x_train, y_train, x_val, y_val = host(data.x_train, data.y_train, data.x_val, data.y_val)
     steps = _by_rung if settings.fidelity.rungs else _by_epoch
     try:
         report_steps(((run, run.scores(x_val, y_val), progress) for run, progress in
@@ -450,15 +458,15 @@ def retrain(space: Space, arch: dict[str, Any], data: Dataset, epochs: int,
     torch.set_num_threads(max(1, int(settings.cpus)))
     device = device_for(settings.gpus)
     run = Run(space, arch, data.input_shape, data.num_classes, epochs, device, settings.seed)
-    x, y, x_test, y_test = tensors(
-        device, np.concatenate([data.x_train, data.x_val]),
+    x, y, x_test, y_test = host(
+        np.concatenate([data.x_train, data.x_val]),
         np.concatenate([data.y_train, data.y_val]), data.x_test, data.y_test)
     # a time budget too short for one whole epoch: the share of train+val that fits
     losses = list(run.epochs(*_subset(x, y, settings.fidelity.task.data, settings.seed), epochs))
     scores = run.scores(x_test, y_test)
     draw = run.problem.picture
     picture = None if draw is None else draw(
-        data.x_test, data.y_test, lambda a: run.predict(*tensors(device, a)).cpu().numpy())
+        data.x_test, data.y_test, lambda a: run.predict(*host(a)).cpu().numpy())
     return Retrained(run.model.cpu().eval(), losses, scores, data.x_test[:5], picture,
                      f"{run.problem.name}.png")
 
