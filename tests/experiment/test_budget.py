@@ -14,13 +14,13 @@ from searches import child_runs
 
 from raynas.config import SearchConfig
 from raynas.data import load_dataset
+from raynas.estimation import load_space
 from raynas.estimation.costs import EPOCH_S, CostSettings, measure
 from raynas.estimation.problem import Chance, label_chance
 from raynas.estimation.train import Run, TooSlow
 from raynas.experiment.budget import Budget, epochs_per_trial, make_plan
 from raynas.experiment.driver import search
 from raynas.schedulers.no_learning import MIN_STEPS, not_learning
-from raynas.estimation import load_space
 
 
 def test_asha_trains_a_trial_two_of_six_epochs_on_average():
