@@ -153,16 +153,19 @@ def plan_budget(resolved: Any, budget: Budget, target_trials: int,
     candidate could be timed: a model that trains by its own loop)."""
     config, data = resolved.config, resolved.data
     resources = config.resources
-    args = (resolved.space, data, CostSettings(epoch_samples=epoch_samples(data, 1.0)),
-            resources.gpus_per_trial, resources.cpus_per_trial, config.seed)
-    if resources.address is None and resources.gpus_per_trial == 0:
-        # A local CPU search: this machine is where the trials run, and timing here spares
-        # the start of a Ray worker (tens of seconds on a busy machine).
-        sample = calibrate(*args, timed=False, count=PLAN_SAMPLES)
-    else:
-        sample = ray.get(ray.remote(calibrate).options(
-            num_cpus=resources.cpus_per_trial, num_gpus=resources.gpus_per_trial
-        ).remote(*args, timed=False, count=PLAN_SAMPLES))
+    # Timed as the trials will run: ``concurrency`` Ray tasks at once with the trials'
+    # resources, each timing its share of the candidates, so the timings see the same
+    # contention (in the driver alone, the same candidates timed up to 10x faster on a busy
+    # machine, and the cap then rejected most of them).
+    timing = ray.remote(calibrate).options(num_cpus=resources.cpus_per_trial,
+                                           num_gpus=resources.gpus_per_trial)
+    costs = CostSettings(epoch_samples=epoch_samples(data, 1.0))
+    tasks = max(1, min(resources.concurrency, PLAN_SAMPLES))
+    shared = ray.put(data)  # once for every task
+    sample = [m for part in ray.get([
+        timing.remote(resolved.space, shared, costs, resources.gpus_per_trial,
+                      resources.cpus_per_trial, config.seed + i, timed=False,
+                      count=PLAN_SAMPLES // tasks) for i in range(tasks)]) for m in part]
     timed = [m[EPOCH_S] for m in sample if EPOCH_S in m]
     if not timed:
         progress("budget plan: none (the model trains by its own loop, so its epochs cannot "
