@@ -464,8 +464,8 @@ def _spending(run: Running, results: list[Any]) -> dict[str, int]:
         tags = run.record.ledger.tags.get(f"trial/{metrics.get('trial_id')}", {})
         if result.error:
             ends["failed"] += 1
-        elif tags.get("raynas.stopped_by"):
-            ends[f"stopped ({tags['raynas.stopped_by']})"] += 1
+        elif by := tags.get("raynas.stopped_by"):
+            ends[f"stopped ({by})"] = ends.get(f"stopped ({by})", 0) + 1
         elif metrics.get(FEASIBLE) is False and not metrics.get(TIME_ATTR):
             cost = EPOCH_S in str(metrics.get(VIOLATIONS, ""))
             ends["rejected by cost (epoch_s)" if cost else "rejected by --constraint"] += 1
