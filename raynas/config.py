@@ -122,6 +122,7 @@ class SearchConfig:
     retrain_epochs: int = 10  # the final retraining of the best architecture on train+val
     seed: int = 0
     time_budget: str | None = None  # e.g. 20m: the whole search, trials and final retraining
+    budget_plan: bool = True  # with time_budget: plan the trials from it (experiment.budget)
     resources: Resources = field(default_factory=Resources)
     tracking: Tracking = field(default_factory=Tracking)
     failures: Failures = field(default_factory=Failures)

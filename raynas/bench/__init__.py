@@ -31,6 +31,20 @@ register(Benchmark("latency", "latency table predictions against measured latenc
                    "Spearman)", _latency, "raynas.bench.latency:main"))
 
 
+def _budget(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--dataset", default="mnist1d:75000",
+                        help="default: %(default)s (MNIST-1D, 60,000 train + 15,000 test)")
+    parser.add_argument("--time-budget", default="20m", help="default: %(default)s")
+    parser.add_argument("--seeds", type=int, default=3, help="default: %(default)s")
+    parser.add_argument("--output", default="bench_budget.json",
+                        help="JSON report (rows also as .csv; default: %(default)s)")
+
+
+register(Benchmark("budget", "raynas search --time-budget with the budget's plan and without "
+                   "(--no-budget-plan): trials, test accuracy, wall time", _budget,
+                   "raynas.bench.budget:main"))
+
+
 def _strategies(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--strategies", default="evolution,rl,tpe,gp,bohb,nsga2",
                         help="comma-separated (random is always the baseline; "

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import time
 from typing import Any
 
 from raynas.cli.common import fraction, json_flag, print_result, tracking_flag
@@ -92,10 +93,13 @@ def add_search_flags(s: argparse.ArgumentParser) -> None:
                    help="how long the end of a search waits for an unreachable MLflow before "
                         "leaving the rest to `raynas sync` (default: %(default)s)")
     s.add_argument("--time-budget", metavar="DURATION",
-                   help="wall-clock limit of the whole search, e.g. 90s, 20m, 1.5h: trials "
-                        f"stop starting and running with {RETRAIN_SHARE * 100:.0f}%% of it left, "
-                        "and the final retraining runs as many --retrain-epochs as fit in the "
-                        "rest")
+                   help="wall-clock limit of the whole search, from the command's start, e.g. "
+                        "90s, 20m, 1.5h: a plan times a few candidates first and chooses the "
+                        "trials' share of the data, a cap on a candidate's epoch and rungs in "
+                        f"seconds; trials stop with {RETRAIN_SHARE * 100:.0f}%% of it left, and "
+                        "the final retraining runs as many --retrain-epochs as fit in the rest")
+    s.add_argument("--no-budget-plan", dest="budget_plan", action="store_false",
+                   help="with --time-budget: no plan (whole data, no cap, rungs in epochs)")
     s.add_argument("--resume", metavar="FOLDER|auto",
                    help="finish the interrupted search in FOLDER (printed when it started); "
                         "its settings come from there. auto: the search lives in "
@@ -143,12 +147,13 @@ def config_of(args: argparse.Namespace) -> SearchConfig:
 def cmd_search(args: argparse.Namespace) -> None:
     from raynas.experiment.resolve import resolve
 
+    started = time.time()  # --time-budget counts from here: the data's loading is spent too
     config = config_of(args)
     # Before Ray, MLflow and Tune are even imported (a resumed search resolves its saved one).
     resolved = None if config.tracking.resume not in (None, "auto") else resolve(config)
     from raynas.experiment.driver import search
 
-    _summary(search(config, resolved=resolved), args.json)
+    _summary(search(config, resolved=resolved, started=started), args.json)
 
 
 def cmd_extend(args: argparse.Namespace) -> None:

@@ -36,14 +36,15 @@ class Data(Protocol):
 
 @dataclass(frozen=True)
 class Source:
-    """A kind of dataset spec: ``name`` alone, or ``name:ARGUMENT`` when ``takes_argument``.
+    """A kind of dataset spec: ``name`` alone, or ``name:ARGUMENT`` when ``takes_argument``
+    (``None``: either).
     ``load(spec, argument, seed)`` (a ``Ref``: imported on first use) gives its ``Data``, split by
     the seed, or raises a one-line ``DataError``; ``usage`` is how a user writes it."""
 
     name: str
     load: Ref
     usage: str
-    takes_argument: bool = True
+    takes_argument: bool | None = True
     help: str = ""  # one line for --dataset's help and the docs' table
 
 
@@ -76,7 +77,7 @@ def load_dataset(spec: str, seed: int = 0) -> Data:
     """The data ``spec`` names, split by ``seed``; a one-line ``DataError`` for an unknown kind."""
     kind, _, argument = spec.partition(":")
     source = SOURCES.get(kind)
-    if source is None or bool(argument) != source.takes_argument:
+    if source is None or source.takes_argument not in (None, bool(argument)):
         raise DataError(f"unknown dataset {spec!r}{did_you_mean(spec, usages())}; use one of "
                         f"{', '.join(usages())}")
     return load_ref(source.load)(spec, argument, seed)

@@ -3,10 +3,11 @@
 Costs (params, FLOPs, latency, peak memory) do not change while a model trains, so a trial
 measures them once, before its first epoch, on the architecture itself (full width, real input
 size, even when it trains on a proxy task). Constraints that can be decided from the
-architecture alone - params, FLOPs and, for builders with a latency table, the predicted
-latency - are checked before anything else: a violating candidate is rejected without being
-measured or trained. The others are checked once measured (latency, memory: still before
-training) or reported (accuracy, loss: at every step).
+architecture alone - params, FLOPs, the predicted epoch time of a budgeted search and, for
+builders with a latency table, the predicted latency - are checked before anything else: a
+violating candidate is rejected without being measured or trained. The others are checked
+once measured (latency, memory: still before training) or reported (accuracy, loss: at every
+step).
 
 The check is in the trainable rather than in a Searcher wrapper because only the trial runs on
 the device the latency is about (the driver may have no GPU, or another CPU); a rejected trial
@@ -31,10 +32,17 @@ from raynas.objectives.constraints import (
     violations,
 )
 from raynas.objectives.latency import LatencyTable
-from raynas.objectives.measure import count_flops, count_params, measure_latency, peak_memory_mb
+from raynas.objectives.measure import (
+    count_flops,
+    count_params,
+    measure_latency,
+    peak_memory_mb,
+    train_seconds_per_sample,
+)
 from raynas.objectives.scalarize import SCALAR, Scalarizer
 
 PREDICTED_LATENCY = "latency_lut_ms"  # the latency table's prediction, when it was needed
+EPOCH_S = "epoch_s"  # predicted seconds per training epoch, from timed steps (budget planning)
 
 
 @dataclass(frozen=True)
@@ -47,6 +55,9 @@ class CostSettings:
     latency_device: str | None = None  # None: the device the trial trains on
     scalarizer: Scalarizer | None = None
     search_metrics: tuple[str, ...] = ()
+    # Samples an epoch of a trial processes (training, plus validation at a third of a training
+    # sample's cost): set, the trial measures ``epoch_s``, its predicted seconds per epoch.
+    epoch_samples: float = 0.0
 
 
 def measure(space: Any, arch: dict[str, Any], data: Any, costs: CostSettings,
@@ -57,6 +68,10 @@ def measure(space: Any, arch: dict[str, Any], data: Any, costs: CostSettings,
     model = build_model(space, arch, data.input_shape, data.num_classes)
     out: dict[str, Any] = {"params": count_params(model),
                            "flops": count_flops(model, data.input_shape)}
+    if costs.epoch_samples:
+        per_sample = train_seconds_per_sample(model.to(device), data.input_shape, train_batch)
+        if per_sample is not None:
+            out[EPOCH_S] = per_sample * costs.epoch_samples
     target = torch.device(costs.latency_device) if costs.latency_device else device
     if any(c.metric == "latency_ms" for c in costs.constraints):
         units = latency_units(space, arch, data.input_shape, data.num_classes)

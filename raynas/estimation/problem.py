@@ -44,6 +44,30 @@ def at_once(model: Model, x: torch.Tensor, hp: dict[str, Any]) -> torch.Tensor:
 
 
 @dataclass(frozen=True)
+class Chance:
+    """What a network that learned nothing scores: ``accuracy`` (the majority class's share of
+    the validation split) with ``margin`` (two standard errors of it on that split), and
+    ``loss``, the training loss of predicting the label frequencies (their entropy)."""
+
+    accuracy: float
+    margin: float
+    loss: float
+
+
+def label_chance(data: Any) -> Chance | None:
+    """Classification's ``Problem.chance``: from the labels of the training and validation
+    splits (None without a validation split)."""
+    y_train, y_val = np.asarray(data.y_train), np.asarray(data.y_val)
+    if y_val.ndim != 1 or not len(y_val):
+        return None
+    accuracy = np.bincount(y_val).max() / len(y_val)
+    share = np.bincount(y_train) / len(y_train)
+    share = share[share > 0]
+    return Chance(float(accuracy), float(2 * np.sqrt(accuracy * (1 - accuracy) / len(y_val))),
+                  float(-(share * np.log(share)).sum()))
+
+
+@dataclass(frozen=True)
 class Problem:
     name: str
     loss: Callable[[], Loss]  # a fresh loss function: logits, targets -> mean loss
@@ -70,6 +94,9 @@ class Problem:
     # predict: inputs -> predicted labels) -> bytes, logged as ``<final run>_<name>.png``.
     picture: Callable[[np.ndarray, np.ndarray, Callable[[np.ndarray], np.ndarray]],
                       bytes] | None = None
+    # The scores of a network that learned nothing, from the data (None: not known): the rule
+    # that stops such trials (``raynas.schedulers.no_learning``) compares with it.
+    chance: Callable[[Any], Chance | None] | None = None
 
     @torch.no_grad()
     def evaluate(self, model: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor,
@@ -82,10 +109,10 @@ class Problem:
             model.eval()
         total, kept = 0.0, []
         for start in range(0, len(x), self.eval_batch):
-            out = model(x[start : start + self.eval_batch])
-            target = y[start : start + self.eval_batch]
+            out = model(x[start : start + self.eval_batch])  # moves the batch to its device
+            target = y[start : start + self.eval_batch].to(out.device, non_blocking=True)
             total += loss(out, target).item() * len(target)
-            kept.append(self.keep(out))
+            kept.append(self.keep(out).to(y.device))
         return {"loss": total / len(x), **self.score(torch.cat(kept), y, num_classes)}
 
 
@@ -102,7 +129,7 @@ def _accuracy(probabilities: torch.Tensor, target: torch.Tensor, num_classes: in
 
 
 CLASSIFICATION = Problem("classification", nn.CrossEntropyLoss, _accuracy, 1024,
-                         keep=lambda logits: logits.softmax(1))
+                         keep=lambda logits: logits.softmax(1), chance=label_chance)
 
 
 def problem_of(space: Space) -> Problem:

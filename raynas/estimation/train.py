@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 import random
 import tempfile
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,12 +24,12 @@ from torch import nn
 
 from raynas.data import Dataset
 from raynas.errors import SpaceError
-from raynas.estimation.costs import CostSettings, judged, measure, rejected
+from raynas.estimation.costs import EPOCH_S, CostSettings, judged, measure, rejected
 from raynas.estimation.fidelity import REAL_TASK, TIME_ATTR, Fidelity, ProxyTask, nested_order
 from raynas.estimation.problem import CLASSIFICATION, Problem, problem_of
 from raynas.estimation.task import TASKS
 from raynas.models import BUILDERS, build_model
-from raynas.objectives.constraints import FEASIBLE
+from raynas.objectives.constraints import FEASIBLE, VIOLATIONS
 from raynas.objectives.scalarize import CALIBRATION_SAMPLES
 from raynas.space import Space, arch_hash
 from raynas.space.nodes import FloatRange, Group, IntRange
@@ -36,6 +37,18 @@ from raynas.space.nodes import FloatRange, Group, IntRange
 OPTIMIZERS = ("adam", "adamw", "sgd")
 TRAIN_DEFAULTS = {"lr": 1e-3, "weight_decay": 0.0, "batch_size": 64, "optimizer": "adam"}
 EVAL_BATCH = CLASSIFICATION.eval_batch  # a classifier's (``Problem.eval_batch``)
+#: A running epoch is stopped past this many times its predicted length (``epoch_s``).
+OVERRUN = 3.0
+TOO_SLOW = "too-slow"  # ``stopped_by`` of a trial whose epoch overran its prediction
+
+
+class TooSlow(Exception):
+    """An epoch ran far past its prediction (``Run.epoch_limit_s``); ``epochs``: whole epochs
+    done before it."""
+
+    def __init__(self, epochs: int, message: str) -> None:
+        super().__init__(message)
+        self.epochs = epochs
 
 
 @dataclass(frozen=True)
@@ -201,6 +214,10 @@ class Run(Checkpointed):
         self.opt, self.sched = optimizer(self.model, self.hp, epochs)
         self.loss = self.problem.loss()
         self.epoch = 0
+        self.steps = 0  # optimiser steps taken (this process: a restored run counts anew)
+        # Set (seconds), an epoch that runs past it stops with ``TooSlow``: the time budget's
+        # check on a candidate whose prediction was far off.
+        self.epoch_limit_s: float | None = None
 
     def epochs(self, x: torch.Tensor, y: torch.Tensor, until: int) -> Iterator[float]:
         """Train up to epoch ``until``, yielding each epoch's mean training loss."""
@@ -208,19 +225,27 @@ class Run(Checkpointed):
         batch = int(self.hp["batch_size"])
         while self.epoch < until:
             self.model.train()
-            order = torch.randperm(len(x), generator=self.generator).to(self.device)
+            order = torch.randperm(len(x), generator=self.generator).to(x.device)
             total, seen = 0.0, 0
+            began = time.perf_counter()
             for start in range(0, len(x), batch):
                 idx = order[start : start + batch]
                 if len(idx) < 2 and seen:  # BatchNorm cannot train on a single sample
                     continue
                 self.opt.zero_grad(set_to_none=True)
-                inputs, targets = self.batch(x[idx], y[idx])
+                inputs, targets = (t.to(self.device, non_blocking=True)
+                                   for t in self.batch(x[idx], y[idx]))
                 loss = self.loss(self.model(inputs), targets)
                 loss.backward()
                 self.opt.step()
                 total += loss.item() * len(idx)
                 seen += len(idx)
+                self.steps += 1
+                spent = time.perf_counter() - began
+                if self.epoch_limit_s is not None and spent > self.epoch_limit_s:
+                    raise TooSlow(self.epoch, f"epoch {self.epoch + 1} ran {spent:.0f} s, past "
+                                              f"{self.epoch_limit_s:.0f} s ({OVERRUN:g} x its "
+                                              "predicted epoch_s)")
             self.sched.step()
             self.epoch += 1
             mean = total / seen
@@ -239,7 +264,7 @@ class Run(Checkpointed):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """The model's logits for whole inputs (``Problem.infer``)."""
-        return self.problem.infer(self.model, x, self.hp)
+        return self.problem.infer(self.model, x.to(self.device, non_blocking=True), self.hp)
 
     def scores(self, x: torch.Tensor, y: torch.Tensor) -> dict[str, float]:
         """The mean loss and the problem's scores on a split (``Problem.score``)."""
@@ -265,6 +290,14 @@ def tensors(device: torch.device, *arrays: np.ndarray) -> list[torch.Tensor]:
     return [torch.as_tensor(np.array(a), device=device) for a in arrays]
 
 
+def host(*arrays: np.ndarray) -> list[torch.Tensor]:
+    """A trial's splits as CPU tensors (pinned where CUDA is, so batches copy to the GPU
+    asynchronously): the epoch loop moves one batch at a time, so trials sharing a GPU
+    (``--gpus-per-trial 0.25``) do not each hold the dataset on it."""
+    out = [torch.as_tensor(np.array(a)) for a in arrays]
+    return [t.pin_memory() for t in out] if torch.cuda.is_available() else out
+
+
 def train_trial(config: dict[str, Any], *, space: Space, data: Dataset,
                 settings: TrialSettings) -> None:
     """The Tune function trainable: decode, build, train; report and checkpoint at every step
@@ -274,15 +307,24 @@ def train_trial(config: dict[str, Any], *, space: Space, data: Dataset,
         return
     device = device_for(settings.gpus)
 
-    def new_run(task: ProxyTask) -> Run:
-        return Run(space, started.arch, data.input_shape, data.num_classes, settings.max_epochs,
-                   device, settings.seed, task)
+    predicted = started.costs.get(EPOCH_S)
 
-    x_train, y_train, x_val, y_val = tensors(device, data.x_train, data.y_train, data.x_val,
-                                             data.y_val)
+    def new_run(task: ProxyTask) -> Run:
+        run = Run(space, started.arch, data.input_shape, data.num_classes, settings.max_epochs,
+                  device, settings.seed, task)
+        run.epoch_limit_s = None if predicted is None else OVERRUN * predicted + 5
+        return run
+
+    x_train, y_train, x_val, y_val = host(data.x_train, data.y_train, data.x_val, data.y_val)
     steps = _by_rung if settings.fidelity.rungs else _by_epoch
-    report_steps(((run, run.scores(x_val, y_val), progress) for run, progress in
-                  steps(new_run, started.state, x_train, y_train, settings)), started, settings)
+    try:
+        report_steps(((run, run.scores(x_val, y_val), progress) for run, progress in
+                      steps(new_run, started.state, x_train, y_train, settings)), started,
+                     settings)
+    except TooSlow as exc:  # stopped, like a candidate rejected by its costs, saying why
+        tune.report({**rejected(started.fixed, settings.costs), FEASIBLE: False,
+                     VIOLATIONS: str(exc), "stopped_by": TOO_SLOW, "epoch": exc.epochs,
+                     TIME_ATTR: exc.epochs})
 
 
 @dataclass(frozen=True)
@@ -362,7 +404,8 @@ def _by_epoch(new_run: Callable[[ProxyTask], Run], state: dict | None, x: torch.
         run.load(state)
     shown = {} if task.full else task.metrics()
     for train_loss in run.epochs(*_subset(x, y, task.data, settings.seed), settings.max_epochs):
-        yield run, {"train_loss": train_loss, "epoch": run.epoch, TIME_ATTR: run.epoch, **shown}
+        yield run, {"train_loss": train_loss, "epoch": run.epoch, "steps": run.steps,
+                    TIME_ATTR: run.epoch, **shown}
 
 
 def _by_rung(new_run: Callable[[ProxyTask], Run], state: dict | None, x: torch.Tensor,
@@ -374,7 +417,8 @@ def _by_rung(new_run: Callable[[ProxyTask], Run], state: dict | None, x: torch.T
         task = fidelity.task_at(rung)
         run = new_run(task)
         losses = list(run.epochs(*_subset(x, y, task.data, settings.seed), settings.max_epochs))
-        yield run, {"train_loss": losses[-1], "epoch": run.epoch, "rung": rung + 1,
+        yield run, {"train_loss": losses[-1], "epoch": run.epoch, "steps": run.steps,
+                    "rung": rung + 1,
                     TIME_ATTR: fidelity.budget(rung), **task.metrics()}
 
 
@@ -404,7 +448,9 @@ class Retrained:
 
 def retrain(space: Space, arch: dict[str, Any], data: Dataset, epochs: int,
             settings: TrialSettings) -> Retrained:
-    """Train ``arch`` on train+val, evaluate once on the held-out test split.
+    """Train ``arch`` on train+val (or the share ``settings.fidelity.task.data`` of it, which
+    the driver sets only when a time budget leaves less than one epoch), evaluate once on the
+    held-out test split.
 
     Runs as a Ray task with the trial's resources (see ``experiment``), so it lands on a worker
     (and its GPU) rather than the driver, with as many threads as it has CPUs.
@@ -412,14 +458,15 @@ def retrain(space: Space, arch: dict[str, Any], data: Dataset, epochs: int,
     torch.set_num_threads(max(1, int(settings.cpus)))
     device = device_for(settings.gpus)
     run = Run(space, arch, data.input_shape, data.num_classes, epochs, device, settings.seed)
-    x, y, x_test, y_test = tensors(
-        device, np.concatenate([data.x_train, data.x_val]),
+    x, y, x_test, y_test = host(
+        np.concatenate([data.x_train, data.x_val]),
         np.concatenate([data.y_train, data.y_val]), data.x_test, data.y_test)
-    losses = list(run.epochs(x, y, epochs))
+    # a time budget too short for one whole epoch: the share of train+val that fits
+    losses = list(run.epochs(*_subset(x, y, settings.fidelity.task.data, settings.seed), epochs))
     scores = run.scores(x_test, y_test)
     draw = run.problem.picture
     picture = None if draw is None else draw(
-        data.x_test, data.y_test, lambda a: run.predict(*tensors(device, a)).cpu().numpy())
+        data.x_test, data.y_test, lambda a: run.predict(*host(a)).cpu().numpy())
     return Retrained(run.model.cpu().eval(), losses, scores, data.x_test[:5], picture,
                      f"{run.problem.name}.png")
 

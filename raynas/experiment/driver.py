@@ -15,14 +15,17 @@ from typing import Any
 
 import ray
 from ray import tune
+from ray.tune.stopper import CombinedStopper
 
 import raynas
 from raynas import strategies
-from raynas.config import RETRAIN_SHARE, SearchConfig
+from raynas.config import TIME_ATTR, SearchConfig
 from raynas.errors import ConfigError, RaynasError, SearchInterrupted
 from raynas.estimation import trial_function
-from raynas.estimation.costs import CostSettings
-from raynas.estimation.train import TrialSettings, calibrate
+from raynas.estimation.costs import EPOCH_S, CostSettings
+from raynas.estimation.fidelity import Fidelity, ProxyTask
+from raynas.estimation.train import TOO_SLOW, TrialSettings, calibrate
+from raynas.experiment.budget import Budget, BudgetPlan, apply_plan, epoch_samples, plan_budget
 from raynas.experiment.resolve import Resolved, resolve
 from raynas.experiment.state import AUTO, SearchState, auto_folder, folder_of, storage_of
 from raynas.experiment.tuner import build_tuner, plan_search, restore_searcher
@@ -37,6 +40,8 @@ from raynas.objectives.scalarize import (
 from raynas.report.search import attach as attach_report
 from raynas.runtime import ray_session, stderr
 from raynas.schedulers import bracket_warning
+from raynas.schedulers.no_learning import REASON as NO_LEARNING
+from raynas.schedulers.no_learning import NotLearning
 from raynas.space import arch_hash
 from raynas.space import space_yaml as to_yaml
 from raynas.strategies.base import Plan
@@ -50,6 +55,7 @@ from raynas.tracking.store import connect, git_sha, last_line, tracking_uri, ui_
 from raynas.tracking.tracker import FailureBudget, MLflowTracker, SearchRecord
 
 METRIC = "val_accuracy"
+UNTIL_THE_BUDGET_ENDS = 100_000  # trials of a planned --time-budget without --num-trials
 # Checkpointing every epoch is deliberate (fault tolerance); Tune's warning about it is noise.
 os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
 # Trials without GPUs must not hide the GPUs from a driver that has them (Ray 2.60 warns).
@@ -74,36 +80,6 @@ class SearchResult:
 
 
 @dataclass
-class Budget:
-    """``--time-budget``: one deadline for the trials and the final retraining."""
-
-    seconds: float | None
-    started: float
-
-    @property
-    def left(self) -> float | None:
-        return None if self.seconds is None else self.seconds - (time.time() - self.started)
-
-    def for_trials(self) -> float | None:
-        """Tune's ``time_budget_s``: the time left, less the share kept for retraining (at
-        least 1 s: Tune takes no less)."""
-        left = self.left
-        return None if left is None else max(1.0, left - RETRAIN_SHARE * self.seconds)
-
-    @property
-    def trials_over(self) -> bool:
-        """Whether Tune's share of the budget has run out (it then stopped the trials)."""
-        return self.for_trials() == 1.0
-
-    def retrain_epochs(self, wanted: int, epoch_s: float) -> int:
-        """As many of ``wanted`` epochs as fit in the time left (at least one)."""
-        left = self.left
-        if left is None or epoch_s <= 0:
-            return wanted
-        return max(1, min(wanted, math.floor(left / epoch_s)))
-
-
-@dataclass
 class Running:
     """One search while it runs: what each of its steps reads."""
 
@@ -115,14 +91,24 @@ class Running:
     experiment: str
     budget: Budget
     progress: Callable[[str], None]
+    budget_plan: BudgetPlan | None = None
+
+    @property
+    def num_trials(self) -> int:
+        """Tune's ``num_samples``: the plan's, or - a planned time budget without
+        ``--num-trials`` - as many as the budget allows (candidates rejected by their cost take
+        a slot each)."""
+        if self.budget_plan is not None and self.resolved.config.num_trials is None:
+            return UNTIL_THE_BUDGET_ENDS
+        return self.plan.num_trials
 
 
 def search(config: SearchConfig, progress: Callable[[str], None] = stderr,
-           resolved: Resolved | None = None) -> SearchResult:
+           resolved: Resolved | None = None, started: float | None = None) -> SearchResult:
     """Run a search as configured, or - with ``config.tracking.resume`` - finish an
     interrupted one. ``resolved``: what ``resolve(config)`` returned, when the caller ran it
-    already."""
-    started = time.time()
+    already; ``started``: when the command started (``--time-budget`` counts from there)."""
+    started = started or time.time()
     resume = config.tracking.resume
     state = SearchState.read(resume) if resume not in (None, AUTO) else None
     if state:
@@ -150,6 +136,10 @@ def search(config: SearchConfig, progress: Callable[[str], None] = stderr,
         if gpus > 0 and ray.cluster_resources().get("GPU", 0) == 0:
             raise ConfigError(f"--gpus-per-trial {gpus:g}: the Ray cluster has "
                               "no GPUs")
+        budget = Budget(resolved.time_budget_s, started)
+        budget_plan = _budget_plan(resolved, state, budget, progress)
+        if budget_plan is not None:
+            resolved = apply_plan(resolved, budget_plan)
         plan, scheduler = plan_search(resolved.strategy, resolved.scheduler,
                                       resolved.context())
         if state:
@@ -161,10 +151,30 @@ def search(config: SearchConfig, progress: Callable[[str], None] = stderr,
                      f"{record.ledger.flush(wait_s=10)} MLflow writes still pending")
         else:
             state, record = _start(resolved, plan, experiment, client, uri, progress)
+            if budget_plan is not None:
+                state.plan = asdict(budget_plan)
+                state.save()
+                record.tag("parent", budget_plan.tags())
         # how the search ended is in MLflow and on the storage too
         with tracking_session(record, wait_s=config.tracking.tracking_wait, progress=progress):
-            return _run(Running(resolved, plan, scheduler, record, state, experiment,
-                                Budget(resolved.time_budget_s, started), progress))
+            return _run(Running(resolved, plan, scheduler, record, state, experiment, budget,
+                                progress, budget_plan))
+
+
+def _budget_plan(resolved: Resolved, state: SearchState | None, budget: Budget,
+                 progress: Callable[[str], None]) -> BudgetPlan | None:
+    """The plan of a search with a time budget (see ``raynas.experiment.budget``): made now, or
+    the one a resumed search made, so its trials go on under the same rules."""
+    if state is not None:
+        return BudgetPlan(**state.plan) if state.plan else None
+    config = resolved.config
+    if budget.seconds is None or not config.budget_plan or resolved.task.problem is None:
+        return None  # no budget, or no plan wanted, or networks the shared loop cannot time
+    target = config.num_trials or resolved.context().trials
+    budget_plan = plan_budget(resolved, budget, target, progress)
+    if budget_plan is not None:
+        progress(budget_plan.describe())
+    return budget_plan
 
 
 def _start(resolved: Resolved, plan: Plan, experiment: str, client: Any, uri: str,
@@ -295,8 +305,10 @@ def _cost_settings(run: Running) -> CostSettings:
     search's folder, so a resumed search goes on comparing trials on the same scale."""
     resolved, state, record, progress = run.resolved, run.state, run.record, run.progress
     config, objectives, data = resolved.config, resolved.objectives, resolved.data
+    timed = EPOCH_S in {c.metric for c in resolved.constraints} | {m for m, _ in objectives}
     costs = CostSettings(resolved.constraints, config.costs.latency_batch,
-                         config.costs.latency_device)
+                         config.costs.latency_device, epoch_samples=epoch_samples(
+                             data, resolved.fidelity.task.data) if timed else 0.0)
     if resolved.scalarize is None:
         return replace(costs, search_metrics=tuple(m for m, _ in objectives))
     if state.scalarizer is not None:
@@ -361,8 +373,10 @@ def _fit(run: Running, settings: TrialSettings) -> list[Any]:
         for file, content in plan.artifacts.items():  # e.g. zero_cost's scores
             record.log_dict("parent", content, file)
         trials_s = budget.for_trials()
-        progress(f"searching: {config.strategy} + {config.scheduler}, {plan.num_trials} "
-                 f"trials, {resolved.fidelity.describe()}, {config.resources.concurrency} at a time"
+        count = ("trials until the budget ends" if run.num_trials == UNTIL_THE_BUDGET_ENDS
+                 else f"{run.num_trials} trials")
+        progress(f"searching: {config.strategy} + {config.scheduler}, {count}, "
+                 f"{resolved.fidelity.describe()}, {config.resources.concurrency} at a time"
                  f"{f', trials stop after {trials_s:.0f} s' if trials_s else ''}; MLflow run "
                  f"{record.run_id}; folder {ledger.folder}")
         if warning := bracket_warning(run.scheduler, config.resources.concurrency):
@@ -370,8 +384,8 @@ def _fit(run: Running, settings: TrialSettings) -> list[Any]:
         base, _, name = current["tune_path"].rstrip("/").rpartition("/")
         tuner = build_tuner(
             trainable, plan, run.scheduler, metric=metric, mode=mode, storage=base, name=name,
-            num_samples=current.get("num_trials") or plan.num_trials, callbacks=[tracker],
-            stop=FailureBudget(tracker, config.failures.max_failed_trials),
+            num_samples=current.get("num_trials") or run.num_trials, callbacks=[tracker],
+            stop=_stoppers(run, tracker),
             max_failures=config.failures.max_retries if resolved.task.retry else 0,
             keep_checkpoints=None if resolved.scheduler.population else 1,
             time_budget_s=trials_s)
@@ -396,6 +410,20 @@ def _fit(run: Running, settings: TrialSettings) -> list[Any]:
     return results
 
 
+def _stoppers(run: Running, tracker: Any) -> Any:
+    """What stops trials besides the scheduler: ``--max-failed-trials``, and the rule that
+    stops a trial that learns nothing (``NotLearning``), for problems that know their chance
+    level."""
+    failures = FailureBudget(tracker, run.resolved.config.failures.max_failed_trials)
+    problem = run.resolved.task.load("problem")
+    chance = problem.chance(run.resolved.data) if problem and problem.chance else None
+    on_stopped = getattr(tracker, "on_stopped", None)
+    if chance is None or on_stopped is None:
+        return failures
+    return CombinedStopper(failures, NotLearning(
+        chance, lambda trial_id, why: on_stopped(trial_id, NO_LEARNING, why)))
+
+
 def _best(run: Running, results: list[Any]) -> tuple[Any, list[Any], list[Any]]:
     """The best feasible trial, the finished ones and the failed ones; the Pareto front of a
     multi-objective search is logged."""
@@ -409,6 +437,10 @@ def _best(run: Running, results: list[Any]) -> tuple[Any, list[Any], list[Any]]:
         first = infeasible[0].metrics
         raise RaynasError(f"no feasible trial: all {len(infeasible)} that ran violate "
                           f"--constraint (trial {first['trial_id']}: {first[VIOLATIONS]})")
+    if not finished and run.budget.trials_over and not failed:
+        raise RaynasError(f"--time-budget {run.budget.seconds:.0f} s: spent before a trial "
+                          f"reported (start-up and planning took "
+                          f"{time.time() - run.budget.started:.0f} s of it); give more time")
     if not finished:
         first = last_line(str(failed[0].error)) if failed else "no results"
         raise RaynasError(f"all {len(results)} trials failed; first error: {first}")
@@ -419,6 +451,29 @@ def _best(run: Running, results: list[Any]) -> tuple[Any, list[Any], list[Any]]:
                      "pareto.png)")
     record.tag("parent", {"raynas.best_trial_id": best.metrics["trial_id"]})
     return best, finished, failed
+
+
+def _spending(run: Running, results: list[Any]) -> dict[str, int]:
+    """How the trials ended, for the summary and ``budget.json``: what a time budget was
+    spent on."""
+    ends = {"finished": 0, "stopped by the scheduler": 0, f"stopped ({NO_LEARNING})": 0,
+            f"stopped ({TOO_SLOW})": 0, "rejected by cost (epoch_s)": 0,
+            "rejected by --constraint": 0, "failed": 0}
+    for result in results:
+        metrics = result.metrics or {}
+        tags = run.record.ledger.tags.get(f"trial/{metrics.get('trial_id')}", {})
+        if result.error:
+            ends["failed"] += 1
+        elif by := tags.get("raynas.stopped_by"):
+            ends[f"stopped ({by})"] = ends.get(f"stopped ({by})", 0) + 1
+        elif metrics.get(FEASIBLE) is False and not metrics.get(TIME_ATTR):
+            cost = EPOCH_S in str(metrics.get(VIOLATIONS, ""))
+            ends["rejected by cost (epoch_s)" if cost else "rejected by --constraint"] += 1
+        elif tags.get("raynas.stopped_early"):
+            ends["stopped by the scheduler"] += 1
+        else:
+            ends["finished"] += 1
+    return ends
 
 
 def _rank(metrics: dict[str, Any], metric: str, mode: str) -> tuple[float, float]:
@@ -462,21 +517,26 @@ def _run(run: Running) -> SearchResult:
                  + ", ".join(f"{k}={v:,.0f}" if abs(v) >= 1000 else f"{k}={v:.4g}"
                              for k, v in final["metrics"].items()))
     elif final is None:
-        # Train+val is larger than train: an epoch of the retraining takes that much longer.
+        # Train+val is larger than the share of train a trial saw: an epoch of the retraining
+        # takes that much longer.
         epoch_s = (best.metrics.get("time_total_s", 0) / max(1, best.metrics.get(
-            "training_iteration", 1))) * (1 + data.split_sizes[1] / data.split_sizes[0])
-        epochs = budget.retrain_epochs(config.retrain_epochs, epoch_s)
+            "training_iteration", 1))) * (1 + data.split_sizes[1] / data.split_sizes[0]) / (
+            best.metrics.get("data_fraction") or 1.0)
+        epochs, share = budget.retraining(config.retrain_epochs, epoch_s)
         progress(f"best: trial {best.metrics['trial_id']} val_accuracy={val_accuracy:.4f} "
-                 f"({len(finished)} finished, {len(failed)} failed); retraining on train+val "
-                 f"for {epochs} epochs" + (f" (of {config.retrain_epochs}: --time-budget)"
-                                           if epochs < config.retrain_epochs else ""))
+                 f"({len(finished)} finished, {len(failed)} failed); retraining on "
+                 + (f"train+val for {epochs} epochs" if share >= 1 else
+                    f"{share:.0%} of train+val for 1 epoch")
+                 + (f" (of {config.retrain_epochs}, ~{epoch_s:.0f} s each: --time-budget)"
+                    if epochs < config.retrain_epochs or share < 1 else ""))
         record.child(final_key, "final", {"raynas.role": "final", "raynas.arch_hash":
                                           arch_hash(arch), "raynas.trial_id":
                                           best.metrics["trial_id"]})
         retraining = ray.remote(task.load("final")).options(
             num_cpus=config.resources.cpus_per_trial, num_gpus=config.resources.gpus_per_trial)
         retrain_started = time.time()
-        retrained = ray.get(retraining.remote(space, arch, data, epochs, settings))
+        final_settings = replace(settings, fidelity=Fidelity(epochs, task=ProxyTask(data=share)))
+        retrained = ray.get(retraining.remote(space, arch, data, epochs, final_settings))
         spent += f", retraining {time.time() - retrain_started:.0f} s ({epochs} epochs)"
         for epoch, loss in enumerate(retrained.train_loss, start=1):
             record.log_metrics(final_key, {"train_loss": loss}, epoch)
@@ -491,8 +551,13 @@ def _run(run: Running) -> SearchResult:
                      metrics={**retrained.metrics(), "search_val_accuracy": val_accuracy,
                               "retrain_epochs": epochs})
         final = ledger.ops[-1]["args"]
+    spending = _spending(run, results)
+    progress("trials: " + ", ".join(f"{n} {what}" for what, n in spending.items() if n))
     if budget.seconds is not None:
         progress(f"--time-budget {budget.seconds:.0f} s: {spent}; {budget.left:.0f} s left")
+        record.log_dict("parent", {"budget_s": budget.seconds, "trials_s": round(trials_s, 1),
+                                   "total_s": round(time.time() - budget.started, 1),
+                                   "trials": spending}, "budget.json")
     test_accuracy = final["metrics"]["test_accuracy"]
     duplicates = len(plan.dedup.reused) if plan.dedup is not None else 0
     record.log_metrics("parent", {"best_val_accuracy": val_accuracy,

@@ -27,7 +27,7 @@ from raynas.objectives.pareto import Objective, parse_objectives
 from raynas.objectives.scalarize import SCALAR, parse_weights, scalarization_of
 from raynas.schedulers import Scheduler
 from raynas.space import Space
-from raynas.strategies.base import Strategy, StrategyContext
+from raynas.strategies.base import Rungs, Strategy, StrategyContext
 
 #: ``--time-budget`` units.
 UNITS = {"s": 1, "m": 60, "h": 3600}
@@ -50,6 +50,7 @@ class Resolved:
     scheduler: Scheduler
     time_budget_s: float | None
     options: Any  # the strategy's, parsed from --strategy-option (its ``Strategy.options``)
+    rungs: Rungs = Rungs()  # what schedulers compare trials in (a time budget's plan: seconds)
 
     @property
     def metric(self) -> tuple[str, str]:
@@ -63,7 +64,7 @@ class Resolved:
             self.space, [self.metric] if self.scalarize else self.objectives, seed=c.seed,
             num_trials=c.num_trials, concurrency=c.resources.concurrency,
             max_budget=self.fidelity.max_budget, scheduler=c.scheduler, data=self.data,
-            constraints=self.constraints, options=self.options)
+            constraints=self.constraints, options=self.options, rungs=self.rungs)
 
 
 def resolve(config: SearchConfig) -> Resolved:

@@ -47,6 +47,7 @@ class SearchState:
     mirror: str | None = None  # the folder's copy in a bucket (a URI --storage)
     segments: list[dict[str, Any]] = field(default_factory=list)
     scalarizer: dict[str, Any] | None = None  # measured once, reused on resume
+    plan: dict[str, Any] | None = None  # a time budget's plan (``BudgetPlan``), reused on resume
     role: str | None = None  # "retrain" for a retrain's ledger folder
 
     @classmethod

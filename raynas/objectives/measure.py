@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import statistics
+import time
 
 import torch
 from torch import nn
@@ -155,3 +156,37 @@ def peak_memory_mb(model: nn.Module, input_shape: tuple[int, ...], batch: int) -
 
 
 
+
+
+def train_seconds_per_sample(model: nn.Module, input_shape: tuple[int, ...], batch: int,
+                             steps: int = 2) -> float | None:
+    """Median seconds per sample of a training step (forward, backward, an SGD update) on
+    ``batch`` zero inputs, after one warm-up step; None for a model whose training output is
+    not one tensor (a detector's losses: it trains by its own loop).
+
+    The budget planner predicts an epoch from this (``raynas.experiment.budget``): a timed
+    step is what the candidate costs on this machine, where FLOPs alone miss depthwise and
+    memory-bound layers by several times on a CPU. Give it a model of its own: the weights
+    stay (a zero learning rate), BatchNorm's running statistics do not."""
+    device = device_of(model)
+    x = torch.zeros(batch, *input_shape, device=device)
+    opt = torch.optim.SGD(model.parameters(), lr=0.0)
+    was_training = model.training
+    model.train()
+    times = []
+    try:
+        for _ in range(steps + 1):
+            start = time.perf_counter()
+            out = model(x)
+            if not isinstance(out, torch.Tensor):
+                return None
+            opt.zero_grad(set_to_none=True)
+            out.float().square().mean().backward()
+            opt.step()
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
+            times.append(time.perf_counter() - start)
+    finally:
+        model.train(was_training)
+        model.zero_grad(set_to_none=True)
+    return statistics.median(times[1:]) / batch

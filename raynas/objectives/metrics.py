@@ -50,7 +50,7 @@ for _metric in (
     Metric("val_accuracy", "chance"), Metric("val_loss", "loss"), Metric("train_loss", "loss"),
     Metric("params", "log"), Metric("flops", "log"), Metric("lr", "unit"),
     Metric("data_fraction", "unit"), Metric("peak_memory_mb", "log"),
-    Metric("latency_ms", "log"), Metric("width_multiplier", "unit"),
+    Metric("latency_ms", "log"), Metric("epoch_s", "log"), Metric("width_multiplier", "unit"),
     Metric("resolution_scale", "unit"),
     Metric("val_auc", "unit", low=0.5),  # classification: ROC AUC, one-vs-rest
 ):

@@ -15,6 +15,7 @@ again for any search, e.g. one that ran before this existed or one that was exte
 from __future__ import annotations
 
 import base64
+import contextlib
 import html
 import io
 import json
@@ -73,6 +74,7 @@ class Search:
     others: int  # trials without any val_accuracy (failed before their first report)
     model: str  # the space's builder, which names its graph function
     architectures: dict[str, dict[str, Any]]  # run id -> architecture, for the shown trials
+    budget: dict[str, Any] | None = None  # budget.json: how a time budget was spent
 
     @property
     def best(self) -> Trial:
@@ -144,6 +146,9 @@ def collect(client: MlflowClient, run_id: str) -> Search:
                     read_space(yaml.safe_load(space))[0].model, {})
     for run in search.shown:
         search.architectures[run] = architecture(client, run)
+    if "raynas.plan" in parent.data.tags or parent.data.params.get("time_budget"):
+        with contextlib.suppress(ConfigError):  # a search that ended before writing it
+            search.budget = artifact_json(client, run_id, "budget.json", "")
     return search
 
 
@@ -208,6 +213,15 @@ def anytime_plot(search: Search) -> bytes:
     return buffer.getvalue()
 
 
+def _budget(tags: dict[str, str], spent: dict[str, Any]) -> str:
+    """How a time budget was spent: the plan, the trials' and the whole search's seconds, and
+    how the trials ended."""
+    ends = ", ".join(f"{n} {what}" for what, n in spent["trials"].items() if n)
+    plan = tags.get("raynas.plan", "no plan (--no-budget-plan)")
+    return (f"{spent['budget_s']:.0f} s: trials {spent['trials_s']:.0f} s, all "
+            f"{spent['total_s']:.0f} s; trials: {ends}. {plan}")
+
+
 def _running_max(values: list[float]) -> list[float]:
     out: list[float] = []
     for v in values:
@@ -268,6 +282,7 @@ def summary(search: Search, files: dict[str, bytes], table: str) -> str:
         "objectives": tags.get("raynas.objectives", "-"),
         "trials": ", ".join(f"{n} {s.lower()}" for s, n in sorted(statuses.items()))
         + (f", {search.others} without a result" if search.others else ""),
+        **({"time budget": _budget(tags, search.budget)} if search.budget else {}),
         "best validation accuracy": _number(search.best.val_accuracy, ".4f"),
         "test accuracy (best, retrained)": _number(metrics.get("test_accuracy"), ".4f"),
     }

@@ -35,6 +35,9 @@ class Scheduler:
     description: str
     multi_objective: bool = False  # ranks trials by every objective: needs two or more
     epochs_only: bool = False  # acts on trials that keep training: --fidelity epochs only
+    # Compares trials at rungs of any monotone measure (``StrategyContext.rungs``), seconds of
+    # training included: a time budget's plan gives it rungs in seconds.
+    in_time: bool = False
     # Brings the searcher too (Tune's PBT takes no other): only a ``Strategy.pbt`` one is named.
     population: Callable[[StrategyContext], Plan] | None = None
     check: Callable[[Any], None] | None = None
@@ -72,17 +75,19 @@ def _fifo(ctx: StrategyContext) -> Any:
 
 
 def _asha(ctx: StrategyContext) -> Any:
-    return ASHAScheduler(time_attr=TIME_ATTR, max_t=ctx.max_budget, grace_period=1,
-                         reduction_factor=3)
+    rungs = ctx.rungs
+    return ASHAScheduler(time_attr=rungs.attr, max_t=rungs.max or ctx.max_budget,
+                         grace_period=rungs.grace, reduction_factor=3)
 
 
 def _hyperband(ctx: StrategyContext) -> Any:
-    return HyperBandScheduler(time_attr=TIME_ATTR, max_t=ctx.max_budget,
+    rungs = ctx.rungs
+    return HyperBandScheduler(time_attr=rungs.attr, max_t=rungs.max or ctx.max_budget,
                               reduction_factor=3)
 
 
 def _median(ctx: StrategyContext) -> Any:
-    return MedianStoppingRule(time_attr=TIME_ATTR, grace_period=1,
+    return MedianStoppingRule(time_attr=ctx.rungs.attr, grace_period=ctx.rungs.grace,
                               min_samples_required=3)
 
 
@@ -131,10 +136,11 @@ def _check_pbt(resolved: Any) -> None:
 for _scheduler in (
     Scheduler("fifo", _fifo, "train every trial for --max-epochs"),
     Scheduler("asha", _asha, "asynchronous successive halving: stop the weakest early (Li et al. "
-              "2020)"),
+              "2020)", in_time=True),
     Scheduler("hyperband", _hyperband, "synchronous Hyperband brackets (Li et al. 2018); pauses "
-              "trials"),
-    Scheduler("median", _median, "median stopping rule: stop a trial below the running median"),
+              "trials", in_time=True),
+    Scheduler("median", _median, "median stopping rule: stop a trial below the running median",
+              in_time=True),
     Scheduler("curve", _curve, "learning-curve extrapolation: stop a trial unlikely to beat the "
               "best (Domhan et al. 2015)"),
     Scheduler("pbt", _pbt, "population-based training of the hyperparameters of a fixed "

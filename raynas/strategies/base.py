@@ -20,6 +20,7 @@ from typing import Any
 import torch
 from ray.tune.search import Searcher
 
+from raynas.config import TIME_ATTR
 from raynas.errors import ConfigError, did_you_mean
 from raynas.estimation import Estimator
 from raynas.space import Arch, Space
@@ -208,6 +209,17 @@ class Plan:
 
 
 @dataclass(frozen=True)
+class Rungs:
+    """What a scheduler compares trials in: the fidelity's budget (``TIME_ATTR``: epochs, or
+    proxy-task rungs) from one unit up to the context's ``max_budget``, or - a time budget's
+    plan - seconds of training (Tune's ``time_total_s``) from ``grace`` up to ``max``."""
+
+    attr: str = TIME_ATTR
+    grace: float = 1
+    max: float | None = None  # None: the context's max_budget
+
+
+@dataclass(frozen=True)
 class StrategyContext:
     """``metric``/``mode`` are lists for a multi-objective search (the first one is primary)."""
 
@@ -219,6 +231,7 @@ class StrategyContext:
     concurrency: int
     max_budget: int = 8  # in the fidelity's units (``TIME_ATTR``)
     scheduler: str = "fifo"
+    rungs: Rungs = Rungs()
     data: Any = None  # the Dataset, for strategies that look at it (zero_cost)
     constraints: tuple[Any, ...] = ()  # objectives.Constraint: mo-asha never promotes a breach
     #: the strategy's own options, an instance of its ``Strategy.options``, given by whoever

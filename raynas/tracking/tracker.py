@@ -233,6 +233,13 @@ class MLflowTracker(Callback):
             self.progress(f"trial {trial.trial_id} {self.fidelity.progress(result)} "
                           f"val_accuracy={result['val_accuracy']:.4f}")
 
+    def on_stopped(self, trial_id: str, reason: str, why: str) -> None:
+        """A rule outside the scheduler stopped the trial (``NotLearning``): say why in MLflow
+        and in the progress lines."""
+        self.record.tag(f"trial/{trial_id}", {"raynas.stopped_by": reason,
+                                               "raynas.stopped_why": why[:5000]})
+        self.progress(f"trial {trial_id} stopped ({reason}): {why}")
+
     def on_trial_complete(self, iteration: int, trials: list, trial, **info) -> None:
         key = f"trial/{trial.trial_id}"
         result = trial.last_result or {}
@@ -246,12 +253,16 @@ class MLflowTracker(Callback):
         stopped_early = not rejected and result.get(TIME_ATTR, 0) < self.fidelity.max_budget
         if stopped_early:
             self.record.tag(key, {"raynas.stopped_early": "true"})
+        if by := result.get("stopped_by"):  # the trial stopped itself (an epoch overran)
+            self.record.tag(key, {"raynas.stopped_by": by})
         self.record.end(key, "KILLED" if stopped_early or rejected else "FINISHED")
         accuracy = result.get("val_accuracy")
         if feasible and accuracy is not None and (self.best is None or accuracy > self.best):
             self.best = accuracy
         what = "stopped early" if stopped_early else "finished"
-        if rejected:
+        if result.get("stopped_by"):
+            what = f"stopped ({result['stopped_by']}: {result[VIOLATIONS]})"
+        elif rejected:
             what = f"rejected before training ({result[VIOLATIONS]})"
         elif not feasible:
             what += f", infeasible ({result[VIOLATIONS]})"

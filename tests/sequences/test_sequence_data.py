@@ -124,3 +124,24 @@ def test_a_search_breaks_ties_in_accuracy_by_validation_loss():
               {"val_accuracy": 0.8, "val_loss": 0.10}, {"val_accuracy": 0.9}]
     assert max(trials, key=lambda m: _rank(m, "val_accuracy", "max")) is trials[1]
     assert min(trials[:3], key=lambda m: _rank(m, "val_loss", "min")) is trials[2]
+
+
+def test_mnist1d_is_the_papers_split_generated_offline_and_cached(tmp_path, monkeypatch):
+    """MNIST-1D's standard 4,000/1,000 split, made by its generator (no download), cached,
+    without moving the caller's random streams; ``mnist1d:SAMPLES`` scales it."""
+    monkeypatch.setenv("RAYNAS_CACHE", str(tmp_path))
+    np.random.seed(7)
+    expected = np.random.rand()
+    np.random.seed(7)
+    data = load_dataset("mnist1d")
+    assert np.random.rand() == expected
+    assert data.input_shape == (1, 40) and data.num_classes == 10
+    assert len(data.x_train) + len(data.x_val) == 4000 and len(data.x_test) == 1000
+    assert [p.name for p in tmp_path.iterdir()] == ["mnist1d-5000-seed42.npz"]
+    again = load_dataset("mnist1d")  # from the cache: the same arrays
+    assert np.array_equal(again.x_test, data.x_test)
+    small = load_dataset("mnist1d:500")
+    assert len(small.x_train) + len(small.x_val) == 400 and len(small.x_test) == 100
+    for bad, message in (("mnist1d:many", "whole number"), ("mnist1d:50", "at least 100")):
+        with pytest.raises(DataError, match=message):
+            load_dataset(bad)

@@ -44,6 +44,10 @@ register_builder(ModelBuilder("text_cnn", "raynas.tasks.sequences.textcnn",
 register_source(Source("ucr", from_arrays("raynas.tasks.sequences.ucr:read_ucr"), "ucr:NAME",
                        help="a UCR/UEA time-series set bundled with aeon (pip install --no-deps "
                             "'aeon==1.6.*'), or ucr:DIR/NAME on disk; official train/test"))
+register_source(Source("mnist1d", from_arrays("raynas.tasks.sequences.mnist1d:read_mnist1d"),
+                       "mnist1d[:SAMPLES]", takes_argument=None,
+                       help="MNIST-1D (Greydanus 2020), generated offline by the mnist1d package "
+                            "and cached: 4,000 train / 1,000 test, or SAMPLES in all (80/20)"))
 register_source(Source("text", "raynas.tasks.sequences.text:load_text", "text:PATH",
                        help="labelled texts (CSV or JSON lines: text, label; optional split, "
                             "group), tokenized by a tokenizer trained on the training split"))
