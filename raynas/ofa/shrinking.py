@@ -40,6 +40,7 @@ from raynas.space import Arch, Space
 # tuning; the shrinking phases (every one after ``full``) use a lower rate, as OFA's do.
 LR = {"full": 3e-3, "shrinking": 1e-3}
 BATCH_SIZE = 64
+STEPS_PER_EPOCH = 4  # at least, on a small training split (50 series of a UCR set: 4 batches)
 KD_RATIO = 1.0  # weight of the distillation term in a sub-network's loss
 BN_BATCHES = 4  # training batches that re-estimate BatchNorm for an evaluated sub-network
 CHECKPOINT = "state.pt"
@@ -51,6 +52,12 @@ def sample_arch(supernet: Any, phase: str, rng: random.Random) -> Arch:
     sampled = {*supernet.PHASES[phase], *supernet.ALWAYS}
     return supernet.choices.arch(
         lambda options, what: rng.choice(options) if what in sampled else max(options))
+
+
+def batch_size(samples: int) -> int:
+    """``BATCH_SIZE``, smaller on a small training split so that an epoch still takes
+    ``STEPS_PER_EPOCH`` steps: 40 series in one batch would train for one step an epoch."""
+    return max(1, min(BATCH_SIZE, samples // STEPS_PER_EPOCH))
 
 
 def learning_rate(phase: str) -> float:
@@ -126,7 +133,7 @@ class ProgressiveShrinking:
         self.supernet.train()
         totals: dict[str, float] = {}
         steps = 0
-        for idx in batches(len(x), BATCH_SIZE, self.generator):
+        for idx in batches(len(x), batch_size(len(x)), self.generator):
             idx = idx.to(x.device)
             for key, value in self.step(x[idx], y[idx]).items():
                 totals[key] = totals.get(key, 0.0) + value

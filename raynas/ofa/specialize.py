@@ -53,6 +53,7 @@ from raynas.ofa.shrinking import (
     BN_BATCHES,
     CHECKPOINT,
     KD_RATIO,
+    batch_size,
     inherited_accuracy,
     learning_rate,
     load_supernet,
@@ -134,7 +135,8 @@ def train_elastic_supernet(dataset: str = "digits", epochs_per_phase: int = 3, *
         tracker = SupernetTracker(record, epochs, progress, TRAINED_METRICS,
                                   progress_line(epochs, phases),
                                   {**{f"lr_{p}": learning_rate(p) for p in phases},
-                                   "batch_size": BATCH_SIZE, "kd_ratio": KD_RATIO})
+                                   "batch_size": batch_size(len(data.x_train)),
+                                   "kd_ratio": KD_RATIO})
         result = fit_stage(trainable, str(folder / "supernet"),
                            {"epochs_per_phase": epochs_per_phase}, tracker,
                            lambda: progress(f"progressive shrinking: {', '.join(phases)}, "
