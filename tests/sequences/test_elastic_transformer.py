@@ -6,19 +6,25 @@ and nothing else; progressive shrinking trains it on a real UCR set."""
 from __future__ import annotations
 
 import copy
+import json
 import random
 from pathlib import Path
 
 import pytest
 import torch
+import yaml
+from mlflow.tracking import MlflowClient
 
+from raynas.cli import main
 from raynas.data import load_dataset
 from raynas.errors import ConfigError, SpaceError
 from raynas.estimation import load_space
 from raynas.estimation.train import tensors
+from raynas.experiment.export import export_model
 from raynas.models import build_model
 from raynas.objectives.measure import count_params
 from raynas.ofa.shrinking import ProgressiveShrinking, sample_arch
+from raynas.ofa.specialize import specialize
 from raynas.ofa.supernets import supernet_of
 from raynas.tasks.sequences.elastic import ElasticTransformer, leading
 
@@ -145,3 +151,29 @@ def test_progressive_shrinking_on_gunpoint():
         losses = training.train_epoch(x, y)
         assert ("kd_loss" in losses) == (phase != "full"), phase
         assert losses["train_loss"] == losses["train_loss"]  # finite: train_epoch checks inf
+
+
+@pytest.mark.e2e
+def test_once_for_all_on_a_ucr_set(ray_local, tracking, tmp_path, monkeypatch, capsys):
+    """``raynas ofa train`` on ItalyPowerDemand with an elastic transformer space, then
+    ``raynas specialize`` under a parameter budget: the sub-transformer it registers meets
+    the budget, is tested, and exports to TorchScript."""
+    monkeypatch.setenv("RAYNAS_LATENCY_DIR", str(tmp_path / "latency"))
+    doc = copy.deepcopy(TINY)
+    doc["space"].update({"stem": "patch", "patch_size": 4, "pooling": "mean", "embed_dim":
+                         {"choice": [8, 16]}})
+    path = tmp_path / "transformer_tiny.yaml"
+    path.write_text(yaml.safe_dump(doc, sort_keys=False))
+    assert main(["ofa", "train", "--dataset", "ucr:ItalyPowerDemand", "--space", str(path),
+                 "--epochs-per-phase", "1", "--json"]) == 0
+    run = json.loads(capsys.readouterr().out)["run_id"]
+    client = MlflowClient(tracking)
+    assert client.get_run(run).data.params["phases"] == "full,mlp,depth,width"
+    done = specialize(run, ["params<=3000"], samples=6, evaluations=20)
+    space = load_space(doc)
+    assert done.costs["params"] == count_params(build_model(space, done.arch, (1, 24), 2))
+    assert done.costs["params"] <= 3000 < count_params(
+        build_model(space, ElasticTransformer(space, (1, 24), 2).choices.largest(), (1, 24), 2))
+    assert done.model_uri == "models:/transformer_tiny-params-le-3000/1"
+    exported = export_model(done.model_uri, "torchscript", str(tmp_path / "export"))
+    assert exported.max_abs_diff <= exported.tolerance
