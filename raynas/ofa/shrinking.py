@@ -36,9 +36,6 @@ from raynas.estimation.train import TrialSettings, device_for, tensors
 from raynas.ofa.supernets import supernet_of
 from raynas.space import Arch, Space
 
-# Adam (not OFA's SGD at ImageNet scale): on the small built-in data it trains reliably without
-# tuning; the shrinking phases (every one after ``full``) use a lower rate, as OFA's do.
-LR = {"full": 3e-3, "shrinking": 1e-3}
 BATCH_SIZE = 64
 STEPS_PER_EPOCH = 4  # at least, on a small training split (50 series of a UCR set: 4 batches)
 KD_RATIO = 1.0  # weight of the distillation term in a sub-network's loss
@@ -60,8 +57,9 @@ def batch_size(samples: int) -> int:
     return max(1, min(BATCH_SIZE, samples // STEPS_PER_EPOCH))
 
 
-def learning_rate(phase: str) -> float:
-    return LR["full" if phase == "full" else "shrinking"]
+def learning_rate(supernet: Any, phase: str) -> float:
+    """Adam's rate in ``phase``: the supernet's ``LR`` of ``full`` or of the shrinking phases."""
+    return supernet.LR["full" if phase == "full" else "shrinking"]
 
 
 def distillation(student: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
@@ -102,7 +100,8 @@ class ProgressiveShrinking:
         resumes the phase)."""
         if sort:
             self.supernet.start_phase(self.phase)
-        self.opt = torch.optim.Adam(self.supernet.parameters(), lr=learning_rate(self.phase))
+        self.opt = torch.optim.Adam(self.supernet.parameters(),
+                                    lr=learning_rate(self.supernet, self.phase))
         self.sched = torch.optim.lr_scheduler.CosineAnnealingLR(self.opt,
                                                                 T_max=self.epochs_per_phase)
 

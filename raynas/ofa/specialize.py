@@ -108,7 +108,8 @@ def train_elastic_supernet(dataset: str = "digits", epochs_per_phase: int = 3, *
     elastic_model(loaded)
     data = load_dataset(dataset, seed=seed)
     # built once here so that a space or data it cannot take fails before Ray starts
-    phases = list(supernet_of(loaded, data.input_shape, data.num_classes).PHASES)
+    supernet = supernet_of(loaded, data.input_shape, data.num_classes)
+    phases = list(supernet.PHASES)
     client = connect(tracking_uri(tracking))
     name = f"ofa-{loaded.name}-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:4]}"
     base = storage_of(storage)
@@ -134,7 +135,7 @@ def train_elastic_supernet(dataset: str = "digits", epochs_per_phase: int = 3, *
                                  epochs_per_phase=epochs_per_phase), {"cpu": cpus, "gpu": gpus})
         tracker = SupernetTracker(record, epochs, progress, TRAINED_METRICS,
                                   progress_line(epochs, phases),
-                                  {**{f"lr_{p}": learning_rate(p) for p in phases},
+                                  {**{f"lr_{p}": learning_rate(supernet, p) for p in phases},
                                    "batch_size": batch_size(len(data.x_train)),
                                    "kd_ratio": KD_RATIO})
         result = fit_stage(trainable, str(folder / "supernet"),
