@@ -4,7 +4,8 @@ the application that owns the model (``ofa`` here, ``transformer`` by the sequen
 
 A supernet class takes ``(space, input_shape, num_classes)`` and offers ``space``, ``choices``
 (``arch(pick)``, ``largest()``, ``smallest()``), ``use(arch)``, ``extract(arch)`` (a stand-alone
-network computing what the supernet computes with ``use(arch)``), ``PHASES`` (each phase of
+network computing what the supernet computes with ``use(arch)``), ``LR`` (Adam's rate in
+``full`` and in the shrinking phases), ``PHASES`` (each phase of
 progressive shrinking, first ``full``, and the dimensions it samples), ``ALWAYS`` (dimensions
 sampled in every phase, the largest network's too) and ``start_phase(phase)``.
 """
