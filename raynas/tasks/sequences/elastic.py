@@ -9,7 +9,7 @@ hidden units of each MLP, the first ``depth`` layers; the queries, keys and valu
 each on its own; the number of heads splits the same weights differently.
 
 The supernet runs a sub-transformer as the stand-alone ``TransformerNet`` of that architecture
-(built once per architecture on the ``meta`` device, so it holds no memory) with the sliced
+(built by ``use(arch)`` on the ``meta`` device, so it holds no memory) with the sliced
 weights put in by ``torch.func.functional_call``: what it computes is by construction what
 ``extract`` returns, which holds copies of the same slices.
 """
@@ -113,8 +113,10 @@ class ElasticTransformer(nn.Module):
         """Nothing to prepare: AutoFormer's entanglement needs no reordering."""
 
     def weights(self) -> dict[str, torch.Tensor]:
-        """The active sub-transformer's parameters and buffers: leading slices (views) of the
-        largest one's, by the stand-alone network's names."""
+        """The active sub-transformer's parameters and buffers: leading slices of the largest
+        one's, by the stand-alone network's names; views (a BatchNorm's running statistics are
+        updated in place), but for the stacked queries, keys and values: a copy, through
+        which the gradients flow back all the same."""
         full = self.full.state_dict(keep_vars=True)
         return {key: leading(full[key], tensor.shape, key)
                 for key, tensor in self.active.state_dict(keep_vars=True).items()}
