@@ -19,7 +19,9 @@ def add(commands: Any) -> None:
                                         "width) as a Tune trial, recorded in MLflow")
     tr.set_defaults(func=cmd_train)
     tr.add_argument("--dataset", default="digits", help="default: %(default)s")
-    tr.add_argument("--space", default="ofa_mbv3", help="an ofa space (default: %(default)s)")
+    tr.add_argument("--space", default="ofa_mbv3",
+                    help="a space of a model with an elastic supernet: ofa (e.g. ofa_mbv3) or "
+                         "transformer (e.g. transformer_elastic) (default: %(default)s)")
     tr.add_argument("--epochs-per-phase", type=int, default=3, help="default: %(default)s")
     tr.add_argument("--seed", type=int, default=0)
     tr.add_argument("--experiment", default=None, help="MLflow experiment (default: the space's "

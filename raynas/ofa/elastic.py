@@ -324,6 +324,15 @@ class ElasticSupernet(nn.Module):
     """Every architecture of an ``ofa`` space in one network. ``use(arch)`` sets the active
     sub-network (kernel, expand per block, depth per stage, resolution)."""
 
+    #: Progressive shrinking's phases (``raynas.ofa.shrinking``) and what each samples; the
+    #: resolution is sampled in every phase, the largest network's too.
+    PHASES = {"full": (), "kernel": ("kernel",), "depth": ("kernel", "depth"),
+              "width": ("kernel", "depth", "expand")}
+    ALWAYS = ("resolution",)
+    #: Adam (not OFA's SGD at ImageNet scale): on the small built-in data it trains reliably
+    #: without tuning; the shrinking phases (every one after ``full``) use a lower rate, as OFA's.
+    LR = {"full": 3e-3, "shrinking": 1e-3}
+
     def __init__(self, space: Space, input_shape: tuple[int, ...], num_classes: int) -> None:
         super().__init__()
         self.choices = Choices(space)
@@ -375,6 +384,11 @@ class ElasticSupernet(nn.Module):
         for elastic, block in zip(self.active_blocks(), net.blocks, strict=True):
             elastic.copy_to(block)
         return net
+
+    def start_phase(self, phase: str) -> None:
+        """Before ``width``, the hidden channels are sorted by importance."""
+        if phase == "width":
+            self.sort_channels()
 
     def sort_channels(self) -> None:
         for blocks in self.stages:

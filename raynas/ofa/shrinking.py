@@ -1,10 +1,12 @@
-"""Once-for-All training: one elastic supernet (``ofa.elastic``) trained by progressive
+"""Once-for-All training: one elastic supernet (``ofa.supernets``: the ``ofa`` model's, or
+another model's such as the sequences plug-in's elastic transformer) trained by progressive
 shrinking, so that every sub-network of its space works with the inherited weights.
 
 Phases, each ``epochs_per_phase`` epochs with a fresh optimizer and cosine schedule (OFA,
-Cai et al. 2020, Sec. 3.2): ``full`` trains the largest network; ``kernel`` also samples kernel
-sizes; ``depth`` also depths; ``width`` also expand ratios, after the hidden channels are sorted
-by importance. The resolution is sampled in every phase. Outside ``full`` each batch trains the
+Cai et al. 2020, Sec. 3.2), are the supernet's ``PHASES``: for ``ofa``, ``full`` trains the
+largest network; ``kernel`` also samples kernel sizes; ``depth`` also depths; ``width`` also
+expand ratios, after the hidden channels are sorted by importance. The resolution is sampled in
+every phase (the supernet's ``ALWAYS``). Outside ``full`` each batch trains the
 largest network on the labels and one sampled sub-network on the labels plus in-place knowledge
 distillation (the KL divergence to the largest network's soft predictions on the same batch, as
 in BigNAS, Yu et al. 2020; OFA distils from a separately kept copy of the full network, which
@@ -31,28 +33,33 @@ from raynas.errors import ConfigError
 from raynas.estimation.fidelity import TIME_ATTR
 from raynas.estimation.oneshot import batches, evaluate, recalibrate
 from raynas.estimation.train import TrialSettings, device_for, tensors
-from raynas.ofa.elastic import Arch, ElasticSupernet
-from raynas.space import Space
+from raynas.ofa.supernets import supernet_of
+from raynas.space import Arch, Space
 
-PHASES = ("full", "kernel", "depth", "width")
-#: What each phase samples besides the resolution; the rest stays at its largest value.
-SAMPLED = {"full": (), "kernel": ("kernel",), "depth": ("kernel", "depth"),
-           "width": ("kernel", "depth", "expand")}
-# Adam (not OFA's SGD at ImageNet scale): on the small built-in data it trains reliably without
-# tuning; the shrinking phases use a lower rate, as OFA's do.
-LR = {"full": 3e-3, "kernel": 1e-3, "depth": 1e-3, "width": 1e-3}
 BATCH_SIZE = 64
+STEPS_PER_EPOCH = 4  # at least, on a small training split (50 series of a UCR set: 4 batches)
 KD_RATIO = 1.0  # weight of the distillation term in a sub-network's loss
 BN_BATCHES = 4  # training batches that re-estimate BatchNorm for an evaluated sub-network
 CHECKPOINT = "state.pt"
 
 
-def sample_arch(supernet: ElasticSupernet, phase: str, rng: random.Random) -> Arch:
-    """A sub-network of ``phase``: its dimensions (and the resolution) drawn uniformly, the
-    others at their largest."""
-    sampled = {*SAMPLED[phase], "resolution"}
+def sample_arch(supernet: Any, phase: str, rng: random.Random) -> Arch:
+    """A sub-network of ``phase``: its dimensions (and those sampled always, the resolution)
+    drawn uniformly, the others at their largest."""
+    sampled = {*supernet.PHASES[phase], *supernet.ALWAYS}
     return supernet.choices.arch(
         lambda options, what: rng.choice(options) if what in sampled else max(options))
+
+
+def batch_size(samples: int) -> int:
+    """``BATCH_SIZE``, smaller on a small training split so that an epoch still takes
+    ``STEPS_PER_EPOCH`` steps: 40 series in one batch would train for one step an epoch."""
+    return max(1, min(BATCH_SIZE, samples // STEPS_PER_EPOCH))
+
+
+def learning_rate(supernet: Any, phase: str) -> float:
+    """Adam's rate in ``phase``: the supernet's ``LR`` of ``full`` or of the shrinking phases."""
+    return supernet.LR["full" if phase == "full" else "shrinking"]
 
 
 def distillation(student: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
@@ -62,7 +69,7 @@ def distillation(student: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
 
 
 class ProgressiveShrinking:
-    """An elastic supernet, its optimizer and sampler, trained epoch by epoch through
+    """An elastic supernet, its optimizer and sampler, trained epoch by epoch through its
     ``PHASES``; ``state``/``load`` make it resumable at any epoch."""
 
     def __init__(self, space: Space, input_shape: tuple[int, ...], num_classes: int,
@@ -70,7 +77,8 @@ class ProgressiveShrinking:
         if epochs_per_phase < 1:
             raise ConfigError("--epochs-per-phase: must be >= 1")
         torch.manual_seed(seed)
-        self.supernet = ElasticSupernet(space, input_shape, num_classes).to(device)
+        self.supernet = supernet_of(space, input_shape, num_classes).to(device)
+        self.phases = list(self.supernet.PHASES)
         self.epochs_per_phase = epochs_per_phase
         self.rng = random.Random(seed)
         self.generator = torch.Generator().manual_seed(seed)
@@ -80,18 +88,20 @@ class ProgressiveShrinking:
 
     @property
     def epochs(self) -> int:
-        return len(PHASES) * self.epochs_per_phase
+        return len(self.phases) * self.epochs_per_phase
 
     @property
     def phase(self) -> str:
-        return PHASES[min(self.epoch // self.epochs_per_phase, len(PHASES) - 1)]
+        return self.phases[min(self.epoch // self.epochs_per_phase, len(self.phases) - 1)]
 
     def start_phase(self, sort: bool = True) -> None:
-        """A fresh optimizer and cosine schedule for the phase; before ``width``, the hidden
-        channels are sorted by importance (not again when a checkpoint resumes the phase)."""
-        if sort and self.phase == "width":
-            self.supernet.sort_channels()
-        self.opt = torch.optim.Adam(self.supernet.parameters(), lr=LR[self.phase])
+        """A fresh optimizer and cosine schedule for the phase, after the supernet's own
+        preparation (``ofa``: sorting channels before ``width``; not again when a checkpoint
+        resumes the phase)."""
+        if sort:
+            self.supernet.start_phase(self.phase)
+        self.opt = torch.optim.Adam(self.supernet.parameters(),
+                                    lr=learning_rate(self.supernet, self.phase))
         self.sched = torch.optim.lr_scheduler.CosineAnnealingLR(self.opt,
                                                                 T_max=self.epochs_per_phase)
 
@@ -99,8 +109,8 @@ class ProgressiveShrinking:
         """One batch: the largest network on the labels; outside ``full``, also a sampled
         sub-network, distilled from the largest. Returns the losses."""
         net = self.supernet
-        largest = net.choices.largest()
-        largest["resolution"] = self.rng.choice(net.choices.resolutions)
+        largest = net.choices.arch(lambda options, what: self.rng.choice(options)
+                                   if what in net.ALWAYS else max(options))
         self.opt.zero_grad(set_to_none=True)
         teacher = net.use(largest)(x)
         loss = F.cross_entropy(teacher, y)
@@ -122,7 +132,7 @@ class ProgressiveShrinking:
         self.supernet.train()
         totals: dict[str, float] = {}
         steps = 0
-        for idx in batches(len(x), BATCH_SIZE, self.generator):
+        for idx in batches(len(x), batch_size(len(x)), self.generator):
             idx = idx.to(x.device)
             for key, value in self.step(x[idx], y[idx]).items():
                 totals[key] = totals.get(key, 0.0) + value
@@ -151,7 +161,7 @@ class ProgressiveShrinking:
         self.generator.set_state(state["generator"])
 
 
-def inherited_accuracy(supernet: ElasticSupernet, arch: Arch, x_train: torch.Tensor,
+def inherited_accuracy(supernet: Any, arch: Arch, x_train: torch.Tensor,
                        x: torch.Tensor, y: torch.Tensor, seed: int = 0) -> float:
     """Accuracy of ``arch`` with the supernet's weights on (x, y), after re-estimating
     BatchNorm on ``BN_BATCHES`` training batches for it."""
@@ -160,9 +170,9 @@ def inherited_accuracy(supernet: ElasticSupernet, arch: Arch, x_train: torch.Ten
     return evaluate(supernet, x, y)[1]
 
 
-def load_supernet(path: Path, space: Space, data: Dataset) -> ElasticSupernet:
+def load_supernet(path: Path, space: Space, data: Dataset) -> Any:
     """The supernet (on the CPU) of a weights file of ``raynas ofa train``."""
-    supernet = ElasticSupernet(space, data.input_shape, data.num_classes)
+    supernet = supernet_of(space, data.input_shape, data.num_classes)
     state = torch.load(path, map_location="cpu", weights_only=False)
     supernet.load_state_dict(state["supernet"])
     return supernet
@@ -185,7 +195,7 @@ def ofa_trial(config: dict[str, Any], *, space: Space, data: Dataset, settings: 
     while training.epoch < training.epochs:
         phase = training.phase
         losses = training.train_epoch(x, y)
-        metrics = {**losses, "phase": PHASES.index(phase) + 1, "epoch": training.epoch,
+        metrics = {**losses, "phase": training.phases.index(phase) + 1, "epoch": training.epoch,
                    TIME_ATTR: training.epoch,
                    "val_accuracy": inherited_accuracy(net, net.choices.largest(), x, x_val,
                                                       y_val, settings.seed),
@@ -196,11 +206,11 @@ def ofa_trial(config: dict[str, Any], *, space: Space, data: Dataset, settings: 
             tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(folder))
 
 
-def progress_line(epochs: int) -> Callable[[dict[str, Any]], str]:
+def progress_line(epochs: int, phases: list[str]) -> Callable[[dict[str, Any]], str]:
     """A progress line for each reported epoch of ``ofa_trial``."""
 
     def line(result: dict[str, Any]) -> str:
-        return (f"ofa epoch {result['epoch']}/{epochs} ({PHASES[int(result['phase']) - 1]}): "
+        return (f"ofa epoch {result['epoch']}/{epochs} ({phases[int(result['phase']) - 1]}): "
                 f"train_loss {result['train_loss']:.4f}, val_accuracy largest "
                 f"{result['val_accuracy']:.4f}, smallest {result['val_accuracy_smallest']:.4f}")
 

@@ -48,19 +48,19 @@ from raynas.estimation.oneshot import SupernetTracker, evaluate, fit_stage, reca
 from raynas.estimation.train import TrialSettings, tensors
 from raynas.experiment.state import LEDGERS, SearchState, folder_of, storage_of
 from raynas.objectives.constraints import FEASIBLE, VIOLATIONS, Constraint, parse_constraints
-from raynas.ofa.elastic import ElasticSupernet, check_ofa_space
 from raynas.ofa.shrinking import (
     BATCH_SIZE,
     BN_BATCHES,
     CHECKPOINT,
     KD_RATIO,
-    LR,
-    PHASES,
+    batch_size,
     inherited_accuracy,
+    learning_rate,
     load_supernet,
     ofa_trial,
     progress_line,
 )
+from raynas.ofa.supernets import elastic_model, supernet_of
 from raynas.runtime import ray_session, stderr
 from raynas.space import Arch, Space, arch_hash, space_yaml
 from raynas.strategies.base import one_thread
@@ -105,11 +105,11 @@ def train_elastic_supernet(dataset: str = "digits", epochs_per_phase: int = 3, *
     if epochs_per_phase < 1:
         raise ConfigError("--epochs-per-phase: must be >= 1")
     loaded = load_space(space)
-    check_ofa_space(loaded)
+    elastic_model(loaded)
     data = load_dataset(dataset, seed=seed)
-    if len(data.input_shape) != 3:
-        raise ConfigError(f"--dataset {dataset}: Once-for-All's space takes images (C, H, W), "
-                          f"not inputs shaped {data.input_shape}")
+    # built once here so that a space or data it cannot take fails before Ray starts
+    supernet = supernet_of(loaded, data.input_shape, data.num_classes)
+    phases = list(supernet.PHASES)
     client = connect(tracking_uri(tracking))
     name = f"ofa-{loaded.name}-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:4]}"
     base = storage_of(storage)
@@ -117,12 +117,12 @@ def train_elastic_supernet(dataset: str = "digits", epochs_per_phase: int = 3, *
         raise ConfigError("--storage: Once-for-All trains on a local storage path")
     folder = folder_of(base, name).resolve()
     experiment = experiment or loaded.name
-    epochs = len(PHASES) * epochs_per_phase
+    epochs = len(phases) * epochs_per_phase
     tags = {"raynas.role": ROLE, "raynas.name": name, "raynas.space": loaded.name,
             "raynas.dataset": dataset, "raynas.seed": str(seed),
             "raynas.version": raynas.__version__}
     params = {"dataset": dataset, "space": loaded.name, "seed": seed,
-              "epochs_per_phase": epochs_per_phase, "phases": ",".join(PHASES)}
+              "epochs_per_phase": epochs_per_phase, "phases": ",".join(phases)}
     with ray_session(address, progress), tracking_session(SearchRecord.start(
             client, experiment, folder, tags, params, space_yaml(loaded), progress),
             progress=progress) as record:
@@ -134,12 +134,13 @@ def train_elastic_supernet(dataset: str = "digits", epochs_per_phase: int = 3, *
             tune.with_parameters(ofa_trial, space=loaded, data=data, settings=settings,
                                  epochs_per_phase=epochs_per_phase), {"cpu": cpus, "gpu": gpus})
         tracker = SupernetTracker(record, epochs, progress, TRAINED_METRICS,
-                                  progress_line(epochs),
-                                  {**{f"lr_{p}": lr for p, lr in LR.items()},
-                                   "batch_size": BATCH_SIZE, "kd_ratio": KD_RATIO})
+                                  progress_line(epochs, phases),
+                                  {**{f"lr_{p}": learning_rate(supernet, p) for p in phases},
+                                   "batch_size": batch_size(len(data.x_train)),
+                                   "kd_ratio": KD_RATIO})
         result = fit_stage(trainable, str(folder / "supernet"),
                            {"epochs_per_phase": epochs_per_phase}, tracker,
-                           lambda: progress(f"progressive shrinking: {', '.join(PHASES)}, "
+                           lambda: progress(f"progressive shrinking: {', '.join(phases)}, "
                                             f"{epochs_per_phase} epochs each"))
         if result.error or result.checkpoint is None:
             raise RaynasError(f"Once-for-All training failed: {last_line(str(result.error))}")
@@ -373,7 +374,7 @@ def _specialize(run_id: str, constraints: list[str], tracking: str | None, sampl
                        evaluated, rejected, time.perf_counter() - started, times)
 
 
-def sample_subnets(supernet: ElasticSupernet, count: int, x_train: torch.Tensor,
+def sample_subnets(supernet: Any, count: int, x_train: torch.Tensor,
                    x: torch.Tensor, y: torch.Tensor, seed: int) -> list[dict[str, Any]]:
     """``count`` uniformly sampled sub-networks with their inherited accuracy on (x, y)."""
     rng = random.Random(seed)
@@ -382,7 +383,7 @@ def sample_subnets(supernet: ElasticSupernet, count: int, x_train: torch.Tensor,
             for a in archs]
 
 
-def evolve(supernet: ElasticSupernet, data: Dataset, settings: CostSettings,
+def evolve(supernet: Any, data: Dataset, settings: CostSettings,
            predictor: Callable[[Arch], float], evaluations: int, population: int, seed: int
            ) -> tuple[tuple[Arch, float], int, int]:
     """Regularized evolution driven in-process: ``evaluations`` proposals, each rejected if it

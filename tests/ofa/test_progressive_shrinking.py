@@ -13,7 +13,10 @@ import torch
 from raynas.data import load_dataset
 from raynas.errors import ConfigError
 from raynas.estimation.train import tensors
-from raynas.ofa.shrinking import PHASES, ProgressiveShrinking, sample_arch
+from raynas.ofa.elastic import ElasticSupernet
+from raynas.ofa.shrinking import ProgressiveShrinking, sample_arch
+
+PHASES = list(ElasticSupernet.PHASES)
 
 
 def values(arch) -> dict[str, set]:

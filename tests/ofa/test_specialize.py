@@ -82,7 +82,8 @@ def test_what_cannot_be_specialised_is_one_line_and_exit_2(tracking, capsys):
         (["specialize", run.info.run_id, "--constraint", "val_accuracy>=0.9"],
          "bounds a sub-network's costs"),
         (["specialize", run.info.run_id, "--constraint", "latency_ms<=fast"], "not a number"),
-        (["ofa", "train", "--space", "small_cnn"], "needs an ofa space"),
+        (["ofa", "train", "--space", "small_cnn"], "needs a space of a model with an elastic "
+                                                   "supernet (ofa, transformer"),
         (["ofa", "train", "--epochs-per-phase", "0"], "--epochs-per-phase: must be >= 1"),
     ]
     for argv, message in cases:

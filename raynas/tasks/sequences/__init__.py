@@ -1,5 +1,6 @@
 """Sequences and text (docs/sequences.md): attention, transformer, recurrent and positional ops
-for the macro grammar, a transformer model (AutoFormer-style), the UCR/UEA time series bundled
+for the macro grammar, a transformer model (AutoFormer-style) and its elastic supernet (for
+``raynas ofa train``: Once-for-All's registry of elastic models), the UCR/UEA time series bundled
 with aeon (``ucr:NAME``), text with a tokenizer trained on its training split (``text:PATH``),
 and ``raynas bench sequences``.
 
@@ -15,6 +16,7 @@ from raynas.bench.registry import Benchmark, register
 from raynas.data import Source, from_arrays, register_source
 from raynas.data.commands import DataCommand, register_data_command
 from raynas.models import ModelBuilder, register_builder
+from raynas.ofa.supernets import ElasticModel, register_elastic
 from raynas.ops import Op, register_op
 
 LAYERS = "raynas.tasks.sequences.layers"
@@ -38,6 +40,8 @@ register_op(Op("patch_embed", f"{LAYERS}:patch_embed", SEQUENCE_DIMS))
 register_builder(ModelBuilder("transformer", "raynas.tasks.sequences.model",
                               example=("transformer_seq", (3, 24)),
                               graph="raynas.tasks.sequences.graph:transformer_graph"))
+register_elastic(ElasticModel("transformer", "raynas.tasks.sequences.elastic:ElasticTransformer",
+                              frozenset({2, 3}), "sequences (C, L) or images (C, H, W)"))
 register_builder(ModelBuilder("text_cnn", "raynas.tasks.sequences.textcnn",
                               example=("text_cnn", (1, 12)),
                               graph="raynas.tasks.sequences.graph:text_cnn_graph"))
