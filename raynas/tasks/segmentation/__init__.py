@@ -58,10 +58,10 @@ def _bench_flags(parser: argparse.ArgumentParser) -> None:
                         help="instead of --tasks: any segmentation dataset")
     parser.add_argument("--spacing", type=float, default=2.0,
                         help="mm the real MRI is resampled to (default: %(default)s)")
-    parser.add_argument("--trials", type=int, default=8, help="(default: %(default)s)")
-    parser.add_argument("--max-epochs", type=int, default=6,
+    parser.add_argument("--trials", type=int, default=6, help="(default: %(default)s)")
+    parser.add_argument("--max-epochs", type=int, default=4,
                         help="per trial (default: %(default)s)")
-    parser.add_argument("--retrain-epochs", type=int, default=20,
+    parser.add_argument("--retrain-epochs", type=int, default=15,
                         help="of the best and of the MONAI U-Net (default: %(default)s)")
     parser.add_argument("--seed", type=int, default=0, help="(default: %(default)s)")
     parser.add_argument("--strategy", default="tpe", help="default: %(default)s")

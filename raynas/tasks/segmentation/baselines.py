@@ -2,21 +2,33 @@
 
 - the best single intensity threshold, chosen on train+val: voxels brighter (or darker) than it
   are the most common foreground class, the rest background;
-- MONAI's ``BasicUNet`` with its documented defaults (features 32, 32, 64, 128, 256, 32),
-  trained by the same final training as the search's best: the same patches, epochs, seed,
-  optimizer, learning rate and batch size.
+- MONAI's ``UNet`` as MONAI's 3-D spleen-segmentation tutorial configures it (residual units
+  2, batch norm, channels doubling from 16), one level per halving the patch allows while
+  keeping 2³ voxels at the bottom (16³ patches: channels 16, 32, 64, 128; ``BasicUNet``'s
+  defaults halve four times, which a 16³ patch cannot take), trained by the same final
+  training as the search's best: the same patches, epochs, seed, optimizer, learning rate
+  and batch size.
 """
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy as np
 import torch
-from monai.networks.nets import BasicUNet
+from monai.networks.layers import Norm
+from monai.networks.nets import UNet
 
 from raynas.estimation.train import Retrained, device_for, hyperparameters, seed_everything
-from raynas.tasks.segmentation.train import Data, Segmenter, Split, evaluate, train_final
+from raynas.tasks.segmentation.train import (
+    Data,
+    Segmenter,
+    Split,
+    evaluate,
+    patch_of,
+    train_final,
+)
 
 BINS = 512  # of the intensity histogram the threshold is chosen on
 RANGE = (-6.0, 6.0)  # z-scored intensities: beyond 6 standard deviations is rare
@@ -68,10 +80,13 @@ def threshold_scores(data: Data) -> dict[str, float]:
 
 def monai_unet(arch: dict[str, Any], data: Data, epochs: int, seed: int,
                gpus: float = 0.0) -> Retrained:
-    """MONAI's BasicUNet (defaults) trained as a search's best ``arch`` is: its training
+    """MONAI's UNet (see the module) trained as a search's best ``arch`` is: its training
     hyperparameters (patch, optimizer, learning rate, batch), epochs and seed."""
+    hp = hyperparameters(arch)
+    levels = max(2, int(math.log2(min(patch_of(hp, data)))) - 1)  # 16 -> 4 levels, 3 halvings
+    model = UNet(spatial_dims=3, in_channels=data.input_shape[0], out_channels=data.num_classes,
+                 channels=tuple(16 * 2**i for i in range(levels)), strides=(2,) * (levels - 1),
+                 num_res_units=2, norm=Norm.BATCH)
     generator = seed_everything(seed, arch)
-    model = BasicUNet(spatial_dims=3, in_channels=data.input_shape[0],
-                      out_channels=data.num_classes)
-    run = Segmenter(model, hyperparameters(arch), data, epochs, device_for(gpus), generator)
+    run = Segmenter(model, hp, data, epochs, device_for(gpus), generator)
     return train_final(run, epochs)

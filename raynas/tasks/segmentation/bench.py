@@ -1,7 +1,7 @@
 """``raynas bench medical``: a segmentation search on the real MRI of ``raynas data real-mri``
 (brain extraction, AAL parcellation; the left hemisphere trains, the right tests), beside two
-fixed baselines on the same data and test volumes (``baselines``): MONAI's BasicUNet with its
-defaults, trained by the same final training as the search's best (its training
+fixed baselines on the same data and test volumes (``baselines``): MONAI's UNet as its tutorial
+configures it, trained by the same final training as the search's best (its training
 hyperparameters, epochs and seed), and the best intensity threshold. The ratio is the searched
 network's test Dice over the better baseline's, on the first task.
 """
@@ -47,7 +47,7 @@ def run(datasets: dict[str, str], trials: int, max_epochs: int, retrain_epochs: 
         data = load_dataset(dataset, seed)
         started = time.time()
         fixed = monai_unet(result.best["arch"], data, retrain_epochs, seed)
-        unet = {"task": task, "model": "monai BasicUNet", "test_dice": fixed.test_accuracy,
+        unet = {"task": task, "model": "MONAI UNet", "test_dice": fixed.test_accuracy,
                 "test_hd95": fixed.test_scores.get("hd95"),
                 "seconds": round(time.time() - started, 1)}
         started = time.time()
