@@ -18,6 +18,7 @@ import torch
 from raynas.cli import main
 from raynas.data import load_dataset
 from raynas.estimation import load_space
+from raynas.tasks.segmentation.baselines import best_threshold, threshold_scores
 from raynas.tasks.segmentation.realmri import TEMPLATES, aal_classes
 from raynas.tasks.segmentation.train import Segmenter
 
@@ -164,3 +165,12 @@ def test_real_mri_command_writes_both_tasks(tmp_path, capsys):
     err = capsys.readouterr().err.splitlines()[-1]
     assert err.endswith("install Debian's mricron-data (sudo apt-get install mricron-data) or "
                         "give --templates DIR")
+
+
+def test_threshold_baseline_finds_the_bright_ball_and_scores_like_a_network(tmp_path):
+    data = load_dataset(f"nifti:{write_mixed(tmp_path / 'mixed')}")
+    cut, brighter, target = best_threshold(data)
+    assert brighter and target == 1
+    scores = threshold_scores(data)
+    # the ball is 2 standard deviations of noise brighter: a cut between finds most of it
+    assert scores["dice"] > 0.8 and scores["dice"] == scores["dice_class_1"]
