@@ -63,7 +63,8 @@ def test_sampled_architectures_build_and_run(space, out):
 def test_unet_attention_gates_and_fusion_change_the_network():
     space = load_space("unet3d_seg")
     base = {"levels": [{"op": "3d_conv_3x3x3", "channels": 8}] * 3, "attention": False,
-            "fusion": "none", "train": {"lr": 0.01, "batch_size": 4, "optimizer": "adam"}}
+            "fusion": "none", "train": {"lr": 0.01, "batch_size": 4, "optimizer": "adam",
+                                        "patch_size": 16}}
     params = {}
     for attention in (False, True):
         for fusion in ("none", "multi_scale"):

@@ -3,7 +3,10 @@ and training on patches (``train.patch_size: N``): every training volume is crop
 N³ patch and whole volumes are segmented by sliding an N³ window over them, so a network trains
 on volumes too large for a batch of them (MONAI's ``RandSpatialCropd`` and
 ``sliding_window_inference``). Without ``patch_size``, or on volumes no larger than a patch,
-whole volumes are used."""
+whole volumes are used. These hooks serve whoever trains a segmentation space on arrays with
+the shared loop (``train.Run``: DARTS' scores, ``raynas tabulate``); the segmentation task's own
+trials stream volumes from disk and sample foreground/background-balanced patches
+(``raynas.tasks.segmentation.train``)."""
 
 from __future__ import annotations
 
