@@ -22,6 +22,7 @@ this process on one thread, so the costs compare.
 from __future__ import annotations
 
 import argparse
+import copy
 import hashlib
 import json
 import os
@@ -38,7 +39,7 @@ from raynas.config import cache_dir
 from raynas.data import load_dataset
 from raynas.errors import ConfigError
 from raynas.estimation import load_space
-from raynas.estimation.oneshot import SupernetTraining, inherit
+from raynas.estimation.oneshot import SupernetTraining, evaluate, inherit
 from raynas.estimation.proxies import PROXIES, minibatch, score
 from raynas.estimation.ranking import agreement
 from raynas.estimation.train import Run, seed_everything, tensors
@@ -65,6 +66,9 @@ SPACE: dict[str, Any] = {
 EARLY = (1, 3)  # the epochs whose accuracy is an early-stopping estimate
 TOP_K = 5
 POOL = 20  # candidates sampled per stratum before one is drawn from each size stratum
+SPLIT = "cell.edge_1_0"  # few-shot: the edge whose op splits the supernet (it feeds all nodes)
+FEW_SHOT = len(OPS)  # sub-supernets (one per op), each fine-tuned 1/FEW_SHOT of the epochs
+SUPERNETS = ("spos", "spos_no_recal", "spos_few_shot", "enas", "fair")
 
 
 # --- the ground truth ----------------------------------------------------------------------
@@ -135,18 +139,55 @@ def proxies(space: Space, archs: list[Arch], data: Any, seed: int) -> dict[str, 
     return out
 
 
-def supernet(space: Space, archs: list[Arch], data: Any, arrays: list[torch.Tensor],
-             sampler: str, epochs: int, seed: int) -> Scores:
-    """The inherited validation accuracy of each cell in a supernet trained ``epochs`` epochs
-    with ``sampler`` paths (BatchNorm recalibrated per cell, as the one-shot strategy scores)."""
+def train_supernet(space: Space, data: Any, arrays: list[torch.Tensor], sampler: str,
+                   epochs: int, seed: int, fair: bool = False) -> SupernetTraining:
+    """A supernet trained ``epochs`` epochs with ``sampler`` paths (``fair``: FairNAS's)."""
     x, y, x_val, y_val = arrays[:4]
-    started = time.perf_counter()
     training = SupernetTraining(space, data.input_shape, data.num_classes,
-                                controller(sampler, space), epochs, torch.device("cpu"), seed)
+                                controller(sampler, space), epochs, torch.device("cpu"), seed,
+                                fair=fair)
     for _ in range(epochs):
         training.train_epoch(x, y, x_val, y_val)
-    scores = [inherit(training.supernet, a, x, x_val, y_val, seed)[1] for a in archs]
-    return scores, time.perf_counter() - started
+    return training
+
+
+def inherited(training: SupernetTraining, archs: list[Arch], arrays: list[torch.Tensor],
+              seed: int, recalibrated: bool = True) -> list[float]:
+    """Each cell's validation accuracy with the supernet's weights, BatchNorm recalibrated on
+    its path (as the one-shot strategy scores) or, to measure what that is worth, with the
+    running statistics the supernet's training left (shared by every path)."""
+    x, _, x_val, y_val = arrays[:4]
+    if recalibrated:
+        return [inherit(training.supernet, a, x, x_val, y_val, seed)[1] for a in archs]
+    return [evaluate(training.supernet.use(a), x_val, y_val)[1] for a in archs]
+
+
+def supernet(space: Space, archs: list[Arch], data: Any, arrays: list[torch.Tensor],
+             sampler: str, epochs: int, seed: int, fair: bool = False) -> Scores:
+    """The inherited validation accuracy of each cell, and the seconds training and scoring
+    took."""
+    started = time.perf_counter()
+    training = train_supernet(space, data, arrays, sampler, epochs, seed, fair)
+    return inherited(training, archs, arrays, seed), time.perf_counter() - started
+
+
+def few_shot(training: SupernetTraining, archs: list[Arch], arrays: list[torch.Tensor],
+             epochs: int, seed: int) -> list[float]:
+    """Few-shot NAS (Zhao et al., ICML 2021): split the trained supernet on ``SPLIT``'s op into
+    one sub-supernet per op, each starting from its weights and trained ``epochs`` more on the
+    paths that take that op; a cell is scored by the sub-supernet of its op."""
+    x, y, x_val, y_val = arrays[:4]
+    space = training.space
+    ops = {training.space.encode(a)[SPLIT] for a in archs}
+    subs = {}
+    for op in sorted(ops):
+        sub = copy.deepcopy(training)
+        sub.restrict({SPLIT: op}, epochs)
+        for _ in range(epochs):
+            sub.train_epoch(x, y, x_val, y_val)
+        subs[op] = sub
+    return [inherit(subs[space.encode(a)[SPLIT]].supernet, a, x, x_val, y_val, seed)[1]
+            for a in archs]
 
 
 # --- the study -----------------------------------------------------------------------------
@@ -185,10 +226,25 @@ def mnist1d_study(archs: int, seeds: int, epochs: int, supernet_epochs: int, see
                                    sum(rs[0]["seconds"][k - 1] for rs in runs))
     estimates.update(proxies(space, sample, data, seed))
     for sampler in SAMPLERS:
-        estimates[sampler] = supernet(space, sample, data, arrays, sampler, supernet_epochs,
-                                      seed)
-        print_fn(f"{sampler} supernet ({supernet_epochs} epochs): "
-                 f"{estimates[sampler][1]:.0f} s")
+        started = time.perf_counter()
+        training = train_supernet(space, data, arrays, sampler, supernet_epochs, seed)
+        trained_s = time.perf_counter() - started
+        estimates[sampler] = (inherited(training, sample, arrays, seed),
+                              time.perf_counter() - started)
+        print_fn(f"{sampler} supernet ({supernet_epochs} epochs): {trained_s:.0f} s")
+        if sampler == "spos":
+            started = time.perf_counter()
+            estimates["spos_no_recal"] = (inherited(training, sample, arrays, seed, False),
+                                          trained_s + time.perf_counter() - started)
+            started = time.perf_counter()
+            estimates["spos_few_shot"] = (
+                few_shot(training, sample, arrays, max(1, supernet_epochs // FEW_SHOT), seed),
+                trained_s + time.perf_counter() - started)
+            print_fn(f"few-shot split on {SPLIT}: {estimates['spos_few_shot'][1]:.0f} s")
+    # FairNAS: as many path updates as SPOS (each step trains one path per op)
+    estimates["fair"] = supernet(space, sample, data, arrays, "spos",
+                                 max(1, supernet_epochs // FEW_SHOT), seed, fair=True)
+    print_fn(f"fair supernet: {estimates['fair'][1]:.0f} s")
     summary: dict[str, Any] = {
         "archs": len(sample), "seeds": seeds, "epochs": epochs,
         "truth_train_seconds": round(full_cost, 1),
@@ -204,7 +260,7 @@ def mnist1d_study(archs: int, seeds: int, epochs: int, supernet_epochs: int, see
         summary["estimators"][name] = {**result.row(), "seconds": round(seconds, 2)}
         print_fn(f"{name:>10}: {result.line()}, {seconds:.1f} s")
     best = int(np.argmax(truth))
-    for name in ("spos", "enas"):
+    for name in SUPERNETS:
         pick = int(np.argmax(estimates[name][0]))
         summary[f"{name}_pick_test_accuracy"] = truth[pick]
         summary[f"{name}_cost_share"] = round(estimates[name][1] / full_cost, 4)
@@ -228,7 +284,7 @@ def run(nb201_cells: int, archs: int, seeds: int, epochs: int, supernet_epochs: 
         torch.set_num_threads(threads)
     proxies_only = [name for name in study["estimators"] if name in PROXIES or name == "flops"]
     best_proxy = max(proxies_only, key=lambda n: _finite(study["estimators"][n]["kendall"]))
-    best_net = max(SAMPLERS, key=lambda n: _finite(study["estimators"][n]["kendall"]))
+    best_net = max(SUPERNETS, key=lambda n: _finite(study["estimators"][n]["kendall"]))
     ratio = study["estimators"][best_net]["kendall"] - study["estimators"][best_proxy]["kendall"]
     print_fn(f"best supernet {best_net} (Kendall {study['estimators'][best_net]['kendall']:+.3f})"
              f" against the best data-free or zero-cost proxy {best_proxy} "
