@@ -117,6 +117,31 @@ def stratified(space: Space, count: int, input_shape: tuple[int, ...], num_class
     return [pool[int(rng.choice(stratum))] for stratum in np.array_split(order, count)]
 
 
+def ground_truth(space: Space, sample: list[Arch], data: Any, arrays: list[torch.Tensor],
+                 seeds: int, epochs: int, split_seed: int, print_fn: Print
+                 ) -> tuple[list[list[dict[str, Any]]], int]:
+    """Each cell's stand-alone runs (one per seed), from the table where it has them, and how
+    many were trained now."""
+    table = TruthTable(cache_dir() / "ranking" / f"{SPACE['name']}.json")
+    settings = {"dataset": DATASET, "split_seed": split_seed, "epochs": epochs, "space": SPACE}
+    runs: list[list[dict[str, Any]]] = []
+    started, trained = time.perf_counter(), 0
+    for n, arch in enumerate(sample, start=1):
+        per_seed = []
+        for s in range(seeds):
+            key = TruthTable.key(arch, {**settings, "seed": s})
+            if key not in table.rows:
+                table.rows[key] = stand_alone(space, arch, data, arrays, epochs, s)
+                table.save()
+                trained += 1
+            per_seed.append(table.rows[key])
+        runs.append(per_seed)
+        print_fn(f"stand-alone {n}/{len(sample)} {describe(space, arch)}: test accuracy "
+                 + ", ".join(f"{r['test_accuracy']:.3f}" for r in per_seed)
+                 + f" ({time.perf_counter() - started:.0f} s so far)")
+    return runs, trained
+
+
 # --- the estimators ------------------------------------------------------------------------
 Scores = tuple[list[float], float]  # (a score per cell, the seconds it took for all)
 
@@ -198,23 +223,8 @@ def mnist1d_study(archs: int, seeds: int, epochs: int, supernet_epochs: int, see
     arrays = tensors(torch.device("cpu"), data.x_train, data.y_train, data.x_val, data.y_val,
                      data.x_test, data.y_test)
     sample = stratified(space, archs, data.input_shape, data.num_classes, seed)
-    table = TruthTable(cache_dir() / "ranking" / f"{SPACE['name']}.json")
-    settings = {"dataset": DATASET, "split_seed": seed, "epochs": epochs, "space": SPACE}
-    runs: list[list[dict[str, Any]]] = []
-    started, trained = time.perf_counter(), 0
-    for n, arch in enumerate(sample, start=1):
-        per_seed = []
-        for s in range(seeds):
-            key = TruthTable.key(arch, {**settings, "seed": s})
-            if key not in table.rows:
-                table.rows[key] = stand_alone(space, arch, data, arrays, epochs, s)
-                table.save()
-                trained += 1
-            per_seed.append(table.rows[key])
-        runs.append(per_seed)
-        print_fn(f"stand-alone {n}/{len(sample)} {describe(space, arch)}: test accuracy "
-                 + ", ".join(f"{r['test_accuracy']:.3f}" for r in per_seed)
-                 + f" ({time.perf_counter() - started:.0f} s so far)")
+    started = time.perf_counter()
+    runs, trained = ground_truth(space, sample, data, arrays, seeds, epochs, seed, print_fn)
     truth_seconds = time.perf_counter() - started
     truth = [float(np.mean([r["test_accuracy"] for r in rs])) for rs in runs]
     # what building the whole truth costs, measured when it was trained (cached or not)

@@ -43,23 +43,18 @@ def test_a_supernet_ranks_a_planted_strong_weak_pair_the_right_way_round(mnist1d
 def test_the_ground_truth_is_trained_once_then_read(mnist1d, tmp_path, monkeypatch):
     data, arrays = mnist1d
     monkeypatch.setenv("RAYNAS_CACHE", str(tmp_path))
-    trained = []
-    real = ranking.stand_alone
+    space = load_space(ranking.SPACE)
+    pair = [from_genotype(space, STRONG), from_genotype(space, WEAK)]
 
-    def counted(*args, **kwargs):
-        trained.append(args[1])
-        return real(*args, **kwargs)
+    def truth(epochs: int):
+        return ranking.ground_truth(space, pair, data, arrays, 1, epochs, 0, lambda line: None)
 
-    monkeypatch.setattr(ranking, "stand_alone", counted)
-    lines: list[str] = []
-    first, rows = ranking.mnist1d_study(3, 1, 3, 1, 0, lines.append)
-    assert len(trained) == 3 and first["trained_this_run"] == 3
-    assert (tmp_path / "ranking" / "nb201_mnist1d.json").is_file()
-    again, _ = ranking.mnist1d_study(3, 1, 3, 1, 0, lines.append)
-    assert len(trained) == 3 and again["trained_this_run"] == 0
-    assert [r["truth"] for r in rows] == [r["truth"] for r in _]
-    longer, _ = ranking.mnist1d_study(3, 1, 4, 1, 0, lines.append)  # a new setting: retrained
-    assert longer["trained_this_run"] == 3
+    first, trained = truth(1)
+    assert trained == 2 and (tmp_path / "ranking" / "nb201_mnist1d.json").is_file()
+    again, trained = truth(1)
+    assert trained == 0 and again == first
+    _, trained = truth(2)  # another training setting: trained anew
+    assert trained == 2
 
 
 def test_the_sample_is_stratified_by_size():
