@@ -86,7 +86,11 @@ class TruthTable:
         return hashlib.sha256(text.encode()).hexdigest()[:24]
 
     def save(self) -> None:
+        """Write the rows, with those another run has written meanwhile (two runs may build
+        one truth, each its own cells)."""
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        if self.path.is_file():
+            self.rows = {**json.loads(self.path.read_text()), **self.rows}
         partial = self.path.with_suffix(f".{os.getpid()}.tmp")
         partial.write_text(json.dumps(self.rows, indent=0, sort_keys=True))
         partial.replace(self.path)
@@ -130,6 +134,8 @@ def ground_truth(space: Space, sample: list[Arch], data: Any, arrays: list[torch
         per_seed = []
         for s in range(seeds):
             key = TruthTable.key(arch, {**settings, "seed": s})
+            if key not in table.rows:
+                table = TruthTable(table.path)  # another run may have trained it meanwhile
             if key not in table.rows:
                 table.rows[key] = stand_alone(space, arch, data, arrays, epochs, s)
                 table.save()
