@@ -13,8 +13,10 @@ flags onto the groups in one place. Each group checks its own ranges when it is 
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, fields, replace
+from pathlib import Path
 from typing import Any
 
 from raynas.errors import ConfigError
@@ -23,6 +25,12 @@ TIME_ATTR = "budget"  # the result key every scheduler measures progress in
 #: With ``--time-budget``: the share kept for the final retraining when the trials start; the
 #: retraining then runs as many of ``--retrain-epochs`` as the time left allows.
 RETRAIN_SHARE = 0.2
+
+
+def cache_dir() -> Path:
+    """Where generated data and measured tables are kept between runs: ``$RAYNAS_CACHE``,
+    default ``~/.cache/raynas``."""
+    return Path(os.environ.get("RAYNAS_CACHE", Path.home() / ".cache" / "raynas"))
 
 
 def _at_least(value: float | None, low: float, name: str) -> None:

@@ -45,6 +45,19 @@ BN_BATCHES = 4  # training batches that re-estimate BatchNorm statistics for a c
 STAGE = "supernet"  # the stage's Tune experiment (under the search's) and its MLflow run key
 
 
+def fair_paths(space: Space, rng: random.Random, fixed: dict[str, Any]) -> list[Arch]:
+    """FairNAS's strictly fair sampling (Chu et al., ICCV 2021): m paths that together use every
+    candidate op of every searched edge exactly once (m: the most ops an edge has; an edge with
+    fewer repeats a shuffle of its own), so no op's weights get more updates than another's."""
+    flat = space.encode(space.sample(rng))
+    options = {d.key: d.param.options() for d in space.decisions() if d.key not in fixed}
+    options = {k: o for k, o in options.items() if o is not None and len(o) > 1}
+    m = max((len(o) for o in options.values()), default=1)
+    shuffled = {k: rng.sample(o, len(o)) for k, o in options.items()}
+    return [space.decode({**flat, **fixed, **{k: o[i % len(o)] for k, o in shuffled.items()}})
+            for i in range(m)]
+
+
 def batches(n: int, size: int, generator: torch.Generator) -> list[torch.Tensor]:
     """A shuffled epoch of index batches; a last batch of one sample is dropped (BatchNorm)."""
     order = torch.randperm(n, generator=generator)
@@ -91,11 +104,15 @@ def inherit(supernet: Supernet, arch: Arch, x_train: torch.Tensor, x_val: torch.
 
 
 class SupernetTraining:
-    """A supernet, its optimizer and path sampler, trained epoch by epoch."""
+    """A supernet, its optimizer and path sampler, trained epoch by epoch.
+
+    ``fair``: each step trains FairNAS's fair paths (``fair_paths``, their gradients summed)
+    instead of one. ``fixed``: flat decisions every sampled path takes (a few-shot
+    sub-supernet: Zhao et al., ICML 2021, split the supernet on one edge's op; ``restrict``)."""
 
     def __init__(self, space: Space, input_shape: tuple[int, ...], num_classes: int,
                  controller: Callable[..., Any] | None, epochs: int, device: torch.device,
-                 seed: int) -> None:
+                 seed: int, fair: bool = False) -> None:
         torch.manual_seed(seed)
         self.space = space
         self.supernet = Supernet(space, input_shape, num_classes, seed).to(device)
@@ -108,10 +125,27 @@ class SupernetTraining:
         # ENAS: a searcher (``controller(seed=...)``, made by the strategy layer) that learns by
         # REINFORCE which paths to train; SPOS (None): uniform random paths.
         self.controller = controller(seed=seed) if controller else None
+        self.fair = fair
+        self.fixed: dict[str, Any] = {}
         self.epoch = 0
 
+    def restrict(self, fixed: dict[str, Any], epochs: int) -> None:
+        """From now on sample only paths with ``fixed`` (flat decisions), for ``epochs`` more
+        epochs on a fresh cosine schedule from the recipe's learning rate."""
+        self.fixed = fixed
+        for group in self.opt.param_groups:
+            group["lr"] = group["initial_lr"] = SUPERNET_HP["lr"]
+        self.sched = torch.optim.lr_scheduler.CosineAnnealingLR(self.opt, T_max=max(1, epochs))
+
     def sample(self) -> Arch:
-        return self.controller.propose() if self.controller else self.space.sample(self.rng)
+        if self.controller:
+            return self.controller.propose()
+        arch = self.space.sample(self.rng)
+        return self.space.decode({**self.space.encode(arch), **self.fixed}) if self.fixed else arch
+
+    def paths(self) -> list[Arch]:
+        """The paths one step trains."""
+        return fair_paths(self.space, self.rng, self.fixed) if self.fair else [self.sample()]
 
     def train_epoch(self, x: torch.Tensor, y: torch.Tensor, x_val: torch.Tensor,
                     y_val: torch.Tensor) -> float:
@@ -121,14 +155,15 @@ class SupernetTraining:
         total, seen = 0.0, 0
         for idx in batches(len(x), SUPERNET_HP["batch_size"], self.generator):
             idx = idx.to(x.device)
-            self.supernet.use(self.sample())
             self.opt.zero_grad(set_to_none=True)
-            loss = nn.functional.cross_entropy(self.supernet(x[idx]), y[idx])
-            loss.backward()
+            for path in self.paths():
+                self.supernet.use(path)
+                loss = nn.functional.cross_entropy(self.supernet(x[idx]), y[idx])
+                loss.backward()
+                total += loss.item() * len(idx)
+                seen += len(idx)
             nn.utils.clip_grad_norm_(self.supernet.weights(), 5.0)
             self.opt.step()
-            total += loss.item() * len(idx)
-            seen += len(idx)
         if self.controller:
             val_batches = batches(len(x_val), SUPERNET_HP["batch_size"], self.generator)
             for step in range(CONTROLLER_STEPS):

@@ -11,6 +11,9 @@ same classes build a discrete architecture (one op per edge, ``nb201``/``darts``
 one-shot supernet (a mixed op on every edge: ``NB201Edges``/``DartsEdges``, the builders'
 ``mixed_edges``).
 
+NAS-Bench-201's ops and skeleton also run on sequences shaped (C, L) (MNIST-1D): every conv,
+pool and BatchNorm is then its 1-D counterpart (``dims=1``), a 3x3 conv a length-3 one.
+
 Two deviations from the reference code, both only for odd feature-map sizes (CIFAR's 32x32
 never has them, 8x8 digits and 28x28 MNIST can): ``FactorizedReduce`` pads as NAS-Bench-201's
 does (DARTS's fails on odd sizes), and the residual reduction block pools with ``ceil_mode``.
@@ -33,19 +36,26 @@ from raynas.models.supernet import Mix, MixedEdges, Path
 from raynas.ops.blocks import Zero
 from raynas.space.space import Arch, Space
 
-OpFactory = Callable[[int, int, int], nn.Module]  # (c_in, c_out, stride) -> module
+OpFactory = Callable[..., nn.Module]  # (c_in, c_out, stride, dims=2) -> module
 EdgeFactory = Callable[[int, int, int, int], nn.Module]  # (node, input, channels, stride)
 
 
 # --- operations ----------------------------------------------------------------------------
+CONV = {1: nn.Conv1d, 2: nn.Conv2d}
+NORM = {1: nn.BatchNorm1d, 2: nn.BatchNorm2d}
+POOL = {("max", 1): nn.MaxPool1d, ("max", 2): nn.MaxPool2d,
+        ("avg", 1): nn.AvgPool1d, ("avg", 2): nn.AvgPool2d}
+GLOBAL_POOL = {1: nn.AdaptiveAvgPool1d, 2: nn.AdaptiveAvgPool2d}
+
+
 def relu_conv_bn(c_in: int, c_out: int, kernel: int, stride: int = 1, padding: int = 0,
-                 dilation: int = 1) -> nn.Sequential:
+                 dilation: int = 1, dims: int = 2) -> nn.Sequential:
     """ReLU-Conv-BN: the pre-activation order both benchmarks use (torchvision's blocks are
     Conv-BN-ReLU)."""
     return nn.Sequential(
         nn.ReLU(inplace=False),
-        nn.Conv2d(c_in, c_out, kernel, stride, padding, dilation, bias=False),
-        nn.BatchNorm2d(c_out),
+        CONV[dims](c_in, c_out, kernel, stride, padding, dilation, bias=False),
+        NORM[dims](c_out),
     )
 
 
@@ -53,17 +63,17 @@ class FactorizedReduce(nn.Module):
     """Halve the resolution without losing every other pixel: two strided 1x1 convs, one
     shifted by a pixel, concatenated (DARTS). The pad makes odd sizes work (NAS-Bench-201)."""
 
-    def __init__(self, c_in: int, c_out: int, stride: int = 2) -> None:
+    def __init__(self, c_in: int, c_out: int, stride: int = 2, dims: int = 2) -> None:
         super().__init__()
         self.relu = nn.ReLU(inplace=False)
         halves = (c_out // 2, c_out - c_out // 2)
-        self.convs = nn.ModuleList(nn.Conv2d(c_in, h, 1, stride, bias=False) for h in halves)
-        self.pad = nn.ConstantPad2d((0, 1, 0, 1), 0.0)
-        self.bn = nn.BatchNorm2d(c_out)
+        self.convs = nn.ModuleList(CONV[dims](c_in, h, 1, stride, bias=False) for h in halves)
+        self.dims = dims
+        self.bn = NORM[dims](c_out)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.relu(x)
-        shifted = self.pad(x)[:, :, 1:, 1:]
+        shifted = nn.functional.pad(x, (0, 1) * self.dims)[(..., *[slice(1, None)] * self.dims)]
         return self.bn(torch.cat([self.convs[0](x), self.convs[1](shifted)], dim=1))
 
 
@@ -95,27 +105,28 @@ def dil_conv(k: int, dilation: int) -> OpFactory:
 def pool(kind: str) -> OpFactory:
     """3x3 pooling; a ReLU-Conv-BN 1x1 first when the channels change (NAS-Bench-201)."""
 
-    def make(c_in: int, c_out: int, stride: int) -> nn.Module:
-        layer = (nn.MaxPool2d(3, stride, 1) if kind == "max"
-                 else nn.AvgPool2d(3, stride, 1, count_include_pad=False))
-        return layer if c_in == c_out else nn.Sequential(relu_conv_bn(c_in, c_out, 1), layer)
+    def make(c_in: int, c_out: int, stride: int, dims: int = 2) -> nn.Module:
+        layer = (POOL[kind, dims](3, stride, 1) if kind == "max"
+                 else POOL[kind, dims](3, stride, 1, count_include_pad=False))
+        return (layer if c_in == c_out
+                else nn.Sequential(relu_conv_bn(c_in, c_out, 1, dims=dims), layer))
 
     return make
 
 
-def skip(c_in: int, c_out: int, stride: int) -> nn.Module:
+def skip(c_in: int, c_out: int, stride: int, dims: int = 2) -> nn.Module:
     if stride == 1 and c_in == c_out:
         return nn.Identity()
-    return FactorizedReduce(c_in, c_out, stride)
+    return FactorizedReduce(c_in, c_out, stride, dims)
 
 
-def zero(c_in: int, c_out: int, stride: int) -> nn.Module:
+def zero(c_in: int, c_out: int, stride: int, dims: int = 2) -> nn.Module:
     return Zero(c_out, stride)
 
 
 def nor_conv(k: int) -> OpFactory:
-    def make(c_in: int, c_out: int, stride: int) -> nn.Module:
-        return relu_conv_bn(c_in, c_out, k, stride, k // 2)
+    def make(c_in: int, c_out: int, stride: int, dims: int = 2) -> nn.Module:
+        return relu_conv_bn(c_in, c_out, k, stride, k // 2, dims=dims)
 
     return make
 
@@ -149,6 +160,14 @@ def _image_channels(input_shape: tuple[int, ...], model: str) -> int:
     return input_shape[0]
 
 
+def nb201_dims(input_shape: tuple[int, ...]) -> int:
+    """1 for sequences (C, L), 2 for images (C, H, W); SpaceError for anything else."""
+    if len(input_shape) not in (2, 3):
+        raise SpaceError(f"nb201 model: cells need images (C, H, W) or sequences (C, L), got "
+                         f"{input_shape}")
+    return len(input_shape) - 1
+
+
 # --- NAS-Bench-201 -------------------------------------------------------------------------
 NB201_NODES = 4
 NB201_EDGES = tuple((j, i) for j in range(1, NB201_NODES) for i in range(j))  # (to, from)
@@ -178,12 +197,12 @@ class ResidualReduction(nn.Module):
     """NAS-Bench-201's reduction block: a stride-2 ResNet basic block (ReLU-Conv-BN x2) plus an
     avg-pool + 1x1 conv shortcut, doubling the channels."""
 
-    def __init__(self, c_in: int, c_out: int) -> None:
+    def __init__(self, c_in: int, c_out: int, dims: int = 2) -> None:
         super().__init__()
-        self.body = nn.Sequential(relu_conv_bn(c_in, c_out, 3, 2, 1),
-                                  relu_conv_bn(c_out, c_out, 3, 1, 1))
-        self.shortcut = nn.Sequential(nn.AvgPool2d(2, 2, ceil_mode=True),
-                                      nn.Conv2d(c_in, c_out, 1, bias=False))
+        self.body = nn.Sequential(relu_conv_bn(c_in, c_out, 3, 2, 1, dims=dims),
+                                  relu_conv_bn(c_out, c_out, 3, 1, 1, dims=dims))
+        self.shortcut = nn.Sequential(POOL["avg", dims](2, 2, ceil_mode=True),
+                                      CONV[dims](c_in, c_out, 1, bias=False))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.shortcut(x) + self.body(x)
@@ -191,24 +210,25 @@ class ResidualReduction(nn.Module):
 
 class NB201Net(nn.Module):
     """The benchmark's skeleton: stem (3x3 conv + BN) -> C channels, three stages of N cells
-    with residual reductions between them (C, 2C, 4C), BN-ReLU, global pool, linear."""
+    with residual reductions between them (C, 2C, 4C), BN-ReLU, global pool, linear. On a
+    sequence (C, L) every layer is 1-D (``edge`` must make 1-D ops then: ``nb201_dims``)."""
 
     def __init__(self, edge: EdgeFactory, input_shape: tuple[int, ...], num_classes: int,
                  channels: int, cells_per_stage: int) -> None:
         super().__init__()
-        c_in = _image_channels(input_shape, "nb201")
-        self.stem = nn.Sequential(nn.Conv2d(c_in, channels, 3, padding=1, bias=False),
-                                  nn.BatchNorm2d(channels))
+        dims, c_in = nb201_dims(input_shape), input_shape[0]
+        self.stem = nn.Sequential(CONV[dims](c_in, channels, 3, padding=1, bias=False),
+                                  NORM[dims](channels))
         blocks: list[nn.Module] = []
         c = channels
         for stage in range(3):
             if stage:
-                blocks.append(ResidualReduction(c, 2 * c))
+                blocks.append(ResidualReduction(c, 2 * c, dims))
                 c *= 2
             blocks += [NB201Cell(edge, c) for _ in range(cells_per_stage)]
         self.cells = nn.Sequential(*blocks)
-        self.head = nn.Sequential(nn.BatchNorm2d(c), nn.ReLU(inplace=False),
-                                  nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(c, num_classes))
+        self.head = nn.Sequential(NORM[dims](c), nn.ReLU(inplace=False),
+                                  GLOBAL_POOL[dims](1), nn.Flatten(), nn.Linear(c, num_classes))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.cells(self.stem(x)))
@@ -480,10 +500,10 @@ class NB201Builder:
     def build(arch: dict[str, Any], input_shape: tuple[int, ...], num_classes: int,
               width: float = 1.0) -> nn.Module:
         """``width``: a multiplier of C (a proxy task's narrower network)."""
-        cell = arch["cell"]
+        cell, dims = arch["cell"], nb201_dims(input_shape)
 
         def edge(j: int, i: int, channels: int, stride: int) -> nn.Module:
-            return NB201_OPS[cell[nb201_field(j, i)]](channels, channels, stride)
+            return NB201_OPS[cell[nb201_field(j, i)]](channels, channels, stride, dims)
 
         return NB201Net(edge, input_shape, num_classes, _scaled(arch["channels"], width),
                         arch["cells_per_stage"])
@@ -556,8 +576,10 @@ class NB201Edges(MixedEdges):
                                             NB201_OPS)}
 
     def network(self, input_shape: tuple[int, ...], num_classes: int, mix: Mix) -> nn.Module:
+        dims = nb201_dims(input_shape)
+
         def edge(j: int, i: int, channels: int, stride: int) -> nn.Module:
-            return mix("cell", (j, i), lambda op: NB201_OPS[op](channels, channels, stride))
+            return mix("cell", (j, i), lambda op: NB201_OPS[op](channels, channels, stride, dims))
 
         return NB201Net(edge, input_shape, num_classes, self.template["channels"],
                         self.template["cells_per_stage"])

@@ -76,3 +76,28 @@ def _nb201(parser: argparse.ArgumentParser) -> None:
 
 register(Benchmark("nb201", "NAS-Bench-201's strategy comparison (Table 5), reproduced on "
                    "simulated time", _nb201, "raynas.tabular.bench_nb201:main"))
+
+
+def _ranking(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--quick", action="store_true",
+                        help="40 NAS-Bench-201 cells; 6 MNIST-1D cells, 1 seed, 3 epochs, "
+                             "2-epoch supernets (CI) instead of the flags")
+    parser.add_argument("--nb201-cells", type=int, default=1000,
+                        help="NAS-Bench-201 cells synflow scores at CIFAR shape (0: skip; "
+                             "default: %(default)s)")
+    parser.add_argument("--archs", type=int, default=30,
+                        help="MNIST-1D cells trained stand-alone (default: %(default)s)")
+    parser.add_argument("--seeds", type=int, default=2,
+                        help="stand-alone trainings per cell (default: %(default)s)")
+    parser.add_argument("--epochs", type=int, default=10,
+                        help="epochs of a stand-alone training (default: %(default)s)")
+    parser.add_argument("--supernet-epochs", type=int, default=30,
+                        help="epochs of each supernet (default: %(default)s)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--output", default="bench_ranking.json",
+                        help="results (per cell also in FILE.csv; default: %(default)s)")
+
+
+register(Benchmark("ranking", "how well supernets, early stopping and zero-cost proxies rank "
+                   "architectures against stand-alone training (MNIST-1D; synflow on "
+                   "NAS-Bench-201)", _ranking, "raynas.tabular.ranking:main"))

@@ -34,7 +34,7 @@ def flags_of(benchmark: Benchmark) -> list[str]:
 def test_every_documented_benchmark_is_registered_and_all_runs_the_suite_in_order():
     assert {"latency", "strategies", "mo-asha", "nb201", "tabular", "detection", "overhead",
             "throughput", "asha", "scaling", "ofa", "all", "oneshot",
-            "estimators"} <= set(BENCHMARKS)
+            "estimators", "ranking"} <= set(BENCHMARKS)
     order = ["overhead", "throughput", "asha", "scaling", "ofa"]
     assert [b.name for b in suite() if b.name in order] == order
     assert not BENCHMARKS["all"].suite

@@ -17,6 +17,7 @@ from searches import child_runs
 from raynas.config import Resources, SearchConfig
 from raynas.errors import ConfigError
 from raynas.estimation import load_space
+from raynas.estimation.oneshot import fair_paths
 from raynas.experiment.driver import search
 from raynas.experiment.resolve import resolve
 from raynas.models import build_model, describe
@@ -221,3 +222,14 @@ def test_darts_run_logs_alpha_and_a_valid_genotype(ray_local, tracking, tiny_nb2
     assert result.best["arch"] == arch and result.best["arch_hash"] == arch_hash(arch)
     final, = child_runs(client, result, "final")
     assert final.data.tags["raynas.arch_hash"] == arch_hash(arch)
+
+
+def test_fair_paths_use_every_op_of_every_edge_once_and_keep_the_fixed_ones():
+    space = tiny("nb201_cell")
+    paths = fair_paths(space, random.Random(0), {})
+    assert len(paths) == len(NB201_OPS)
+    for j, i in NB201_EDGES:
+        assert sorted(p["cell"][nb201_field(j, i)] for p in paths) == sorted(NB201_OPS)
+    split = fair_paths(space, random.Random(1), {"cell.edge_1_0": "nor_conv_1x1"})
+    assert {p["cell"]["edge_1_0"] for p in split} == {"nor_conv_1x1"}
+    assert sorted(p["cell"]["edge_3_2"] for p in split) == sorted(NB201_OPS)

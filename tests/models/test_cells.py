@@ -108,6 +108,22 @@ def test_every_op_and_both_cell_types_build_and_train(shape, one_thread):
         _trains(model, shape, op != "none")
 
 
+def test_nb201_runs_on_sequences_with_1d_layers(one_thread):
+    """MNIST-1D's (1, 40): every op 1-D (no 2-D layer anywhere), a 3x3 conv a length-3 one."""
+    space, shape = load_space("nb201_cell"), (1, 40)
+    for op in NB201_OPS:
+        arch = {**space.sample(random.Random(0)),
+                "cell": {nb201_field(j, i): op for j, i in NB201_EDGES}}
+        model = build_model(space, arch, shape, 10)
+        assert not [m for m in model.modules()
+                    if isinstance(m, nn.Conv2d | nn.BatchNorm2d | nn.AvgPool2d | nn.MaxPool2d)]
+        _trains(model, shape, op != "none")
+    edge = NB201_OPS["nor_conv_3x3"](8, 8, 1, 1)
+    assert edge[1].weight.shape == (8, 8, 3)
+    with pytest.raises(SpaceError, match=r"images \(C, H, W\) or sequences \(C, L\)"):
+        build_model(space, space.sample(random.Random(0)), (40,), 10)
+
+
 def test_cells_take_any_module_per_edge(one_thread):
     """What one-shot supernets build on: every edge from a factory (here, the sum of all
     ops, a mixed op with equal weights)."""

@@ -17,15 +17,12 @@ from pathlib import Path
 
 import numpy as np
 
+from raynas.config import cache_dir
 from raynas.data import Arrays
 from raynas.errors import DataError
 
 STANDARD_SAMPLES = 5000
 INSTALL = "pip install 'mnist1d==0.0.2.post1'"
-
-
-def cache_dir() -> Path:
-    return Path(os.environ.get("RAYNAS_CACHE", Path.home() / ".cache" / "raynas"))
 
 
 def read_mnist1d(spec: str, argument: str) -> Arrays:
