@@ -368,6 +368,11 @@ def test_a_wrong_or_missing_token_is_one_line_and_exit_2(cluster, tmp_path, toke
         assert proc.returncode == 2 and len(errors) == 1, proc.stderr[-3000:]
         assert errors[0].startswith("raynas: error: --address: "), errors
         assert "RAY_AUTH_TOKEN" in errors[0] and "Traceback" not in proc.stderr, errors
+    # ... and the right token passes the same check
+    check = subprocess.run([sys.executable, "-c", "import sys; from raynas.runtime import "
+                            "check_token; check_token(sys.argv[1])", cluster.gcs],
+                           env=cluster.submitter_env, capture_output=True, text=True, timeout=60)
+    assert check.returncode == 0, check.stderr[-2000:]
 
 
 # ----------------------------------------------------------------- without a cluster: quick ones
