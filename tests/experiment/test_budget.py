@@ -51,14 +51,33 @@ class Crash(tune.Callback):
 
     def on_trial_complete(self, iteration: int, trials: list, trial, **info) -> None:
         self.ended += 1
-        if self.ended == self.keep:
-            self.stale.mkdir(exist_ok=True)
-            for file in self.experiment.glob("search_gen_state-*"):
-                shutil.copy(file, self.stale / file.name)
+        if self.ended >= self.keep and not self.stale.exists():
+            copies = {f.name: f.read_bytes() for f in self.experiment.glob("search_gen_state-*")}
+            try:  # Tune may be copying it to the storage right now: keep a whole one
+                assert [cloudpickle.loads(data) for data in copies.values()]
+            except Exception:  # noqa: BLE001 - a half-written pickle fails in many ways
+                return
+            self.stale.mkdir()
+            for name, data in copies.items():
+                (self.stale / name).write_bytes(data)
 
     def on_step_begin(self, iteration: int, trials: list, **info) -> None:
         if self.ended >= self.kill:  # (Tune catches what on_trial_complete raises)
             raise DriverDied("the driver dies")
+
+
+def wait_for_state(experiment: Path, timeout: float = 60) -> int:
+    """The number of trials in the storage's newest experiment state, once Tune's background
+    copy of it (still running as the search dies) has written it whole."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            state = max(experiment.glob("experiment_state-*.json"))
+            return len(json.loads(state.read_text())["trial_data"])
+        except ValueError:  # no state yet, or half written
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.2)
 
 
 def tuner(storage: Path, callbacks=()) -> tune.Tuner:
@@ -75,6 +94,7 @@ def test_a_resume_from_a_storage_whose_counter_lags_its_trials_runs_the_budget_e
     experiment, stale = tmp_path / "ray" / "budget", tmp_path / "stale"
     with pytest.raises(Exception, match="the driver dies"):
         tuner(tmp_path / "ray", [Crash(experiment, stale, keep=2, kill=5)]).fit()
+    trials = wait_for_state(experiment)
     # The upload lagged: the storage holds the trials of the last checkpoint, the counter of
     # an early one.
     for file in experiment.glob("search_gen_state-*"):
@@ -82,8 +102,7 @@ def test_a_resume_from_a_storage_whose_counter_lags_its_trials_runs_the_budget_e
     for file in stale.iterdir():
         shutil.copy(file, experiment / file.name)
     (counter,) = [cloudpickle.loads(f.read_bytes())["counter"] for f in stale.iterdir()]
-    state = max(experiment.glob("experiment_state-*.json"))
-    assert counter < len(json.loads(state.read_text())["trial_data"]) < TRIALS  # the case
+    assert counter < trials < TRIALS  # the case: more trials than the counter says
     assert tune.Tuner.can_restore(str(experiment))
     restored = tune.Tuner.restore(str(experiment), trainable, resume_unfinished=True,
                                   resume_errored=False)
