@@ -15,7 +15,6 @@ Nothing here imports Ray at module level: every ``raynas`` command imports this 
 from __future__ import annotations
 
 import asyncio
-import os
 import shlex
 import shutil
 import socket
@@ -31,7 +30,7 @@ from urllib.parse import urlsplit
 
 import raynas
 from raynas.errors import ConfigError, RaynasError
-from raynas.runtime import ray_session
+from raynas.runtime import TOKEN_HINT, auth_headers, ray_session
 from raynas.space import builtin_dir
 
 #: The environment variable that carries the submitter's versions into the job.
@@ -196,12 +195,11 @@ def connect(address: str):
     from ray.job_submission import JobSubmissionClient
 
     try:
-        return JobSubmissionClient(url.rstrip("/"), headers=_auth_headers())
+        return JobSubmissionClient(url.rstrip("/"), headers=auth_headers())
     except Exception as exc:  # ConnectionError, RuntimeError, AuthenticationError, …
         hint = ""
         if "uthentication" in type(exc).__name__ + str(exc):
-            hint = "; the cluster uses token authentication: set RAY_AUTH_TOKEN or " \
-                   "RAY_AUTH_TOKEN_PATH"
+            hint = f"; the cluster uses token authentication: {TOKEN_HINT}"
         raise ConfigError(f"--address: {address} is not a Ray dashboard with the Jobs API "
                           f"({_one_line(exc)}){hint}") from None
 
@@ -282,19 +280,6 @@ def _package(staging: Path) -> Path:
         shutil.copytree(builtin_dir(), spaces,
                         ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
     return target
-
-
-def _auth_headers() -> dict[str, str]:
-    """Ray's token (RAY_AUTH_TOKEN, RAY_AUTH_TOKEN_PATH or ~/.ray/auth_token) for clusters with
-    token authentication, which Ray >= 2.5x turns on by default; none if RAY_AUTH_MODE=disabled."""
-    if os.environ.get("RAY_AUTH_MODE", "").lower() == "disabled":
-        return {}
-    try:
-        from ray._raylet import AuthenticationTokenLoader
-    except ImportError:  # an older Ray: no token authentication
-        return {}
-    return dict(AuthenticationTokenLoader.instance().get_token_for_http_header(
-        ignore_auth_mode=True) or {})
 
 
 def _job_info(client, address: str, job_id: str):

@@ -216,7 +216,8 @@ def _forget_unknown_runs(record: SearchRecord, progress: Callable[[str], None]) 
     new runs. Runs it knows may have steps logged after that copy: noted, so that a trial
     resumed from an earlier checkpoint does not log them twice."""
     ledger = record.ledger
-    keys = {op["key"] for op in ledger.ops}
+    # (a run the applied count knows is known too: a ledger damaged at its end lost its create)
+    keys = {op["key"] for op in ledger.ops} | set(ledger.runs)
     try:
         runs = ledger.client.search_runs(
             [ledger.experiment_id], f"tags.mlflow.parentRunId = '{record.run_id}'",

@@ -17,6 +17,8 @@ from typing import Any
 
 from raynas.config import SearchConfig
 from raynas.errors import ConfigError
+from raynas.runtime import stderr
+from raynas.tracking.files import read_json, write_atomic
 from raynas.tracking.mirror import FOLDER as MIRROR
 from raynas.tracking.mirror import STATE, Mirror
 
@@ -55,11 +57,11 @@ class SearchState:
         """What a search folder says (``--resume``, ``extend``), or, with ``search=False``, any
         ledger folder (``raynas sync``: a retrain's too)."""
         folder = Path(path).expanduser().resolve()
-        if not (folder / STATE).is_file():
+        saved = read_json(folder / STATE, stderr) if folder.is_dir() else None
+        if saved is None:
             raise ConfigError(f"--resume: {path}: not a raynas search folder (no {STATE}); the "
                               "folder is printed when a search starts and tagged raynas.folder "
                               "on its MLflow run")
-        saved = json.loads((folder / STATE).read_text())
         if search and "config" not in saved:
             raise ConfigError(f"--resume: {path}: the ledger folder of a "
                               f"{saved.get('role', 'retrain')}, not of a search: only raynas "
@@ -71,7 +73,7 @@ class SearchState:
         """Write ``raynas.json`` (and copy the folder to its bucket, if it has one)."""
         data = {k: v for k, v in asdict(self).items() if v not in (None, [])}
         Path(self.folder).mkdir(parents=True, exist_ok=True)
-        (Path(self.folder) / STATE).write_text(json.dumps(data, indent=1))
+        write_atomic(Path(self.folder) / STATE, json.dumps(data, indent=1))
         if (mirror := self.mirrored()) is not None:
             mirror.push()
 

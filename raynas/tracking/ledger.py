@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import threading
 import time
 from collections.abc import Callable
@@ -33,6 +32,7 @@ from mlflow.tracking import MlflowClient
 
 from raynas.report.trial import render
 from raynas.runtime import stderr
+from raynas.tracking.files import read_json, write_atomic
 from raynas.tracking.final_model import log_model_files
 
 LEDGER, APPLIED = "mlflow-ledger.jsonl", "mlflow-applied.json"
@@ -75,11 +75,13 @@ class Ledger:
         self.warn = warn
         self.ops: list[dict[str, Any]] = []
         if (folder / LEDGER).exists():
-            lines = (folder / LEDGER).read_text().splitlines()
-            # A crash mid-append leaves at most a torn last line: that write never happened.
-            self.ops = [json.loads(line) for line in lines if line.endswith("}")]
-        state = json.loads((folder / APPLIED).read_text()) if (folder / APPLIED).exists() else {}
+            self.ops = _read_ops(folder / LEDGER)
+        state = read_json(folder / APPLIED, warn) or {}
         self.applied: int = state.get("applied", 0)
+        if self.applied > len(self.ops):  # the ledger lost its end (a damaged disk or copy)
+            warn(f"warning: {folder / LEDGER} ends {self.applied - len(self.ops)} writes short "
+                 "of what MLflow was given; those writes are in MLflow, not replayed")
+            self.applied = len(self.ops)
         self.runs: dict[str, str] = state.get("runs", {})  # key -> MLflow run id
         self.outputs: dict[str, Any] = state.get("outputs", {})  # e.g. the final model's URI
         # Writes an earlier process recorded: any of them may have reached the store already
@@ -248,9 +250,7 @@ class Ledger:
 
     def _save(self) -> None:
         state = {"applied": self.applied, "runs": self.runs, "outputs": self.outputs}
-        temporary = self.folder / f".{APPLIED}.tmp"
-        temporary.write_text(json.dumps(state))
-        os.replace(temporary, self.folder / APPLIED)
+        write_atomic(self.folder / APPLIED, json.dumps(state))
 
     def _apply(self, entry: dict[str, Any]) -> None:
         op, key, args = entry["op"], entry["key"], entry["args"]
@@ -320,6 +320,21 @@ class Ledger:
             [self.experiment_id], f"tags.`raynas.key` = '{key}' and "
             f"tags.mlflow.parentRunId = '{self.runs['parent']}'", max_results=1)
         return runs[0].info.run_id if runs else None
+
+
+def _read_ops(path: Path) -> list[dict[str, Any]]:
+    """The ledger's writes, up to the first line that does not parse: a crash mid-append
+    leaves a torn last line (that write never happened), a truncated copy a torn line too."""
+    ops = []
+    for line in path.read_bytes().splitlines():
+        try:
+            op = json.loads(line)
+        except ValueError:
+            break
+        if not isinstance(op, dict) or not {"op", "key", "args"} <= op.keys():
+            break
+        ops.append(op)
+    return ops
 
 
 def _reopen(folder: str, tracking_uri: str, experiment_id: str) -> Ledger:

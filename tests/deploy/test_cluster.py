@@ -94,6 +94,7 @@ def end(proc: subprocess.Popen, grace: float = 30) -> None:
 @dataclass
 class Cluster:
     address: str  # the head's dashboard: the Ray Jobs API
+    gcs: str  # the head's GCS, HOST:PORT: what `raynas search --address` joins
     temp: Path  # the nodes' temp dirs (a/, b/): sessions, logs, the jobs' unpacked packages
     token: str
     nodes: dict[str, str]  # node_a / node_b -> Ray node id
@@ -152,7 +153,7 @@ def cluster(s3) -> Iterator[Cluster]:
 
         wait_for("two Ray nodes", both_nodes, 120,
                  alive=lambda: all(p.poll() is None for p in procs))
-        yield Cluster(address, temp, token_file.read_text(), nodes,
+        yield Cluster(address, f"127.0.0.1:{gcs}", temp, token_file.read_text(), nodes,
                       clean_env(RAY_AUTH_TOKEN_PATH=str(token_file), **s3.env), procs[1])
     finally:
         _stop_jobs(f"http://127.0.0.1:{dashboard}", token_file.read_text())
@@ -350,6 +351,28 @@ def test_a_version_mismatch_fails_the_job_with_one_line(cluster, tmp_path):
     assert errors[0].count("0.0.1 where the job was submitted") == 2  # each node named
     assert "searching:" not in proc.stdout
     assert proc.stderr.strip().endswith("FAILED")
+
+
+@pytest.mark.parametrize("token", ["wrong", "missing"])
+def test_a_wrong_or_missing_token_is_one_line_and_exit_2(cluster, tmp_path, token):
+    """The cluster takes only its own token: the launcher's commands and a search joining it
+    with --address say so in one line, exit 2."""
+    env = clean_env(HOME=str(tmp_path))  # no ~/.ray/auth_token of this machine's own Ray
+    if token == "wrong":
+        env["RAY_AUTH_TOKEN"] = os.urandom(32).hex()
+    for args in (["status", "raysubmit_x", "--address", cluster.address],
+                 ["launch", "cluster", "--address", cluster.address, "--", "--num-trials", "1"],
+                 ["search", "--address", cluster.gcs, "--num-trials", "1"]):
+        proc = raynas(*args, cwd=tmp_path, env=env, timeout=180)
+        errors = [line for line in proc.stderr.splitlines() if "error" in line.lower()]
+        assert proc.returncode == 2 and len(errors) == 1, proc.stderr[-3000:]
+        assert errors[0].startswith("raynas: error: --address: "), errors
+        assert "RAY_AUTH_TOKEN" in errors[0] and "Traceback" not in proc.stderr, errors
+    # ... and the right token passes the same check
+    check = subprocess.run([sys.executable, "-c", "import sys; from raynas.runtime import "
+                            "check_token; check_token(sys.argv[1])", cluster.gcs],
+                           env=cluster.submitter_env, capture_output=True, text=True, timeout=60)
+    assert check.returncode == 0, check.stderr[-2000:]
 
 
 # ----------------------------------------------------------------- without a cluster: quick ones

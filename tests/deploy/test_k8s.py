@@ -142,6 +142,23 @@ def test_rayjob_runs_the_default_entrypoint_and_cleans_up(rendered):
     assert not {"--tracking-uri", "--storage"} & set(args)
 
 
+def test_every_ray_cluster_uses_token_authentication_with_the_token_of_a_secret(rendered):
+    """Ray 2.61 turns token authentication on for every cluster: KubeRay gives the Ray
+    containers the token of the Secret that ``authOptions.secretName`` names."""
+    for objs in rendered.values():
+        for cluster in clusters(objs):
+            assert cluster["authOptions"] == {"mode": "token", "secretName": "raynas-ray-auth"}
+        secret = one(objs, "Secret", "raynas-ray-auth")
+        assert set(secret["stringData"]) == {"auth_token"}  # KubeRay's key
+        assert secret["metadata"]["namespace"] == one(objs, "RayJob")["metadata"]["namespace"]
+
+
+def test_a_wrong_auth_mode_is_rejected(rayjob):
+    rayjob["spec"]["rayClusterSpec"]["authOptions"]["mode"] = "tokens"
+    message = rejected(rayjob)
+    assert message.startswith("RayJob/raynas-search: ") and "authOptions.mode" in message
+
+
 def head_env(cluster: dict) -> dict[str, str]:
     container = cluster["headGroupSpec"]["template"]["spec"]["containers"][0]
     return {e["name"]: e["value"] for e in container["env"] if "value" in e}
@@ -172,7 +189,7 @@ def test_mlflow_server_uses_postgres_s3_and_secret_credentials(rendered):
     assert flag["--backend-store-uri"].startswith("postgresql://")
     assert flag["--artifacts-destination"] == "s3://mlflow/"
     assert flag["--host"] == "0.0.0.0" and "--serve-artifacts" in command
-    secret = one(objs, "Secret")
+    secret = one(objs, "Secret", "raynas-credentials")
     env = {e["name"]: e for e in container["env"]}
     for name in ("MLFLOW_S3_ENDPOINT_URL", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
         ref = env[name]["valueFrom"]["secretKeyRef"]
