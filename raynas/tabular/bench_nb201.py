@@ -47,7 +47,7 @@ import random
 import statistics
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -110,7 +110,6 @@ class Run:
     seconds: float  # real time the search took
     cell: str = ""  # the picked cell's key in the table
     repeats: int = 0  # trials of an architecture evaluated before in the run
-    history: list[str] = field(default_factory=list)  # every evaluated cell, in order
 
 
 @functools.cache
@@ -187,7 +186,7 @@ def one_run(name: str, strategy: str, seed: int, budget_s: float, workers: int,
             times.append(trial.ended)
             values.append(truth[key])
     return Run(len(finished), values[-1], times, values, seconds, cell,
-               len(history) - len(set(history)), history)
+               len(history) - len(set(history)))
 
 
 def one_paper_run(name: str, strategy: str, seed: int, budget_s: float, workers: int) -> Run:
@@ -321,6 +320,17 @@ def run_paper(strategy_names: Sequence[str], seeds: int, output: Path,
     runnable = [s for s in strategy_names if s not in NOT_RUN]
     with ray_session(address, print_fn):
         runs = _gather(one_paper_run, [PAPER_SEARCHED], runnable, seeds, 1, print_fn)
+    report = paper_report(runs, runnable, seeds)
+    text = paper_text(report, strategy_names)
+    print_fn(text)
+    output.write_text(text + "\n")
+    output.with_suffix(output.suffix + ".json").write_text(json.dumps(report))
+    return report
+
+
+def paper_report(runs: dict[tuple, Run], runnable: Sequence[str], seeds: int) -> dict[str, Any]:
+    """The ``--paper`` report from the runs by (set, strategy, seed): each strategy's found
+    cells judged on every set, beside the random-sampling expectation."""
     report: dict[str, Any] = {"protocol": "paper", "searched": PAPER_SEARCHED,
                               "budget_s": BUDGET_S[PAPER_SEARCHED], "seeds": seeds,
                               "workers": 1, "optimum": {}, "strategies": {}}
@@ -340,10 +350,6 @@ def run_paper(strategy_names: Sequence[str], seeds: int, output: Path,
             "datasets": columns, "trials": statistics.fmean(r.trials for r in found),
             "repeats": statistics.fmean(r.repeats for r in found),
             "runs": [vars(r) for r in found]}
-    text = paper_text(report, strategy_names)
-    print_fn(text)
-    output.write_text(text + "\n")
-    output.with_suffix(output.suffix + ".json").write_text(json.dumps(report))
     return report
 
 
@@ -362,7 +368,7 @@ def paper_text(report: dict[str, Any], strategy_names: Sequence[str]) -> str:
              "with its numbers of trials.", ""]
     header = f"{'strategy':<13}"
     for name in DATASETS:
-        header += f"{name + ' found':>19}{'paper':>15}"
+        header += f"{name + ' found':>22}{'paper':>15}"
     lines.append(header + f"{'trials':>8}{'repeats':>8}")
     for strategy in strategy_names:
         row, below = f"{strategy:<13}", f"{'  same n random':<13}"
@@ -371,17 +377,17 @@ def paper_text(report: dict[str, Any], strategy_names: Sequence[str]) -> str:
             paper = PAPER[name].get(strategy)
             paper_text = f"{paper[0]:.2f} ± {paper[1]:.2f}" if paper else "-"
             if found is None:
-                row += f"{'not run':>19}{paper_text:>15}"
+                row += f"{'not run':>22}{paper_text:>15}"
                 continue
             column = found["datasets"][name]
-            row += f"{column['mean']:>12.2f} ± {column['std']:.2f}{paper_text:>15}"
-            below += f"{column['random_same_trials']:>19.2f}{'':>15}"
+            row += f"{column['mean']:>15.2f} ± {column['std']:.2f}{paper_text:>15}"
+            below += f"{column['random_same_trials']:>22.2f}{'':>15}"
         if found is None:
             lines.append(row + f"  ({NOT_RUN[strategy]})")
             continue
-        lines += [row + f"{found['trials']:>8.1f}{found['repeats']:>8.1f}", below]
-    lines.append("optimum      " + "".join(f"{report['optimum'][n]:>19.2f}{'':>15}"
-                                             for n in DATASETS))
+        lines += [row + f"{found['trials']:>8.1f}{found['repeats']:>8.1f}", below.rstrip()]
+    lines.append("optimum      " + "".join(f"{report['optimum'][n]:>22.2f}{'':>15}"
+                                             for n in DATASETS).rstrip())
     return "\n".join(lines)
 
 
