@@ -14,6 +14,7 @@ from __future__ import annotations
 import importlib.util
 import warnings
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any
 
 from ray.tune.schedulers import HyperBandForBOHB, HyperBandScheduler
@@ -21,9 +22,10 @@ from ray.tune.search import ConcurrencyLimiter
 from ray.tune.search.basic_variant import BasicVariantGenerator
 
 from raynas.config import TIME_ATTR
+from raynas.errors import ConfigError
 from raynas.registry import Registry
 from raynas.strategies import weight_sharing, zero_cost
-from raynas.strategies.base import Plan, Strategy, StrategyContext
+from raynas.strategies.base import OPTION, Plan, Strategy, StrategyContext
 from raynas.strategies.dedup import Dedup
 
 
@@ -99,13 +101,54 @@ def _nsga2_sampler(ctx: StrategyContext) -> Any:
                                          population_size=max(4, min(50, ctx.trials // 4)))
 
 
+@dataclass(frozen=True)
+class EvolutionOptions:
+    """``--strategy-option`` of ``evolution``."""
+
+    population: int = field(default=0, metadata={
+        "help": "members of the population, also the random proposals it starts from (0: a "
+                "quarter of the trials, between 4 and 20)"})
+    sample_size: int = field(default=0, metadata={
+        "help": "entrants of a tournament, drawn with replacement (0: a quarter of the "
+                "population, at least 2)"})
+
+    def __post_init__(self) -> None:
+        if self.population < 0 or self.sample_size < 0:
+            raise ConfigError(f"{OPTION} population, sample_size: must be >= 0 (0: automatic)")
+        if self.population and self.population < 2:
+            raise ConfigError(f"{OPTION} population: must be at least 2, got {self.population}")
+
+
 def _evolution(ctx: StrategyContext) -> Plan:
     from raynas.strategies.evolution import RegularizedEvolution
 
+    options: EvolutionOptions = ctx.options or EvolutionOptions()
     metric, mode = ctx.primary
-    population = max(4, min(20, ctx.trials // 4))
+    population = options.population or max(4, min(20, ctx.trials // 4))
+    sample_size = options.sample_size or max(2, population // 4)
     searcher = RegularizedEvolution(ctx.space, metric, mode, population_size=population,
-                                    sample_size=max(2, population // 4), seed=ctx.seed)
+                                    sample_size=sample_size, seed=ctx.seed)
+    return Plan(_limited(searcher, ctx), {}, ctx.trials)
+
+
+@dataclass(frozen=True)
+class LocalSearchOptions:
+    """``--strategy-option`` of ``local_search``."""
+
+    num_init: int = field(default=10, metadata={
+        "help": "random architectures the first climb starts from, the best of them"})
+
+    def __post_init__(self) -> None:
+        if self.num_init < 1:
+            raise ConfigError(f"{OPTION} num_init: must be >= 1, got {self.num_init}")
+
+
+def _local_search(ctx: StrategyContext) -> Plan:
+    from raynas.strategies.local_search import LocalSearch
+
+    options: LocalSearchOptions = ctx.options or LocalSearchOptions()
+    metric, mode = ctx.primary
+    searcher = LocalSearch(ctx.space, metric, mode, num_init=options.num_init, seed=ctx.seed)
     return Plan(_limited(searcher, ctx), {}, ctx.trials)
 
 
@@ -179,7 +222,10 @@ for _strategy in (
     Strategy("tpe", _optuna(_tpe_sampler), "Bayesian: Optuna's TPE, define-by-run conditionals"),
     Strategy("gp", _optuna(_gp_sampler), "Bayesian: Optuna's Gaussian-process sampler"),
     Strategy("evolution", _evolution, "regularized (aging) evolution, AmoebaNet (Real et al. "
-             "2019)", steers_by_first=True),
+             "2019)", steers_by_first=True, options=EvolutionOptions),
+    Strategy("local_search", _local_search, "local search: evaluate the best point's whole "
+             "neighbourhood, move, restart at a local optimum (White et al. 2020)",
+             options=LocalSearchOptions),
     Strategy("rl", _rl, "REINFORCE LSTM controller (Zoph & Le 2017)"),
     Strategy("bananas", _bananas, "BANANAS: an MLP-ensemble predictor, Thompson sampling over "
              "mutations of the best (White et al. 2021)"),

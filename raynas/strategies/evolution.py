@@ -32,20 +32,23 @@ def crossover(space: Space, a: Arch, b: Arch, rng: random.Random) -> Arch:
 
 class RegularizedEvolution(SpaceSearcher):
     """Aging evolution: a population of the last ``population_size`` results; each new
-    architecture mutates (one decision of) the winner of a random tournament of ``sample_size``;
-    the oldest member dies when a new one joins, whatever its fitness.
+    architecture mutates (one decision of) the winner of a tournament of ``sample_size``
+    members drawn with replacement (Real et al. 2019's algorithm 1, and NAS-Bench-201's
+    ``R_EA.py``); the oldest member dies when a new one joins, whatever its fitness.
 
     Asynchronous by construction: a suggestion needs only the results that have arrived, so any
     number of trials may run at once, and trials that fail or are stopped early just contribute
-    (or not) their last result. The first ``population_size`` suggestions are random.
+    (or not) their last result. The first ``population_size`` architectures are random; those
+    given through ``add_evaluated_point`` (an extended search's earlier trials) count among
+    them, so an extended search does not start from random ones again.
     """
 
     def __init__(self, space: Space, metric: str | None = None, mode: str | None = None, *,
                  population_size: int = 20, sample_size: int = 5, crossover_prob: float = 0.0,
                  seed: int = 0) -> None:
         super().__init__(space, metric, mode, seed)
-        if not 1 <= sample_size <= population_size:
-            raise ValueError("need 1 <= sample_size <= population_size")
+        if sample_size < 1 or population_size < 1:
+            raise ValueError("need sample_size >= 1 and population_size >= 1")
         self.population_size = population_size
         self.sample_size = sample_size
         self.crossover_prob = crossover_prob
@@ -54,7 +57,7 @@ class RegularizedEvolution(SpaceSearcher):
 
     def propose(self) -> Arch:
         self.num_proposed += 1
-        if self.num_proposed <= self.population_size or not self.population:
+        if self.num_proposed + self.num_evaluated <= self.population_size or not self.population:
             return self.space.sample(self.rng)
         parent = self._tournament()
         if self.crossover_prob and self.rng.random() < self.crossover_prob:
@@ -65,6 +68,5 @@ class RegularizedEvolution(SpaceSearcher):
         self.population.append((arch, reward))  # the deque's maxlen ages out the oldest
 
     def _tournament(self) -> Arch:
-        entrants = self.rng.sample(list(self.population),
-                                   min(self.sample_size, len(self.population)))
+        entrants = self.rng.choices(self.population, k=self.sample_size)
         return max(entrants, key=lambda member: member[1])[0]

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import math
 import threading
+from collections.abc import Callable
 from typing import Any
 
 import optuna
@@ -36,7 +37,18 @@ class OptunaSearch(RayOptunaSearch):
     calls for ``points_to_evaluate`` with ``evaluated_rewards``) on a define-by-run space. Ray
     refuses them there: it cannot tell which decisions a point's trial suggested, from which
     distributions. The space's own define-by-run function tells it, run on Optuna's
-    ``FixedTrial`` of the point, which records exactly that."""
+    ``FixedTrial`` of the point, which records exactly that.
+
+    A suggestion also costs less: Ray runs the define-by-run function on a proxy of the trial
+    that wraps every ``suggest_*`` call and reads its signature (``inspect.signature``) each
+    time, to record the values suggested; the trial records them itself (``Trial.params``),
+    so the function runs on the trial and they are read once. On NAS-Bench-201's six
+    decisions that was a third of a simulated random-search trial."""
+
+    def _suggest_from_define_by_run_func(self, func: Callable[[optuna.Trial], Any],
+                                         ot_trial: optuna.Trial) -> dict[str, Any]:
+        returned = func(ot_trial)
+        return {**ot_trial.params, **returned} if returned else ot_trial.params
 
     def add_evaluated_point(self, parameters: dict[str, Any], value: float | list[float],
                             error: bool = False, pruned: bool = False,

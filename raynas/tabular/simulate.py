@@ -12,8 +12,13 @@ the very objects ``plan_search`` builds for ``raynas search``, called through Tu
 (``ray.tune.execution.tune_controller``), so with one worker and the same seed the simulator
 proposes exactly what a Tune run proposes (``tests/tabular/test_simulate.py``).
 
-Like NAS-Bench-201's own scripts, new trials start while the clock is under the time budget, and
-a trial started before it runs to its end.
+New trials start while the clock is under the time budget. What happens to the trial that
+overruns it is a choice: by default it runs to its end and counts (as a Tune search's last
+trials do); ``drop_overrun`` drops it and ends the search there, as NAS-Bench-201's scripts do
+(``R_EA.py``: ``if total_time_cost + time_cost > time_budget: return``).
+
+Schedulers that pause trials (Hyperband's brackets, PBT and BOHB's Hyperband) are refused by
+type before anything runs: a paused trial would need the simulator to keep and resume it.
 """
 
 from __future__ import annotations
@@ -23,7 +28,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from ray.tune.schedulers import TrialScheduler
+from ray.tune.schedulers import HyperBandScheduler, PopulationBasedTraining, TrialScheduler
 from ray.tune.search import Searcher
 
 from raynas.errors import ConfigError
@@ -31,6 +36,8 @@ from raynas.tabular.table import SIM_TIME, Table, replay
 
 #: The result key the clock reads: a trial's simulated training time so far, in seconds.
 CLOCK = SIM_TIME
+#: Tune's schedulers that pause and resume trials (HyperBandForBOHB and PB2 are subclasses).
+PAUSING = (HyperBandScheduler, PopulationBasedTraining)
 
 
 @dataclass
@@ -77,17 +84,25 @@ class _Controller:
 def simulate(searcher: Any, scheduler: Any, results_of: Callable[[dict[str, Any]],
              Sequence[dict[str, Any]]], *, metric: str | list[str], mode: str | list[str],
              workers: int = 1, num_trials: int | None = None,
-             time_budget_s: float | None = None, time_scale: float = 1.0) -> list[Finished]:
+             time_budget_s: float | None = None, time_scale: float = 1.0,
+             drop_overrun: bool = False,
+             until: Callable[[Finished], bool] | None = None) -> list[Finished]:
     """Run a search on simulated time; its trials in the order they ended.
 
     ``results_of(config)`` gives what a trial of ``config`` reports, epoch by epoch, each result
     holding ``sim_time_s`` (its training time so far; ``time_scale`` multiplies it). The search
     ends when the searcher has no more proposals, ``num_trials`` have started, or the clock has
-    passed ``time_budget_s``, and its trials have ended.
+    passed ``time_budget_s``, and its trials have ended. ``drop_overrun``: the first trial that
+    would end after ``time_budget_s`` is not run, and no other starts. ``until``: no trial
+    starts after one that ended with ``until(trial)`` true.
     """
     if not isinstance(searcher, Searcher):
         raise ConfigError(f"the simulator drives a Tune Searcher; {type(searcher).__name__} is "
                           "a search algorithm of another kind (grid and pbt are not simulated)")
+    if isinstance(scheduler, PAUSING):
+        raise ConfigError(f"--scheduler {type(scheduler).__name__}: pauses trials, which the "
+                          "simulator does not model; use fifo, asha or another scheduler that "
+                          "continues or stops them")
     if workers < 1:
         raise ConfigError("--workers: must be >= 1")
     searcher.set_search_properties(metric, mode, {})
@@ -107,11 +122,15 @@ def simulate(searcher: Any, scheduler: Any, results_of: Callable[[dict[str, Any]
         if config == Searcher.FINISHED:
             exhausted = True
             return False
-        started += 1
-        trial = SimTrial(trial_id, config)
         results = [dict(r) for r in results_of(config)]
         if not results:
             raise ConfigError(f"trial {trial_id}: the table gives no result for {config}")
+        if (drop_overrun and time_budget_s is not None
+                and now + results[-1][CLOCK] * time_scale > time_budget_s):
+            exhausted = True
+            return False
+        started += 1
+        trial = SimTrial(trial_id, config)
         controller.live[trial_id] = trial
         scheduler.on_trial_add(controller, trial)
         running[trial_id] = (trial, results, now)
@@ -127,6 +146,9 @@ def simulate(searcher: Any, scheduler: Any, results_of: Callable[[dict[str, Any]
         searcher.on_trial_complete(trial.trial_id, result=trial.last_result)
         finished.append(Finished(trial.trial_id, trial.config, tuple(results[: upto + 1]),
                                  began, now))
+        if until is not None and until(finished[-1]):
+            nonlocal exhausted
+            exhausted = True
 
     def more() -> bool:
         return (not exhausted and (num_trials is None or started < num_trials)
@@ -145,8 +167,8 @@ def simulate(searcher: Any, scheduler: Any, results_of: Callable[[dict[str, Any]
         result.update(trial_id=trial_id, training_iteration=index + 1,
                       time_total_s=result[CLOCK] * time_scale, done=index == len(results) - 1)
         decision = scheduler.on_trial_result(controller, trial, result)
-        if decision == TrialScheduler.PAUSE:
-            raise ConfigError(f"--scheduler {type(scheduler).__name__}: pauses trials, which "
+        if decision == TrialScheduler.PAUSE:  # a scheduler of a type not in PAUSING
+            raise ConfigError(f"--scheduler {type(scheduler).__name__}: paused a trial, which "
                               "the simulator does not model; use fifo, asha or another "
                               "scheduler that continues or stops them")
         if decision != TrialScheduler.STOP:

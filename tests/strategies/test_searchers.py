@@ -121,15 +121,18 @@ def test_synthetic_objective_optimum_is_the_target():
     assert all(SCORE(SYNTH.sample(random.Random(s))) < 1.0 for s in range(200))
 
 
-def test_evolution_and_rl_converge_clearly_faster_than_random():
-    """The issue's convergence check: on an objective whose optimum is known, evolution and RL
-    reach it in clearly fewer evaluations than random search (fixed seeds; no noise)."""
-    budget, seeds = 300, range(5)
+def test_evolution_rl_and_local_search_converge_clearly_faster_than_random():
+    """The issue's convergence check: on an objective whose optimum is known, evolution, RL and
+    local search reach it in clearly fewer evaluations than random search (fixed seeds; no
+    noise). Ten seeds where a run is cheap (five for RL's controller and for random, which
+    never gets there): the median of five is one seed's luck."""
+    budget = 300
+    seeds = {"random": 5, "evolution": 10, "rl": 5, "local_search": 10}
     evals = {s: [evaluations_to_optimum(synthetic_run(s, seed, budget, concurrency=2))
-                 or budget for seed in seeds] for s in ("random", "evolution", "rl")}
+                 or budget for seed in range(n)] for s, n in seeds.items()}
     assert statistics.median(evals["random"]) == budget  # random: not within 300 (p ~ 1%)
-    for strategy in ("evolution", "rl"):
-        assert sum(e < budget for e in evals[strategy]) >= 4, evals
+    for strategy in ("evolution", "rl", "local_search"):
+        assert sum(e < budget for e in evals[strategy]) >= 0.8 * seeds[strategy], evals
         assert statistics.median(evals[strategy]) <= budget / 2, evals
 
 

@@ -4,6 +4,7 @@ its two-objective variant (``--pareto``)."""
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 import statistics
@@ -97,3 +98,73 @@ def test_an_unknown_dataset_is_one_line_and_exit_2(tmp_path, capsys):
                  str(tmp_path / "x.txt")]) == 2
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and "--datasets: unknown dataset 'mnist'" in err
+
+
+# --- the paper's protocol (--paper) --------------------------------------------------------------
+def test_paper_protocol_charges_repeats_and_drops_the_overrunning_query():
+    budget = bench_nb201.BUDGET_S["cifar10"]
+    ours, _ = bench_nb201.search("cifar10", "evolution", 0, budget, 1)
+    paper, _ = bench_nb201.search("cifar10", "evolution", 0, budget, 1, paper=True)
+    # raynas's settings: the trial that overruns the budget counts, and no cell twice (Dedup).
+    assert ours[-1].ended > budget and ours[-1].started < budget
+    assert len({json.dumps(f.config, sort_keys=True) for f in ours}) == len(ours)
+    # The paper's: every query ends within the budget, and REA's repeats are queries too.
+    assert paper[-1].ended <= budget
+    configs = [json.dumps(f.config, sort_keys=True) for f in paper]
+    assert len(set(configs)) < len(configs)
+    # One worker: each query starts when the one before it ends, charged 12/200 of a run.
+    for before, after in itertools.pairwise(paper):
+        assert after.started == pytest.approx(before.ended)
+    assert all(f.ended - f.started == pytest.approx(f.last["sim_time_s"] * bench_nb201.CHARGED)
+               for f in paper)
+
+
+def test_paper_reports_the_cifar10_found_cells_on_every_set(ray_local, tmp_path):
+    output = tmp_path / "paper.txt"
+    assert main(["bench", "nb201", "--paper", "--strategies", "random,evolution,bohb",
+                 "--seeds", "12", "--output", str(output)]) == 0
+    text = output.read_text()
+    assert "paper's protocol" in text and "easier signal" in text
+    assert "bohb" in text and "not run" in text  # the paper's row, beside a reason
+    report = json.loads(output.with_suffix(".txt.json").read_text())
+    assert report["searched"] == "cifar10" and report["budget_s"] == 12_000
+    for strategy, found in report["strategies"].items():
+        for name in ("cifar10", "cifar100", "imagenet16-120"):
+            truth = bench_nb201.true_accuracy(name)
+            finals = [truth[r["cell"]] for r in found["runs"]]
+            assert found["datasets"][name]["mean"] == pytest.approx(statistics.fmean(finals))
+        assert 80 < found["trials"] < 160, strategy
+    # Random search lands on the exact expectation of random sampling on every set, the
+    # transferred ones included, within 3 standard errors.
+    random = report["strategies"]["random"]["datasets"]
+    for name, column in random.items():
+        error = column["std"] / math.sqrt(report["seeds"])
+        assert abs(column["mean"] - column["random_same_trials"]) < 3 * error + 0.02, name
+    assert report["strategies"]["evolution"]["repeats"] > 1  # charged, not answered for free
+    assert report["strategies"]["evolution"]["datasets"]["cifar10"]["mean"] > \
+        random["cifar10"]["mean"] + 0.15
+
+
+@pytest.mark.parametrize(("flags", "message"), [
+    (["--datasets", "cifar100"], "--datasets: --paper searches cifar10"),
+    (["--workers", "2"], "--workers: --paper runs one worker"),
+    (["--pareto"], "--paper: the paper's protocol has one objective")])
+def test_paper_refuses_what_the_paper_did_not_run(tmp_path, capsys, flags, message):
+    assert main(["bench", "nb201", "--paper", *flags, "--output", str(tmp_path / "x.txt")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and message in err
+
+
+def test_to_optimum_counts_evaluations_until_the_best_cell(ray_local, tmp_path):
+    output = tmp_path / "optimum.txt"
+    assert main(["bench", "nb201", "--to-optimum", "--strategies", "local_search,random",
+                 "--seeds", "3", "--cap", "150", "--output", str(output)]) == 0
+    report = json.loads(output.with_suffix(".txt.json").read_text())
+    assert report["dataset"] == "cifar100" and report["optimum"] == pytest.approx(73.49, abs=0.01)
+    local = report["strategies"]["local_search"]["runs"]
+    # Each count is where the optimum cell came in a run: the same search, replayed, agrees.
+    for seed, count in enumerate(local):
+        assert count == bench_nb201.evaluations_to_optimum("cifar100", "local_search", seed, 150)
+    assert any(c is not None and c <= 150 for c in local)  # seeds 1 and 2 get there (12, 37)
+    assert report["strategies"]["random"]["runs"] == [None, None, None]  # 150 of 15,625
+    assert "local_search" in output.read_text() and ">150" in output.read_text()

@@ -9,6 +9,7 @@ import random
 
 import pytest
 from ray import tune
+from ray.tune.schedulers import HyperBandForBOHB, HyperBandScheduler, PopulationBasedTraining
 
 from raynas import schedulers, strategies
 from raynas.bench.common import tune_fit
@@ -57,10 +58,12 @@ def simulated(table, strategy: str, scheduler: str, seed: int, trials: int, work
                     num_trials=trials, **kwargs)
 
 
-@pytest.mark.parametrize(("strategy", "scheduler"),
-                         [("tpe", "fifo"), ("evolution", "asha"), ("rl", "fifo")])
+@pytest.mark.parametrize(("strategy", "scheduler"), [
+    ("random", "fifo"), ("tpe", "fifo"), ("evolution", "asha"), ("rl", "fifo"),
+    ("bananas", "fifo"), ("pnas", "fifo"), ("local_search", "fifo")])
 def test_one_worker_proposes_what_a_tune_run_proposes(ray_local, curves, strategy, scheduler):
-    space, trials = load_space(SPACE), 10
+    # local search proposes 10 random starts first: 16 trials reach its neighbourhoods.
+    space, trials = load_space(SPACE), 16 if strategy == "local_search" else 10
     seen: list[tuple[str, int]] = []
 
     class Record(tune.Callback):
@@ -105,3 +108,33 @@ def test_a_searcher_of_another_kind_is_refused(curves):
     with pytest.raises(ConfigError, match="grid and pbt are not simulated"):
         simulate(grid.searcher, chosen, table_results(curves, load_space(SPACE), 0, EPOCHS),
                  metric="val_accuracy", mode="max")
+
+
+def test_drop_overrun_ends_the_search_before_the_query_that_would_pass_the_budget(curves):
+    full = simulated(curves, "random", "fifo", 0, 20)
+    budget = full[5].ended + 1
+    cut = simulated(curves, "random", "fifo", 0, 20, time_budget_s=budget, drop_overrun=True)
+    assert [f.config for f in cut] == [f.config for f in full[:6]]  # the seventh is dropped
+    assert cut[-1].ended <= budget
+
+
+@pytest.mark.parametrize("scheduler", [
+    HyperBandScheduler(), HyperBandForBOHB(),
+    PopulationBasedTraining(hyperparam_mutations={"lr": [0.1, 0.01]})])
+def test_pausing_schedulers_are_refused_before_anything_runs(curves, scheduler):
+    searcher_plan, _ = plan("random", "fifo", 0, 5, workers=2)
+    asked = []
+    inner = searcher_plan.dedup.searcher
+    original = inner.suggest
+    inner.suggest = lambda trial_id: asked.append(trial_id) or original(trial_id)
+    with pytest.raises(ConfigError, match="pauses trials, which the simulator does not model"):
+        simulate(searcher_plan.searcher, scheduler, table_results(curves, load_space(SPACE), 0,
+                 EPOCHS), metric="val_accuracy", mode="max", workers=2)
+    assert not asked
+
+
+def test_until_starts_no_trial_after_the_one_that_met_it(curves):
+    full = simulated(curves, "random", "fifo", 0, 20)
+    target = full[4].config
+    cut = simulated(curves, "random", "fifo", 0, 20, until=lambda f: f.config == target)
+    assert [f.config for f in cut] == [f.config for f in full[:5]]
