@@ -131,22 +131,22 @@ def tiles(p: Picture, tiling: Tiling) -> list[Picture]:
 def merge(boxes: torch.Tensor, scores: torch.Tensor, labels: torch.Tensor, cut: torch.Tensor,
           iou: float = 0.5, covered: float = 0.5) -> torch.Tensor:
     """Which of the boxes that overlapping windows found (in image coordinates) to keep, by
-    descending score: torchvision's batched NMS per label at ``iou``, then a box ``cut`` by its
-    window's edge (one inside the image) goes if a kept uncut box of its label covers more than
-    ``covered`` of it: the window beside saw the whole object, and NMS alone keeps a small
-    sliver (its IoU with the whole box is small)."""
-    keep = batched_nms(boxes, scores, labels, iou)
-    if not cut[keep].any():
-        return keep
-    b, k, whole = boxes[keep], labels[keep], ~cut[keep]
-    overlap = box_iou(b, b)
-    area = box_area(b)
-    # box_iou gives I/U; the intersection is I = IoU * (A + B) / (1 + IoU)
-    inter = overlap * (area[:, None] + area[None, :]) / (1 + overlap)
-    share = inter / area[:, None].clamp(min=1e-6)
-    same = k[:, None] == k[None, :]
-    swallowed = ((share > covered) & same & whole[None, :]).any(1) & ~whole
-    return keep[~swallowed]
+    descending score. First a box ``cut`` by its window's edge (one inside the image) goes if
+    an uncut box of its label covers more than ``covered`` of it: the window beside saw the
+    whole object (NMS alone would keep a sliver, whose IoU with the whole box is small, or keep
+    the cut box over the whole one). Then torchvision's batched NMS per label at ``iou``."""
+    if cut.any():
+        overlap = box_iou(boxes[cut], boxes[~cut])
+        area = box_area(boxes)
+        # box_iou gives I/U; the intersection is I = IoU * (A + B) / (1 + IoU)
+        inter = overlap * (area[cut][:, None] + area[~cut][None, :]) / (1 + overlap)
+        same = labels[cut][:, None] == labels[~cut][None, :]
+        swallowed = ((inter / area[cut][:, None].clamp(min=1e-6) > covered) & same).any(1)
+        kept = torch.ones_like(cut)
+        kept[cut.nonzero().flatten()[swallowed]] = False
+        survivors = kept.nonzero().flatten()
+        return survivors[batched_nms(boxes[kept], scores[kept], labels[kept], iou)]
+    return batched_nms(boxes, scores, labels, iou)
 
 
 @torch.no_grad()
