@@ -18,7 +18,7 @@ from raynas.errors import DataError
 from raynas.estimation import load_space
 from raynas.experiment.driver import search
 from raynas.models import build_model
-from raynas.space import builtin_dir
+from raynas.tasks.detection.bench import baseline_arch
 from raynas.tasks.detection.boxes import Picture, Tiling, detect_tiled, tiles
 from raynas.tasks.detection.data import load_detection, read_boxes, read_coco, write_synthetic
 from raynas.tasks.detection.formats import TREES_TEST, TREES_TRAIN, deepforest_data
@@ -150,9 +150,8 @@ def test_a_detection_on_a_crowd_region_is_no_false_alarm(tmp_path):
 
 
 def test_images_of_several_sizes_are_resized_and_boxes_mapped_back(trees):
-    space = load_space("detection")
-    arch = space.validate({**json.loads((builtin_dir() / "detection_baseline.json").read_text()),
-                           "input_scale": 0.5})
+    space = load_space("detection_tiles")
+    arch = baseline_arch(space, 0.5)
     model = build_model(space, arch, (3, 400, 400), 2).eval()
     assert (model.transform.min_size, model.transform.max_size) == ((200,), 200)
     found, _ = read_boxes(f"voc:{trees}")
@@ -162,7 +161,8 @@ def test_images_of_several_sizes_are_resized_and_boxes_mapped_back(trees):
     resized, targets = model.transform(images[1:], [target])
     # the 1249 x 1035 image fits 200 x 200 (its longer side to 200), its boxes with it
     assert resized.image_sizes == [(165, 200)]
-    assert torch.allclose(targets[0]["boxes"], target["boxes"] * 200 / 1249, atol=0.5)
+    ratio = torch.tensor([200 / 1249, 165 / 1035] * 2)
+    assert torch.allclose(targets[0]["boxes"], target["boxes"] * ratio)
     with torch.no_grad():
         out = model(images)
     for image, one in zip(images, out, strict=True):

@@ -67,6 +67,9 @@ def _bench_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seeds", type=int, default=1,
                         help="searches, each on its own data split (default: %(default)s)")
     parser.add_argument("--strategy", default="tpe", help="default: %(default)s")
+    parser.add_argument("--space", default="detection",
+                        help="searched; detection_tiles also searches the input size "
+                             "(default: %(default)s)")
     parser.add_argument("--reference", choices=("fcos", "retinanet"), default="fcos",
                         help="torchvision's head on the ResNet-18-FPN reference, trained from "
                              "scratch (default: %(default)s)")

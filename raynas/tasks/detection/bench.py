@@ -51,8 +51,16 @@ REFERENCE_CHANNELS = 64
 FIXED = ("baseline", "reference")
 
 
-def baseline_arch(space: Space) -> dict[str, Any]:
-    return space.validate(json.loads((builtin_dir() / BASELINE_FILE).read_text()))
+def baseline_arch(space: Space, input_scale: float = 1.0) -> dict[str, Any]:
+    """The baseline file's architecture in ``space``, at ``input_scale`` if the space has
+    that knob (``detection_tiles``)."""
+    arch = json.loads((builtin_dir() / BASELINE_FILE).read_text())
+    if space.domain("input_scale") is not None:
+        arch["input_scale"] = input_scale
+    elif input_scale != 1:
+        raise ConfigError(f"--input-scale {input_scale}: the space {space.name} has no "
+                          "input_scale (detection_tiles has)")
+    return space.validate({**arch, "space": space.name})
 
 
 def reference(data: DetectionData, head: str, input_scale: float) -> nn.Module:
@@ -75,13 +83,14 @@ def reference(data: DetectionData, head: str, input_scale: float) -> nn.Module:
 
 def run(dataset: str | None, trials: int, max_epochs: int, retrain_epochs: int, seeds: int,
         output: Path, strategy: str = "tpe", print_fn: Print = print,
-        reference_head: str = "fcos", input_scale: float = 1.0) -> Report:
+        reference_head: str = "fcos", input_scale: float = 1.0, space_name: str = "detection"
+        ) -> Report:
     """Per seed: the search (its best retrained ``retrain_epochs`` epochs), the baseline and
     the torchvision reference trained as long; on ``dataset`` or, without one, on ``raynas data
     synth-detection``'s."""
     host = machine()
-    space = load_space("detection")
-    baseline = {**baseline_arch(space), "input_scale": input_scale}
+    space = load_space(space_name)
+    baseline = baseline_arch(space, input_scale)
     rows = []
     with tempfile.TemporaryDirectory(prefix="raynas-bench-detection-") as folder:
         root = Path(folder).resolve()
@@ -92,7 +101,7 @@ def run(dataset: str | None, trials: int, max_epochs: int, retrain_epochs: int, 
         for seed in range(seeds):
             started = time.time()
             result = search(SearchConfig(
-                space="detection", dataset=dataset, strategy=strategy, scheduler="asha",
+                space=space_name, dataset=dataset, strategy=strategy, scheduler="asha",
                 num_trials=trials, max_epochs=max_epochs, retrain_epochs=retrain_epochs,
                 seed=seed, tracking=Tracking(experiment=EXPERIMENT, tracking_uri=uri,
                                              storage=str(root / "ray"))),
@@ -132,7 +141,7 @@ def run(dataset: str | None, trials: int, max_epochs: int, retrain_epochs: int, 
         "> 1", rows, host, summary={"mean": mean},
         settings={"dataset": dataset, "trials": trials, "max_epochs": max_epochs,
                   "retrain_epochs": retrain_epochs, "seeds": seeds, "strategy": strategy,
-                  "reference": reference_head, "input_scale": input_scale})
+                  "reference": reference_head, "input_scale": input_scale, "space": space_name})
     report.write(output, print_fn)
     return report
 
@@ -153,4 +162,4 @@ def main(args: argparse.Namespace) -> None:
                           f"{MAX_INPUT_SCALE}], got {args.input_scale}")
     run(args.dataset, args.trials, args.max_epochs, args.retrain_epochs, args.seeds,
         Path(args.output), args.strategy, reference_head=args.reference,
-        input_scale=args.input_scale)
+        input_scale=args.input_scale, space_name=args.space)

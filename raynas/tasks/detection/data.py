@@ -340,12 +340,13 @@ def load_detection(spec: str, seed: int = 0, val_fraction: float = 0.15,
     if tiling is not None:
         rest = [t for p in rest for t in tiles(p, tiling)]
         random.Random(seed).shuffle(rest)
-    n_val = round(len(rest) * val_fraction)
-    what = "tiles" if tiling else "images"
+    n_val = round(len(rest if tiling else order) * val_fraction)
     if len(rest) - n_val < 1 or min(n_val, len(test)) < 1:
         raise DataError(
-            f"{spec}: cannot split {len(rest)} {what} into train and val ({val_fraction:.0%} "
-            "val)" if found.held_out else
+            f"{spec}: cannot split {len(rest)} tiles into train and val ({val_fraction:.0%} "
+            "val)" if tiling and len(test) else
+            f"{spec}: cannot split the train file's {len(order)} images into train and val "
+            f"({val_fraction:.0%} val)" if found.held_out else
             f"{spec}: cannot split {len(order)} images into train, val and test "
             f"({val_fraction:.0%} val, {test_fraction:.0%} test)")
     val, train = rest[:n_val], rest[n_val:]
