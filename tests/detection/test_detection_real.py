@@ -227,16 +227,16 @@ def test_one_search_on_real_tiles(ray_local, tracking, tmp_path, trees):
     shutil.copytree(trees, small)
     (small / "Annotations" / f"{TREES_TRAIN[0]}.xml").unlink()
     space = {"name": "trees_tiny", "model": "detection", "space": {
-        "stem_channels": 16, "layers": [{"op": "conv_3x3", "channels": 32, "stride": 2,
-                                         "connection": "series"}] * 2,
+        "stem_channels": 16, "layers": {"repeat": [2, 3], "block": {
+            "op": "conv_3x3", "channels": 32, "stride": 2, "connection": "series"}},
         "levels": 1, "neck": "none", "neck_channels": 32, "head": {"choice": ["fcos", "ssdlite"]},
-        "anchor_scale": 4, "input_scale": 0.5,
+        "anchor_scale": 4, "input_scale": 0.25,
         "train": {"lr": 0.003, "weight_decay": 1e-4, "batch_size": 8, "optimizer": "adam"}}}
     (tmp_path / "trees_tiny.yaml").write_text(json.dumps(space))  # JSON is YAML
     result = search(SearchConfig(
-        space=str(tmp_path / "trees_tiny.yaml"), dataset=f"voc:{small}?tile=256",
+        space=str(tmp_path / "trees_tiny.yaml"), dataset=f"voc:{small}?tile=512",
         strategy="random", num_trials=2, max_epochs=1, retrain_epochs=1,
         tracking=Tracking(tracking_uri=tracking, storage=str(tmp_path / "ray"))))
     assert result.num_failed == 0 and result.num_trials == 2
-    assert result.best["arch"]["input_scale"] == 0.5
+    assert result.best["arch"]["input_scale"] == 0.25
     assert result.best["test_accuracy"] == result.best["test_map"]
