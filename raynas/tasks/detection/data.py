@@ -292,7 +292,8 @@ class DetectionData:
         return len(self.train), len(self.val), len(self.test)
 
     def summary(self) -> str:
-        return (f"{self.name}: {len(self.train)} train / {len(self.val)} val / "
+        unit = f" tiles of {self.tiling.size}px," if self.tiling else " /"
+        return (f"{self.name}: {len(self.train)} train / {len(self.val)} val{unit} "
                 f"{len(self.test)} test images, {self.num_classes - 1} classes")
 
 
