@@ -125,8 +125,8 @@ def test_a_detection_search_takes_several_objectives_and_scalarises_maps(few):
     assert fixed_range("val_map", scalar.data.num_classes) == (0.0, 1.0)
 
 
-def test_bench_detection_reports_the_search_against_the_baseline(ray_local, tmp_path, few,
-                                                                  capsys, monkeypatch):
+def test_bench_detection_reports_the_search_against_both_fixed_detectors(
+        ray_local, tmp_path, few, capsys, monkeypatch):
     monkeypatch.chdir(tmp_path)
     output = tmp_path / "bench.json"
     assert main(["bench", "detection", "--dataset", f"coco:{few}", "--trials", "2",
@@ -135,8 +135,9 @@ def test_bench_detection_reports_the_search_against_the_baseline(ray_local, tmp_
     report = json.loads(output.read_text())
     rows = {r["detector"]: r for r in report["rows"]}
     assert rows["baseline"]["head"] == "fcos" and rows["baseline"]["layers"] == 3
+    assert rows["reference"]["head"] == "fcos" and rows["reference"]["layers"] == "resnet18"
     assert rows["searched"]["arch_hash"] != rows["baseline"]["arch_hash"]
     assert not (Path.cwd() / "mlruns").exists()  # its MLflow artifacts stayed in its folder
     mean = report["summary"]["mean"]
-    assert report["ratio"] == pytest.approx(mean["searched"]["map_50"]
-                                            / max(mean["baseline"]["map_50"], 1e-9))
+    assert report["ratio"] == pytest.approx(mean["searched"]["map_50"] / max(
+        mean["baseline"]["map_50"], mean["reference"]["map_50"], 1e-9))

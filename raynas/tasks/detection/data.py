@@ -6,8 +6,9 @@ images it names, at ``DIR/images/<file_name>``; or COCO's own layout,
 ``DIR/annotations/instances_train*.json`` with its images in ``DIR/train*/`` and, if present,
 ``DIR/annotations/instances_val*.json`` with ``DIR/val*/``, whose images are then the held-out
 test split (COCO's val2017 is what papers report on; its test-dev has no public labels).
-Crowd annotations (``iscrowd: 1``) are left out
-of the targets; images without annotations stay in as negatives. Everything is checked when the
+Crowd annotations (``iscrowd: 1``) are kept as ignore regions: left out of training, and in
+the evaluation a detection on one counts neither way, as COCO defines them; images without
+annotations stay in as negatives. Everything is checked when the
 file is read, so bad input fails at once with one line: a missing image (the first is named),
 one that is no image or not of its recorded size, a box outside its image or of no area (its
 annotation id), an annotation of an unknown image or category, no annotations at all, malformed
@@ -29,8 +30,10 @@ from __future__ import annotations
 import json
 import math
 import random
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 from typing import Any, Literal
 
@@ -41,48 +44,27 @@ from torchvision import tv_tensors
 from torchvision.transforms import v2
 
 from raynas.errors import DataError
+from raynas.tasks.detection.boxes import (
+    TOLERANCE,
+    Annotated,
+    Picture,
+    Tiling,
+    image_size,
+    picture,
+    tiles,
+)
+from raynas.tasks.detection.formats import read_csv, read_voc
 
 ANNOTATIONS = "annotations.json"
 IMAGES = "images"
 #: COCO's own layout's folder of ``instances_<split>.json`` files (images in ``DIR/<split>/``).
 INSTANCES = "annotations"
-#: How far (pixels) a box may stick out of its image: rounding in the tools that write COCO files.
-TOLERANCE = 1.0
 SHAPES = ("square", "circle", "triangle")
 #: The share of ``write_synthetic``'s images that its ``instances`` layout puts in the val file.
 HELD_OUT = 0.15
 
 
-@dataclass(frozen=True)
-class Picture:
-    """One image of the annotation file with its boxes (XYXY pixels) and labels (1..K)."""
-
-    path: Path
-    width: int
-    height: int
-    boxes: tuple[tuple[float, float, float, float], ...]
-    labels: tuple[int, ...]
-
-
-@dataclass(frozen=True)
-class Coco:
-    """A checked ``coco:DIR``: its pictures and class names (``classes[0]`` is the
-    background). ``pictures`` are those of ``annotations.json`` or of COCO's train file;
-    ``held_out`` those of COCO's val file, if there is one (the test split: see
-    ``load_detection``)."""
-
-    name: str
-    pictures: tuple[Picture, ...]
-    classes: tuple[str, ...]
-    held_out: tuple[Picture, ...] = ()
-
-    @property
-    def num_classes(self) -> int:
-        """Classes with the background, as torchvision's detectors count them."""
-        return len(self.classes)
-
-
-def read_coco(spec: str) -> Coco:
+def read_coco(spec: str) -> Annotated:
     """Read and check ``coco:DIR``, either layout; a one-line ``DataError`` names what is
     wrong."""
     kind, _, rest = spec.partition(":")
@@ -101,7 +83,7 @@ def read_coco(spec: str) -> Coco:
         if val_categories != categories:
             raise DataError(f"{spec}: {val[0].name} and {train[0].name} list different "
                             f"categories ({val_categories} and {categories})")
-    return Coco(spec, pictures, ("background", *(categories[c] for c in sorted(categories))),
+    return Annotated(spec, pictures, ("background", *(categories[c] for c in sorted(categories))),
                 held_out)
 
 
@@ -171,7 +153,8 @@ def _read_file(spec: str, file: Path, folder: Path
                        field(im, "height", int, what))
     if not doc["annotations"]:
         raise DataError(f"{spec}: {file} has no annotations")
-    boxes: dict[int, list[tuple[tuple[float, float, float, float], int]]] = {i: [] for i in images}
+    boxes: dict[int, list[tuple[tuple[float, float, float, float], int, bool]]] = {
+        i: [] for i in images}
     for a in doc["annotations"]:
         aid = field(a, "id", int, "an annotation")
         what = f"annotation {aid}"
@@ -193,10 +176,9 @@ def _read_file(spec: str, file: Path, folder: Path
                 y + h > height + TOLERANCE):
             raise DataError(f"{spec}: {what}: box {bbox} is out of the bounds of image {iid} "
                             f"({width}x{height})")
-        if not a.get("iscrowd"):
-            boxes[iid].append(((max(0.0, x), max(0.0, y), min(float(width), x + w),
-                                min(float(height), y + h)), label[cid]))
-    if not any(boxes.values()):
+        boxes[iid].append(((max(0.0, x), max(0.0, y), min(float(width), x + w),
+                            min(float(height), y + h)), label[cid], bool(a.get("iscrowd"))))
+    if not any(not crowd for found in boxes.values() for _, _, crowd in found):
         raise DataError(f"{spec}: {file} has only crowd annotations; nothing to detect")
     pictures = []
     for iid, (name, width, height) in sorted(images.items()):
@@ -205,26 +187,33 @@ def _read_file(spec: str, file: Path, folder: Path
             missing = sum(not (folder / n).is_file() for n, _, _ in images.values())
             raise DataError(f"{spec}: image file not found: {path} ({missing} of {len(images)} "
                             "images are missing)")
-        try:  # the header only: cheap, and it catches what is no image or of another size
-            with Image.open(path) as header:
-                size = header.size
-        except OSError as exc:
-            raise DataError(f"{spec}: cannot read {path} as an image ({exc})") from None
+        size = image_size(spec, path)
         if size != (width, height):
             raise DataError(f"{spec}: {path.name} is {size[0]}x{size[1]}, image {iid} in "
                             f"{file} says {width}x{height}")
-        pictures.append(Picture(path, width, height, tuple(b for b, _ in boxes[iid]),
-                                tuple(k for _, k in boxes[iid])))
+        pictures.append(picture(path, width, height, boxes[iid]))
     return tuple(pictures), categories
+
+
+@lru_cache(maxsize=4)
+def _decoded(path: Path) -> Image.Image:
+    """An image file decoded to RGB. The last few are kept (per loader process): the tiles of
+    one large image, each a crop, would otherwise decode the whole file again."""
+    with Image.open(path) as file:
+        return file.convert("RGB")
 
 
 class Detections:
     """A ``torch.utils.data.Dataset`` of pictures: (image, target) pairs read from disk, through
-    ``transform`` (a transforms v2 pipeline taking and giving both)."""
+    ``transform`` (a transforms v2 pipeline taking and giving both). A target holds ``boxes``,
+    ``labels`` and ``iscrowd`` (ignore regions, which training leaves out). ``window``: the
+    pictures are whole images that a model trained on tiles of that size sees through a
+    sliding window (``raynas.tasks.detection.tiles``)."""
 
     def __init__(self, spec: str, pictures: tuple[Picture, ...],
-                 transform: Callable[..., Any]) -> None:
+                 transform: Callable[..., Any], window: Tiling | None = None) -> None:
         self.spec, self.pictures, self.transform = spec, pictures, transform
+        self.window = window
 
     def __len__(self) -> int:
         return len(self.pictures)
@@ -232,14 +221,17 @@ class Detections:
     def __getitem__(self, index: int) -> tuple[Any, dict[str, Any]]:
         p = self.pictures[index]
         try:  # PIL: torchvision.io's decoders are deprecated from torchvision 0.29 on
-            with Image.open(p.path) as file:
-                image = file.convert("RGB")
+            image = _decoded(p.path)
         except OSError as exc:  # PIL's UnidentifiedImageError is one
             raise DataError(f"{self.spec}: cannot read {p.path} as an image ({exc})") from None
+        if image.size != (p.width, p.height) or p.origin != (0, 0):  # a tile; PIL pads with 0
+            x, y = p.origin
+            image = image.crop((x, y, x + p.width, y + p.height))
         target = {"boxes": tv_tensors.BoundingBoxes(
                       torch.tensor(p.boxes, dtype=torch.float32).reshape(-1, 4),
                       format="XYXY", canvas_size=(p.height, p.width)),
-                  "labels": torch.tensor(p.labels, dtype=torch.int64)}
+                  "labels": torch.tensor(p.labels, dtype=torch.int64),
+                  "iscrowd": torch.tensor(p.crowd_flags, dtype=torch.bool)}
         return self.transform(tv_tensors.Image(image), target)
 
 
@@ -248,7 +240,13 @@ def transforms(train: bool) -> Callable[..., Any]:
     that a transform pushes out or shrinks to nothing are dropped with their labels."""
     augment = [v2.RandomHorizontalFlip(), v2.RandomPhotometricDistort(p=0.5)] if train else []
     return v2.Compose([*augment, v2.ToDtype(torch.float32, scale=True),
-                       v2.SanitizeBoundingBoxes()])
+                       v2.SanitizeBoundingBoxes(labels_getter=_per_box)])
+
+
+def _per_box(inputs: Any) -> tuple[torch.Tensor, torch.Tensor]:
+    """What ``SanitizeBoundingBoxes`` drops with a box: its label and crowd flag."""
+    target = inputs[1]
+    return target["labels"], target["iscrowd"]
 
 
 def collate(batch: list[tuple[Any, dict[str, Any]]]) -> tuple[list[Any], list[dict[str, Any]]]:
@@ -267,6 +265,8 @@ class DetectionData:
     val: Detections
     test: Detections
     classes: tuple[str, ...]
+    #: Training on tiles (``?tile=N``): the training and validation pictures are tiles.
+    tiling: Tiling | None = None
 
     task = "detection"
 
@@ -276,7 +276,7 @@ class DetectionData:
 
     @property
     def image_size(self) -> tuple[int, int]:
-        """The largest (height, width) of the training images."""
+        """The largest (height, width) of the training images (the tile's, on tiles)."""
         pictures = self.train.pictures
         return max(p.height for p in pictures), max(p.width for p in pictures)
 
@@ -292,36 +292,77 @@ class DetectionData:
         return len(self.train), len(self.val), len(self.test)
 
     def summary(self) -> str:
-        return (f"{self.name}: {len(self.train)} train / {len(self.val)} val / "
+        unit = f" tiles of {self.tiling.size}px," if self.tiling else " /"
+        return (f"{self.name}: {len(self.train)} train / {len(self.val)} val{unit} "
                 f"{len(self.test)} test images, {self.num_classes - 1} classes")
+
+
+#: ``SPEC?tile=N``: train on tiles of N pixels, test through a sliding window of them.
+TILE = re.compile(r"\?tile=(\d+)$")
+#: The smallest tile: the detectors' deepest levels (stride 32) need a few cells.
+MIN_TILE = 64
+
+
+def read_boxes(spec: str) -> tuple[Annotated, Tiling | None]:
+    """The checked dataset of ``coco:DIR``, ``voc:DIR`` or ``csv:FILE``, and the tiling that
+    a ``?tile=N`` suffix asks for."""
+    base, tiling = spec, None
+    if found := TILE.search(spec):
+        base, tiling = spec[:found.start()], Tiling(int(found.group(1)))
+    kind = base.partition(":")[0]
+    if kind not in READERS:
+        raise DataError(f"{spec}: a detection dataset is {', '.join(f'{k}:...' for k in READERS)}"
+                        ", optionally with ?tile=N")
+    annotated = READERS[kind](base)
+    if tiling is not None:
+        every = (*annotated.pictures, *annotated.held_out)
+        largest = max(every, key=lambda p: p.width * p.height)
+        if tiling.size < MIN_TILE:
+            raise DataError(f"{spec}: tile size {tiling.size} is under {MIN_TILE} pixels")
+        if all(tiling.size > max(p.width, p.height) for p in every):
+            raise DataError(f"{spec}: tile size {tiling.size} is larger than every image (the "
+                            f"largest is {largest.width}x{largest.height}); use a smaller one "
+                            "or leave ?tile out")
+    return annotated, tiling
 
 
 def load_detection(spec: str, seed: int = 0, val_fraction: float = 0.15,
                    test_fraction: float = 0.15) -> DetectionData:
-    """Read ``coco:DIR`` and split its images at random (seeded); only the training split is
-    augmented. With COCO's val file, its images are the test split (``test_fraction`` is not
-    used) and val is ``val_fraction`` of the train file's images."""
-    coco = read_coco(spec)
-    order = list(coco.pictures)
+    """Read a dataset of boxes and split its images at random (seeded); only the training split
+    is augmented. Where the files set images aside (COCO's val file, VOC's ``test.txt``), those
+    are the test split (``test_fraction`` is not used). With ``?tile=N``, the images left
+    after the test split are cut into tiles (``boxes.tiles``), which are split into train and
+    val; the test images stay whole, and are scored through a sliding window."""
+    found, tiling = read_boxes(spec)
+    order = list(found.pictures)
     random.Random(seed).shuffle(order)
-    n_test = 0 if coco.held_out else round(len(order) * test_fraction)
-    n_val = round(len(order) * val_fraction)
-    if len(order) - n_test - n_val < 1 or min(n_val, n_test or len(coco.held_out)) < 1:
+    n_test = 0 if found.held_out else round(len(order) * test_fraction)
+    test, rest = found.held_out or tuple(order[:n_test]), order[n_test:]
+    if tiling is not None:
+        rest = [t for p in rest for t in tiles(p, tiling)]
+        random.Random(seed).shuffle(rest)
+    n_val = round(len(rest if tiling else order) * val_fraction)
+    if len(rest) - n_val < 1 or min(n_val, len(test)) < 1:
         raise DataError(
+            f"{spec}: cannot split {len(rest)} tiles into train and val ({val_fraction:.0%} "
+            "val)" if tiling and len(test) else
             f"{spec}: cannot split the train file's {len(order)} images into train and val "
-            f"({val_fraction:.0%} val)" if coco.held_out else
+            f"({val_fraction:.0%} val)" if found.held_out else
             f"{spec}: cannot split {len(order)} images into train, val and test "
             f"({val_fraction:.0%} val, {test_fraction:.0%} test)")
-    test = coco.held_out or tuple(order[:n_test])
-    val, train = order[n_test:n_test + n_val], order[n_test + n_val:]
+    val, train = rest[:n_val], rest[n_val:]
     return DetectionData(spec, Detections(spec, tuple(train), transforms(True)),
                          Detections(spec, tuple(val), transforms(False)),
-                         Detections(spec, test, transforms(False)), coco.classes)
+                         Detections(spec, tuple(test), transforms(False), tiling),
+                         found.classes, tiling)
 
 
 def load(spec: str, argument: str, seed: int) -> DetectionData:
-    """The ``coco:DIR`` source (``raynas.data.Source``)."""
+    """The ``coco:``, ``voc:`` and ``csv:`` sources (``raynas.data.Source``)."""
     return load_detection(spec, seed)
+
+
+READERS = {"coco": read_coco, "voc": read_voc, "csv": read_csv}
 
 
 def write_synthetic(root: Path, count: int = 300, size: int = 64, seed: int = 0,

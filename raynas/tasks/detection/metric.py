@@ -3,7 +3,7 @@ torchmetrics' ``MeanAveragePrecision`` on the ``faster-coco-eval`` backend (box 
 
 ``map`` is mAP@[.5:.95] (averaged over IoU thresholds 0.5, 0.55, ..., 0.95), ``map_50`` and
 ``map_75`` at one threshold each; all are -1 when the targets hold no box at all (COCO's
-convention).
+convention). Crowd boxes (``iscrowd``) are ignore regions, as COCO defines them.
 """
 
 from __future__ import annotations
@@ -33,12 +33,14 @@ class BoxMAP:
                               " pip install 'raynas[detection]'") from None
 
     def update(self, predictions: list[dict[str, Any]], targets: list[dict[str, Any]]) -> None:
+        """``targets`` may hold ``iscrowd`` per box: COCO's ignore regions, where a detection
+        is neither a hit nor a false alarm."""
         def plain(d: dict[str, Any], keys: tuple[str, ...]) -> dict[str, torch.Tensor]:
             # tv_tensors.BoundingBoxes to plain tensors, on the CPU, out of any autograd graph
-            return {k: d[k].detach().as_subclass(torch.Tensor).cpu() for k in keys}
+            return {k: d[k].detach().as_subclass(torch.Tensor).cpu() for k in keys if k in d}
 
         self.metric.update([plain(p, ("boxes", "scores", "labels")) for p in predictions],
-                           [plain(t, ("boxes", "labels")) for t in targets])
+                           [plain(t, ("boxes", "labels", "iscrowd")) for t in targets])
 
     def compute(self) -> dict[str, float]:
         result = self.metric.compute()

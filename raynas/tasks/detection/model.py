@@ -31,8 +31,13 @@ which is the backbone, plus:
 
 The model takes a list of float images (C, H, W) in [0, 1]; in training mode, with targets, it
 returns its losses, in eval mode the boxes, scores and labels per image, at most 100 (as many as
-COCO's mAP counts) scored 0.05 or more. It resizes nothing: ``input_shape`` (C, H, W) sets the
-size torchvision's transform keeps the images at.
+COCO's mAP counts) scored 0.05 or more. ``input_scale`` (default 1) is the input size, as a
+share of ``input_shape`` (C, H, W), the data's: torchvision's own transform resizes every image,
+keeping its aspect ratio, so that its sides fit ``input_scale`` x (H, W) (its shorter side to
+the shorter, unless the longer would then exceed the longer: a letterbox fit; SSD stretches to
+exactly that size), moves the training boxes with it and the predicted boxes back to the
+image's own pixels. A search that has it choose, e.g., [0.5, 1] trades resolution (small
+objects) for time; a fixed value sets it.
 """
 
 from __future__ import annotations
@@ -63,7 +68,10 @@ NECKS = ("none", "fpn", "bifpn")
 HEADS = ("fcos", "retinanet", "ssdlite", "faster_rcnn")
 #: What an architecture may leave out (a space that does not search it).
 DEFAULTS = {"levels": 3, "neck": "fpn", "neck_channels": 32, "bifpn_repeats": 1,
-            "head": "fcos", "anchor_scale": 4, "anchor_octaves": 1, "anchor_ratios": "1"}
+            "head": "fcos", "anchor_scale": 4, "anchor_octaves": 1, "anchor_ratios": "1",
+            "input_scale": 1.0}
+#: The largest ``input_scale``: upsampling further only adds cost.
+MAX_INPUT_SCALE = 2.0
 #: FCOS's and RetinaNet's heads normalise with ``GroupNorm(CHANNEL_MULTIPLE, channels)``.
 CHANNEL_MULTIPLE = 32
 MAX_LEVELS = 5
@@ -201,7 +209,7 @@ def anchor_generator(a: dict[str, Any], strides: list[int]) -> nn.Module:
 
 
 def keep_size(input_shape: tuple[int, ...]) -> dict[str, int]:
-    """The transform's sizes that keep an image of ``input_shape`` as it is."""
+    """The transform's sizes that resize an image to fit ``input_shape`` (the scaled one)."""
     return {"min_size": min(input_shape[1:]), "max_size": max(input_shape[1:])}
 
 
@@ -266,7 +274,9 @@ def build(arch: dict[str, Any], input_shape: tuple[int, ...], num_classes: int) 
     if len(input_shape) != 3:
         raise SpaceError(f"detection model: inputs must be images (C, H, W), got {input_shape}")
     a = {**DEFAULTS, **arch}
-    return HEAD_BUILDERS[a["head"]](Backbone(arch, input_shape), a, input_shape, num_classes)
+    c, h, w = input_shape
+    shape = (c, max(1, round(h * a["input_scale"])), max(1, round(w * a["input_scale"])))
+    return HEAD_BUILDERS[a["head"]](Backbone(arch, shape), a, shape, num_classes)
 
 
 def check(space: Space, origin: str) -> None:
@@ -304,6 +314,9 @@ def check(space: Space, origin: str) -> None:
     for v in finite("anchor_scale"):
         if not isinstance(v, int | float) or isinstance(v, bool) or not 0 < v < 1e6:
             raise fail("anchor_scale", f"must be positive numbers, got {v!r}")
+    for v in finite("input_scale"):
+        if not isinstance(v, int | float) or isinstance(v, bool) or not 0 < v <= MAX_INPUT_SCALE:
+            raise fail("input_scale", f"must be numbers in (0, {MAX_INPUT_SCALE}], got {v!r}")
     for v in finite("anchor_ratios"):
         try:
             ratios(v)

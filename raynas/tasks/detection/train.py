@@ -41,6 +41,7 @@ from raynas.estimation.train import (
 )
 from raynas.models import build_model, builder_of
 from raynas.space import Space
+from raynas.tasks.detection.boxes import Tiling, detect_tiled
 from raynas.tasks.detection.data import DetectionData, Detections, collate
 from raynas.tasks.detection.metric import BoxMAP
 from raynas.tasks.detection.picture import boxes_png
@@ -51,6 +52,8 @@ CPU = torch.device("cpu")
 #: COCO's mAP counts).
 MAX_BOXES = 100
 SHOWN = 6  # held-out test images in the final model's picture of predicted boxes
+#: Loader processes at most: a trial's images are decoded beside its training.
+MAX_WORKERS = 2
 
 
 @dataclass(frozen=True)
@@ -63,24 +66,48 @@ class Epoch:
     scores: dict[str, float]
 
 
-def loader(data: Detections, batch: int, generator: torch.Generator | None = None
-           ) -> DataLoader:
-    """Batches of (images, targets) read from disk; shuffled when given a generator."""
+def loader(data: Detections, batch: int, generator: torch.Generator | None = None,
+           workers: int = 0, device: torch.device = CPU) -> DataLoader:
+    """Batches of (images, targets) decoded from disk by ``workers`` processes (0: in this
+    one), into pinned memory for a GPU; shuffled when given a generator."""
     return DataLoader(data, batch_size=batch, shuffle=generator is not None,
-                      generator=generator, collate_fn=collate)
+                      generator=generator, collate_fn=collate, num_workers=workers,
+                      persistent_workers=False, pin_memory=device.type == "cuda")
+
+
+def workers_for(cpus: float) -> int:
+    """Loader processes for a trial of ``cpus`` CPUs: one per CPU beyond the training's own,
+    at most ``MAX_WORKERS`` (decoding a batch takes less than training on it)."""
+    return min(MAX_WORKERS, max(0, int(cpus) - 1))
+
+
+def predict(model: Any, images: list[torch.Tensor], window: Tiling | None,
+            device: torch.device = CPU) -> list[dict[str, torch.Tensor]]:
+    """``model``'s detections on ``images``: directly, or through the sliding ``window`` of the
+    tiles it was trained on (``boxes.detect_tiled``)."""
+    images = [im.to(device, non_blocking=True) for im in images]
+    if window is None:
+        return model(images)
+    return [detect_tiled(model, im, window, MAX_BOXES) for im in images]
 
 
 @torch.no_grad()
-def evaluate(model: Any, data: Detections, device: torch.device = CPU
+def evaluate(model: Any, data: Detections, device: torch.device = CPU, workers: int = 0
              ) -> dict[str, float]:
     """The mAP of ``model`` (a detector, or anything that maps a list of images to predictions)
-    on ``data``."""
+    on ``data``; ignore regions (``iscrowd``) count neither way."""
     if isinstance(model, nn.Module):
         model.eval()
     metric = BoxMAP()
-    for images, targets in loader(data, EVAL_BATCH):
-        metric.update(model([im.to(device) for im in images]), targets)
+    for images, targets in loader(data, EVAL_BATCH, workers=workers, device=device):
+        metric.update(predict(model, images, data.window, device), targets)
     return metric.compute()
+
+
+def trainable(target: dict[str, torch.Tensor], device: torch.device) -> dict[str, torch.Tensor]:
+    """A target as the detectors train on it: on ``device``, without its ignore regions."""
+    kept = ~target["iscrowd"]
+    return {"boxes": target["boxes"][kept].to(device), "labels": target["labels"][kept].to(device)}
 
 
 def check_detects(space: Space) -> None:
@@ -94,12 +121,17 @@ class Detector(Checkpointed):
     for ``epochs`` epochs by iterating ``epochs()``; ``state``/``load`` checkpoint it."""
 
     def __init__(self, space: Space, arch: dict[str, Any], data: DetectionData, epochs: int,
-                 seed: int = 0, device: torch.device = CPU) -> None:
+                 seed: int = 0, device: torch.device = CPU, workers: int = 0,
+                 model: nn.Module | None = None) -> None:
+        """``model``: a detector built elsewhere, trained with ``arch``'s hyperparameters (the
+        bench's torchvision reference)."""
         check_detects(space)
         self.generator = seed_everything(seed, arch)
         self.hp = hyperparameters(arch)
-        self.data, self.total, self.device = data, epochs, device
-        self.model = build_model(space, arch, data.input_shape, data.num_classes).to(device)
+        self.data, self.total, self.device, self.workers = data, epochs, device, workers
+        if model is None:
+            model = build_model(space, arch, data.input_shape, data.num_classes)
+        self.model = model.to(device)
         self.opt, self.sched = optimizer(self.model, self.hp, epochs)
         self.epoch = 0
 
@@ -111,12 +143,12 @@ class Detector(Checkpointed):
         while self.epoch < self.total:
             self.model.train()
             total, seen = 0.0, 0
-            for images, targets in loader(train, int(self.hp["batch_size"]), self.generator):
+            for images, targets in loader(train, int(self.hp["batch_size"]), self.generator,
+                                          self.workers, self.device):
                 if len(images) < 2 and seen:  # BatchNorm cannot train on a single image
                     continue
-                losses = self.model([im.to(self.device) for im in images],
-                                    [{k: v.to(self.device) for k, v in t.items()}
-                                     for t in targets])
+                losses = self.model([im.to(self.device, non_blocking=True) for im in images],
+                                    [trainable(t, self.device) for t in targets])
                 loss = sum(losses.values())
                 self.opt.zero_grad(set_to_none=True)
                 loss.backward()
@@ -129,8 +161,8 @@ class Detector(Checkpointed):
             if not math.isfinite(mean):
                 raise FloatingPointError(f"non-finite training loss ({mean}) at epoch "
                                          f"{self.epoch}")
-            yield Epoch(self.epoch, mean, evaluate(self.model, self.data.val, self.device)
-                        if validate else {})
+            yield Epoch(self.epoch, mean, evaluate(self.model, self.data.val, self.device,
+                                                   self.workers) if validate else {})
 
 
 def detection_trial(config: dict[str, Any], *, space: Space, data: DetectionData,
@@ -141,7 +173,7 @@ def detection_trial(config: dict[str, Any], *, space: Space, data: DetectionData
     if started is None:
         return
     detector = Detector(space, started.arch, data, settings.max_epochs, settings.seed,
-                        device_for(settings.gpus))
+                        device_for(settings.gpus), workers_for(settings.cpus))
     if started.state:
         detector.load(started.state)
     report_steps(((detector, {"accuracy": e.scores["map"], **e.scores},
@@ -184,20 +216,22 @@ class BoxPredictor(nn.Module):
 
 
 def retrain_detector(space: Space, arch: dict[str, Any], data: DetectionData, epochs: int,
-                     settings: TrialSettings) -> Retrained:
-    """Train ``arch`` on train+val, score it once on the held-out test split; the model is
-    served as a ``BoxPredictor``, with a picture of its boxes on test images."""
+                     settings: TrialSettings, model: nn.Module | None = None) -> Retrained:
+    """Train ``arch`` (or ``model`` with ``arch``'s hyperparameters) on train+val, score it
+    once on the held-out test split; the model is served as a ``BoxPredictor``, with a picture
+    of its boxes on test images."""
     torch.set_num_threads(max(1, int(settings.cpus)))
     device = device_for(settings.gpus)
-    detector = Detector(space, arch, data, epochs, settings.seed, device)
+    workers = workers_for(settings.cpus)
+    detector = Detector(space, arch, data, epochs, settings.seed, device, workers, model)
     both = Detections(data.name, data.train.pictures + data.val.pictures, data.train.transform)
     losses = [e.loss for e in detector.epochs(both, validate=False)]
-    scores = evaluate(detector.model, data.test, device)
+    scores = evaluate(detector.model, data.test, device, workers)
     model = BoxPredictor(detector.model.cpu())
     shown = [data.test[i] for i in range(min(SHOWN, len(data.test)))]
     images = [image for image, _ in shown]
     with torch.no_grad():
-        predictions = model.detector(images)
+        predictions = predict(model.detector, images, data.test.window)
     picture = boxes_png(images, predictions, [target for _, target in shown], data.classes)
     same = [im for im in images if im.shape == images[0].shape][:2]
     return Retrained(model, losses, {"accuracy": scores["map"], **scores},
@@ -212,8 +246,9 @@ class MeanBoxes:
     def __init__(self, train: Detections) -> None:
         boxes, labels = [], []
         for p in train.pictures:  # the annotations, not the augmented images
-            boxes += p.boxes
-            labels += p.labels
+            kept = [i for i, crowd in enumerate(p.crowd_flags) if not crowd]
+            boxes += [p.boxes[i] for i in kept]
+            labels += [p.labels[i] for i in kept]
         b, k = torch.tensor(boxes), torch.tensor(labels)
         classes = k.unique()
         self.prediction = {"boxes": torch.stack([b[k == c].mean(0) for c in classes]),
