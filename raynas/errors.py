@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import difflib
+import reprlib
 from collections.abc import Iterable
+from typing import Any
 
 
 class RaynasError(Exception):
@@ -39,3 +41,16 @@ def did_you_mean(word: str, options: Iterable[str]) -> str:
                    key=len)
     close = begun[:1] or difflib.get_close_matches(word, names, n=1)
     return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+_REPR = reprlib.Repr()
+_REPR.maxstring = _REPR.maxother = 60
+
+
+def show(value: Any) -> str:
+    """A short one-line repr of a user's value for an error message (a fuzzed 5,000-digit op
+    name must not make a 5,000-character line)."""
+    try:
+        return _REPR.repr(value)
+    except ValueError:  # an int too long to print
+        return f"<{type(value).__name__} too large to show>"

@@ -19,7 +19,7 @@ from importlib import import_module
 from importlib.metadata import entry_points
 from typing import Any, Generic, Protocol, TypeVar
 
-from raynas.errors import ConfigError, did_you_mean
+from raynas.errors import ConfigError, did_you_mean, show
 
 #: The entry-point group whose modules register applications.
 PLUGINS = "raynas.plugins"
@@ -84,7 +84,7 @@ class Registry(dict[str, T], Generic[T]):
         """The entry called ``name``, or a ``ConfigError`` naming the flag and close names."""
         load_plugins()
         if name not in self:
-            raise ConfigError(f"{self.flag}: unknown {self.kind} {name!r}"
+            raise ConfigError(f"{self.flag}: unknown {self.kind} {show(name)}"
                               f"{did_you_mean(name, self)}; known: {', '.join(self)}")
         return self[name]
 

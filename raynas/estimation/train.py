@@ -23,7 +23,7 @@ from ray import tune
 from torch import nn
 
 from raynas.data import Dataset
-from raynas.errors import SpaceError
+from raynas.errors import SpaceError, show
 from raynas.estimation.costs import EPOCH_S, CostSettings, judged, measure, rejected
 from raynas.estimation.fidelity import REAL_TASK, TIME_ATTR, Fidelity, ProxyTask, nested_order
 from raynas.estimation.problem import CLASSIFICATION, Problem, problem_of
@@ -91,8 +91,8 @@ def check_train_space(space: Space, origin: str) -> None:
             raise SpaceError(f"{origin}: space.train.optimizer: must be a constant or a choice")
         for name in optimizers:
             if name not in OPTIMIZERS:
-                raise SpaceError(f"{origin}: space.train.optimizer: unknown optimizer {name!r}; "
-                                 f"known: {', '.join(OPTIMIZERS)}")
+                raise SpaceError(f"{origin}: space.train.optimizer: unknown optimizer "
+                                 f"{show(name)}; known: {', '.join(OPTIMIZERS)}")
     batch_size = space.domain("train.batch_size")
     if batch_size is not None:
         sizes = [batch_size.low] if isinstance(batch_size, IntRange) else space.values(
@@ -472,16 +472,24 @@ def retrain(space: Space, arch: dict[str, Any], data: Dataset, epochs: int,
 
 
 def calibrate(space: Any, data: Any, costs: Any, gpus: float, cpus: float, seed: int,
-              timed: bool, count: int = CALIBRATION_SAMPLES) -> list[dict[str, float]]:
+              timed: bool, count: int = CALIBRATION_SAMPLES,
+              seconds: float | None = None) -> list[dict[str, float]]:
     """Cost metrics of ``count`` random architectures of ``space``, measured as a trial would
     (``timed``: latency and memory too; run it then as a Ray task with the trials' resources,
-    so it lands where they do - params and FLOPs are the same anywhere)."""
+    so it lands where they do - params and FLOPs are the same anywhere). With ``seconds``,
+    no new architecture is measured once that much time has passed (one is, always)."""
     threads = torch.get_num_threads()
     torch.set_num_threads(max(1, int(cpus)))
+    start = time.monotonic()
     try:
         rng = random.Random(seed)
         archs = [space.sample(rng) for _ in range(count)]
-        return [measure(space, arch, data, costs, device_for(gpus),
-                        int(hyperparameters(arch)["batch_size"]), timed) for arch in archs]
+        measured = []
+        for arch in archs:
+            if measured and seconds is not None and time.monotonic() - start > seconds:
+                break
+            measured.append(measure(space, arch, data, costs, device_for(gpus),
+                                    int(hyperparameters(arch)["batch_size"]), timed))
+        return measured
     finally:
         torch.set_num_threads(threads)

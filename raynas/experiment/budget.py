@@ -38,6 +38,12 @@ from raynas.strategies.base import Rungs
 
 #: Candidates timed before the trials: their median is the plan's typical candidate.
 PLAN_SAMPLES = 12
+#: The share of the trials' time the timing may take: past it, no new candidate is timed (on a
+#: busy 2-core machine the twelve took most of a 45-second budget).
+PLAN_SHARE = 0.05
+#: Trials' seconds below which no plan is made: starting the timing tasks alone took 80 s on a
+#: 2-core machine under full load, more than a short budget's trials could win back.
+PLAN_MIN_S = 120.0
 #: Seconds a trial costs besides training (actor, costs, checkpoints, MLflow), on 2 cores.
 TRIAL_OVERHEAD_S = 3.0
 #: The share of the trials' time the plan fills; the rest absorbs start-ups and stragglers.
@@ -149,10 +155,16 @@ def epochs_per_trial(max_epochs: int, stops_early: bool, eta: int = 3) -> float:
 
 def plan_budget(resolved: Any, budget: Budget, target_trials: int,
                 progress: Any) -> BudgetPlan | None:
-    """Time ``PLAN_SAMPLES`` random candidates where the trials run, then plan (None when no
-    candidate could be timed: a model that trains by its own loop)."""
+    """Time up to ``PLAN_SAMPLES`` random candidates where the trials run, in at most
+    ``PLAN_SHARE`` of their time, then plan (None when no candidate could be timed: a model
+    that trains by its own loop)."""
     config, data = resolved.config, resolved.data
     resources = config.resources
+    trials_s = budget.for_trials()
+    if trials_s < PLAN_MIN_S:
+        progress(f"budget plan: none ({trials_s:.0f} s for the trials is too short to time "
+                 f"candidates first; the plan needs {PLAN_MIN_S:.0f})")
+        return None
     # Timed as the trials will run: ``concurrency`` Ray tasks at once with the trials'
     # resources, each timing its share of the candidates, so the timings see the same
     # contention (in the driver alone, the same candidates timed up to 10x faster on a busy
@@ -165,7 +177,8 @@ def plan_budget(resolved: Any, budget: Budget, target_trials: int,
     sample = [m for part in ray.get([
         timing.remote(resolved.space, shared, costs, resources.gpus_per_trial,
                       resources.cpus_per_trial, config.seed + i, timed=False,
-                      count=PLAN_SAMPLES // tasks) for i in range(tasks)]) for m in part]
+                      count=PLAN_SAMPLES // tasks, seconds=PLAN_SHARE * trials_s)
+        for i in range(tasks)]) for m in part]
     timed = [m[EPOCH_S] for m in sample if EPOCH_S in m]
     if not timed:
         progress("budget plan: none (the model trains by its own loop, so its epochs cannot "

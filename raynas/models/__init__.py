@@ -14,7 +14,7 @@ import random
 from dataclasses import dataclass
 from typing import Any
 
-from raynas.errors import SpaceError, did_you_mean
+from raynas.errors import SpaceError, did_you_mean, show
 from raynas.registry import Ref, Registry, load_ref
 from raynas.space.space import Space
 
@@ -57,14 +57,14 @@ def builder_of(space: Space) -> ModelBuilder:
     """The space's builder, or a one-line SpaceError naming the space's ``model:``."""
     builder = BUILDERS.get(space.model)
     if builder is None:
-        raise SpaceError(f"{space.name}: model: unknown model {space.model!r}"
+        raise SpaceError(f"{space.name}: model: unknown model {show(space.model)}"
                          f"{did_you_mean(space.model, BUILDERS)}; known: {', '.join(BUILDERS)}")
     return builder
 
 
 def check_space(space: Space, origin: str) -> None:
     if space.model not in BUILDERS:
-        raise SpaceError(f"{origin}: model: unknown model {space.model!r}"
+        raise SpaceError(f"{origin}: model: unknown model {show(space.model)}"
                          f"{did_you_mean(space.model, BUILDERS)}; known: {', '.join(BUILDERS)}")
     BUILDERS[space.model].module.check(space, origin)
 

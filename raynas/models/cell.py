@@ -31,7 +31,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from raynas.errors import ConfigError, SpaceError, did_you_mean
+from raynas.errors import ConfigError, SpaceError, did_you_mean, show
 from raynas.models.supernet import Mix, MixedEdges, Path
 from raynas.ops.blocks import Zero
 from raynas.space.space import Arch, Space
@@ -261,7 +261,7 @@ def parse_nb201(text: str) -> dict[str, str]:
             if source != str(i):
                 raise fail(f"node {j}: edge {edge!r} must come from node {i}")
             if op not in NB201_OPS:
-                raise fail(f"unknown op {op!r}{did_you_mean(op, NB201_OPS)}")
+                raise fail(f"unknown op {show(op)}{did_you_mean(op, NB201_OPS)}")
             cell[nb201_field(j, i)] = op
     return cell
 
@@ -384,7 +384,7 @@ def darts_cells(genotype: Genotype | str) -> dict[str, dict[str, Any]]:
             (op_a, a), (op_b, b) = sorted(edges[2 * k : 2 * k + 2], key=lambda e: e[1])
             for op in (op_a, op_b):
                 if op not in DARTS_OPS:
-                    raise SpaceError(f"{where}: unknown op {op!r}{did_you_mean(op, DARTS_OPS)}")
+                    raise SpaceError(f"{where}: unknown op {show(op)}{did_you_mean(op, DARTS_OPS)}")
             if a == b or not 0 <= a < b < node:
                 raise SpaceError(f"{where}: node {node} must read two distinct earlier states, "
                                  f"got {a} and {b}")
@@ -465,14 +465,14 @@ def _check_positive(space: Space, origin: str, field: str) -> None:
         return
     for v in _finite(space, origin, field):
         if not isinstance(v, int) or isinstance(v, bool) or v < 1:
-            raise SpaceError(f"{origin}: space.{field}: must be positive integers, got {v!r}")
+            raise SpaceError(f"{origin}: space.{field}: must be positive integers, got {show(v)}")
 
 
 def _check_ops(space: Space, origin: str, field: str, ops: dict[str, OpFactory]) -> None:
     for op in _finite(space, origin, field):
         if op not in ops:
-            raise SpaceError(f"{origin}: space.{field}: unknown op {op!r}{did_you_mean(op, ops)};"
-                             f" known ops: {', '.join(ops)}")
+            raise SpaceError(f"{origin}: space.{field}: unknown op {show(op)}"
+                             f"{did_you_mean(op, ops)}; known ops: {', '.join(ops)}")
 
 
 def _scaled(channels: int, width: float) -> int:
@@ -538,8 +538,8 @@ class DartsBuilder:
                 allowed = darts_pairs(node)
                 for pair in _finite(space, origin, f"{path}.inputs"):
                     if pair not in allowed:
-                        raise SpaceError(f"{origin}: space.{path}.inputs: {pair!r} is not a pair "
-                                         f"of distinct earlier states; allowed: "
+                        raise SpaceError(f"{origin}: space.{path}.inputs: {show(pair)} is not a "
+                                         f"pair of distinct earlier states; allowed: "
                                          f"{', '.join(allowed)}")
                 for op in ("op_a", "op_b"):
                     _check_ops(space, origin, f"{path}.{op}", DARTS_OPS)

@@ -28,7 +28,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from raynas.errors import SpaceError, did_you_mean
+from raynas.errors import SpaceError, did_you_mean, show
 from raynas.ops import OPS
 from raynas.ops.blocks import DIMS, Unit, projection
 from raynas.space.nodes import Group, Repeat
@@ -184,19 +184,19 @@ def check(space: Space, origin: str) -> None:
     ops = finite("layers.op")
     for op in ops:
         if op not in OPS:
-            raise fail("layers.block.op", f"unknown op {op!r}{did_you_mean(op, OPS)}; "
+            raise fail("layers.block.op", f"unknown op {show(op)}{did_you_mean(op, OPS)}; "
                        f"known ops: {', '.join(OPS)}")
         OPS[op].check()  # e.g. the medical ops are MONAI's: a one-line error if it is missing
     for conn in finite("layers.connection"):
         if conn not in CONNECTIONS:
-            raise fail("layers.block.connection", f"unknown connection {conn!r}"
+            raise fail("layers.block.connection", f"unknown connection {show(conn)}"
                        f"{did_you_mean(conn, CONNECTIONS)}; known: {', '.join(CONNECTIONS)}")
     for field in ("layers.channels", "layers.stride", "stem_channels"):
         if space.domain(field) is None:
             continue
         for v in finite(field):
             if not isinstance(v, int) or isinstance(v, bool) or v < 1:
-                raise fail(field, f"must be positive integers, got {v!r}")
+                raise fail(field, f"must be positive integers, got {show(v)}")
     for op in ops:  # e.g. attention: the channels split evenly into its heads
         multiple = OPS[op].multiple
         for v in finite("layers.channels"):

@@ -17,13 +17,12 @@ from __future__ import annotations
 
 import contextlib
 import math
-import reprlib
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from raynas.errors import SpaceError, did_you_mean
+from raynas.errors import SpaceError, did_you_mean, show
 from raynas.space.nodes import Choice, Const, FloatRange, Group, IntRange, Node, Repeat
 
 KINDS = ("choice", "int", "float", "repeat")
@@ -34,18 +33,6 @@ MAX_INT = 2**53  # larger integers lose precision in floats (Optuna, Tune's quan
 MAX_INT_VALUES = 1_000_000  # an int range's values are listed by grid, RL and PBT
 MAX_NODES = 10_000  # decisions and constants in the largest architecture
 MAX_DEPTH = 50  # levels of groups and repeats (a recursive YAML alias is caught here too)
-
-_REPR = reprlib.Repr()
-_REPR.maxstring = _REPR.maxother = 60
-
-
-def show(value: Any) -> str:
-    """A short one-line repr of a user's value for an error message."""
-    try:
-        return _REPR.repr(value)
-    except ValueError:  # an int too long to print
-        return f"<{type(value).__name__} too large to show>"
-
 
 def _hint(key: Any, options) -> str:
     """did_you_mean for a key of any type (str() of a 5000-digit int raises ValueError)."""
@@ -204,7 +191,7 @@ def _nodes(node: Node) -> int:
 def _scalar(value: Any, fail, what: str) -> Any:
     """A constant or choice value: numbers must be finite and integers within +-2**53."""
     if isinstance(value, float) and not math.isfinite(value):
-        raise fail(f"{what} must be a finite number, got {value!r}")
+        raise fail(f"{what} must be a finite number, got {show(value)}")
     if isinstance(value, int) and not isinstance(value, bool) and abs(value) > MAX_INT:
         raise fail(f"{what} must be an integer within +-2**53, got {show(value)}")
     return value
@@ -246,10 +233,10 @@ def _number(value: Any, kind: type, fail, label: str) -> Any:
             raise fail(f"{label}: integer bounds must be within +-2**53 (write 1.0e20 for a large "
                            f"float), got {show(value)}")
         if not math.isfinite(value):
-            raise fail(f"{label}: bounds must be {what}, got {value!r}")
+            raise fail(f"{label}: bounds must be {what}, got {show(value)}")
         return float(value)
     if isinstance(value, float) and not (math.isfinite(value) and value.is_integer()):
-        raise fail(f"{label}: bounds must be {what}, got {value!r}")
+        raise fail(f"{label}: bounds must be {what}, got {show(value)}")
     if abs(value) > MAX_INT:
         raise fail(f"{label}: bounds must be integers within +-2**53, got {show(value)}")
     return int(value)

@@ -16,7 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from raynas.errors import SpaceError
+from raynas.errors import SpaceError, show
 from raynas.space.nodes import (
     COUNT_KEY,
     PARAMS,
@@ -157,7 +157,7 @@ class Space:
     def encode(self, arch: Arch) -> Flat:
         """Architecture -> flat config of its active decisions (inverse of ``decode``)."""
         if not isinstance(arch, dict):
-            raise SpaceError(f"{self.name}: an architecture must be a mapping, got {arch!r}")
+            raise SpaceError(f"{self.name}: an architecture must be a mapping, got {show(arch)}")
         body = {k: v for k, v in arch.items() if k != "space"}
         if arch.get("space", self.name) != self.name:
             raise SpaceError(f"architecture is from space {arch['space']!r}, not {self.name!r}")
@@ -271,7 +271,7 @@ class Space:
                 raise SpaceError(f"{self.name}: {where}: must be the constant {node.value!r}")
         elif isinstance(node, Group):
             if not isinstance(value, dict):
-                raise SpaceError(f"{self.name}: {where}: expected a mapping, got {value!r}")
+                raise SpaceError(f"{self.name}: {where}: expected a mapping, got {show(value)}")
             names = [n for n, _ in node.fields]
             extra = sorted(set(value) - set(names))
             if extra:

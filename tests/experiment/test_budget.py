@@ -18,8 +18,16 @@ from raynas.estimation import load_space
 from raynas.estimation.costs import EPOCH_S, CostSettings, measure
 from raynas.estimation.problem import Chance, label_chance
 from raynas.estimation.train import Run, TooSlow
-from raynas.experiment.budget import Budget, epochs_per_trial, make_plan
+from raynas.experiment.budget import (
+    PLAN_MIN_S,
+    Budget,
+    apply_plan,
+    epochs_per_trial,
+    make_plan,
+    plan_budget,
+)
 from raynas.experiment.driver import search
+from raynas.experiment.resolve import resolve
 from raynas.schedulers.no_learning import MIN_STEPS, not_learning
 
 
@@ -124,3 +132,27 @@ def test_a_trial_that_learns_nothing_is_stopped_whatever_the_scheduler(ray_local
     assert epochs == {"1e-09": 1, "0.003": 3}
     assert "raynas.stopped_by" not in learner.data.tags
     assert result.best["arch"]["train"]["lr"] == 0.003
+
+
+def test_a_budget_is_planned_from_candidates_timed_where_the_trials_run(ray_local):
+    """The plan times candidates in Ray tasks on the data; applied, it adds the cap on a
+    candidate's predicted epoch as a constraint, and rungs in seconds for ASHA."""
+    resolved = resolve(SearchConfig(scheduler="asha", time_budget="20m"))
+    said = []
+    plan = plan_budget(resolved, Budget(1200, time.time()), 20, said.append)
+    assert plan is not None and not said
+    assert 0 < plan.epoch_s < plan.cap_s
+    assert plan.data_fraction == 1  # 1,257 digits: all of them fit
+    planned = apply_plan(resolved, plan)
+    cap = [c for c in planned.constraints if c.metric == EPOCH_S]
+    assert [(c.op, c.bound) for c in cap] == [("<=", round(plan.cap_s, 1))]
+    assert planned.rungs.attr == "time_total_s" and planned.rungs.grace == plan.grace_s
+
+
+def test_a_short_budget_is_not_planned():
+    """Below PLAN_MIN_S of trials, timing candidates first would cost more than it saves."""
+    resolved = resolve(SearchConfig(time_budget="45s"))
+    said = []
+    assert plan_budget(resolved, Budget(45, time.time()), 20, said.append) is None
+    assert said and "too short to time candidates" in said[0]
+    assert PLAN_MIN_S > 45

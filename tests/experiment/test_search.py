@@ -133,7 +133,7 @@ def test_a_time_budget_stops_the_trials_and_fits_the_retraining_in_the_rest(ray_
                                                                             tracking):
     """--time-budget covers the whole search: Tune stops the trials with a fifth of it left,
     and the retraining runs as many epochs as fit in what remains."""
-    budget = 45
+    budget = 60
     result = search(SearchConfig(strategy="random", scheduler="fifo", num_trials=500,
                                  max_epochs=3, retrain_epochs=10_000, time_budget=f"{budget}s"))
     assert 0 < result.num_trials < 500  # stopped by the budget, not by the trial count

@@ -439,6 +439,28 @@ def test_builtin_spaces_load_and_are_usable(scratch):
         assert check_file(TEXTS[name].encode(), scratch) is not None, name
 
 
+def _string_paths(node: Any, path: tuple = ()) -> list[tuple]:
+    """The paths of every string value in a parsed space."""
+    if isinstance(node, dict):
+        return [p for k, v in node.items() for p in _string_paths(v, (*path, k))]
+    if isinstance(node, list):
+        return [p for i, v in enumerate(node) for p in _string_paths(v, (*path, i))]
+    return [path] if isinstance(node, str) else []
+
+
+@pytest.mark.parametrize("name", sorted(BUILTINS))
+def test_a_huge_value_is_shown_short(name):
+    """Every string value of a space made 5,000 characters long (an op, an optimizer, a
+    connection) loads or fails with a short line: the fuzzer once made a 5,170-character one."""
+    for path in _string_paths(BUILTINS[name]):
+        doc = copy.deepcopy(BUILTINS[name])
+        node = doc
+        for key in path[:-1]:
+            node = node[key]
+        node[path[-1]] = "9" * 5000 + node[path[-1]]
+        check_dict(doc)
+
+
 @pytest.mark.parametrize("name", sorted(BUILTINS))
 @FUZZ
 @given(data=st.data())

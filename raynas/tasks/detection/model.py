@@ -59,7 +59,7 @@ from torchvision.models.detection.ssdlite import SSDLiteHead
 from torchvision.ops import FeaturePyramidNetwork, MultiScaleRoIAlign
 from torchvision.ops.misc import Conv2dNormActivation
 
-from raynas.errors import SpaceError
+from raynas.errors import SpaceError, show
 from raynas.models import macro
 from raynas.report.graph import Graph, macro_graph
 from raynas.space.space import Space
@@ -300,12 +300,12 @@ def check(space: Space, origin: str) -> None:
             if (not isinstance(v, int) or isinstance(v, bool) or not low <= v <= high
                     or (also and v % CHANNEL_MULTIPLE)):
                 raise fail(field, f"must be integers from {low}"
-                           f"{f' to {high}' if high < float('inf') else ''}{also}, got {v!r}")
+                           f"{f' to {high}' if high < float('inf') else ''}{also}, got {show(v)}")
 
     for field, allowed in (("neck", NECKS), ("head", HEADS)):
         for v in finite(field):
             if v not in allowed:
-                raise fail(field, f"unknown value {v!r}; known: {', '.join(allowed)}")
+                raise fail(field, f"unknown value {show(v)}; known: {', '.join(allowed)}")
     integers("levels", 1, MAX_LEVELS)
     integers("neck_channels", CHANNEL_MULTIPLE, float("inf"),
              f" and multiples of {CHANNEL_MULTIPLE} (the heads' GroupNorm)")
@@ -313,16 +313,16 @@ def check(space: Space, origin: str) -> None:
     integers("anchor_octaves", 1, 4)
     for v in finite("anchor_scale"):
         if not isinstance(v, int | float) or isinstance(v, bool) or not 0 < v < 1e6:
-            raise fail("anchor_scale", f"must be positive numbers, got {v!r}")
+            raise fail("anchor_scale", f"must be positive numbers, got {show(v)}")
     for v in finite("input_scale"):
         if not isinstance(v, int | float) or isinstance(v, bool) or not 0 < v <= MAX_INPUT_SCALE:
-            raise fail("input_scale", f"must be numbers in (0, {MAX_INPUT_SCALE}], got {v!r}")
+            raise fail("input_scale", f"must be numbers in (0, {MAX_INPUT_SCALE}], got {show(v)}")
     for v in finite("anchor_ratios"):
         try:
             ratios(v)
         except ValueError:
             raise fail("anchor_ratios", f"must be positive numbers separated by commas "
-                       f"(e.g. '0.5,1,2'), got {v!r}") from None
+                       f"(e.g. '0.5,1,2'), got {show(v)}") from None
 
 
 def check_output(model: nn.Module, input_shape: tuple[int, ...], num_classes: int) -> None:

@@ -22,7 +22,7 @@ import torch
 from monai.networks.nets.attentionunet import AttentionBlock
 from torch import nn
 
-from raynas.errors import SpaceError, did_you_mean
+from raynas.errors import SpaceError, did_you_mean, show
 from raynas.models.supernet import Mix, MixedEdges, Path
 from raynas.ops import OPS
 from raynas.ops.blocks import monai_blocks
@@ -114,19 +114,19 @@ def check(space: Space, origin: str) -> None:
             raise fail(f"levels.block.{field}", "missing (a level needs op and channels)")
     for op in finite("levels.op"):
         if op not in OPS:
-            raise fail("levels.block.op", f"unknown op {op!r}{did_you_mean(op, OPS)}; known "
+            raise fail("levels.block.op", f"unknown op {show(op)}{did_you_mean(op, OPS)}; known "
                        f"ops: {', '.join(OPS)}")
         if op == "zero":
             raise fail("levels.block.op", "zero would cut the network in two")
     for v in finite("levels.channels"):
         if not isinstance(v, int) or isinstance(v, bool) or v < 1:
-            raise fail("levels.channels", f"must be positive integers, got {v!r}")
+            raise fail("levels.channels", f"must be positive integers, got {show(v)}")
     for field, allowed in (("attention", (True, False)), ("fusion", FUSIONS)):
         if space.domain(field) is None:
             raise fail(field, f"missing; one or a choice of {', '.join(map(str, allowed))}")
         for v in finite(field):
             if v not in allowed:
-                raise fail(field, f"unknown value {v!r}; known: {', '.join(map(str, allowed))}")
+                raise fail(field, f"unknown value {show(v)}; known: {', '.join(map(str, allowed))}")
 
 
 def build(arch: dict[str, Any], input_shape: tuple[int, ...], num_classes: int,

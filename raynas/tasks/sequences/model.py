@@ -20,7 +20,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from raynas.errors import SpaceError, did_you_mean
+from raynas.errors import SpaceError, did_you_mean, show
 from raynas.models.macro import masked, padding
 from raynas.space.nodes import Group, Repeat
 from raynas.space.space import Space
@@ -137,18 +137,18 @@ def check(space: Space, origin: str) -> None:
     for field, known in (("stem", STEMS), ("positional", POSITIONAL), ("pooling", POOLING)):
         for v in values(field):
             if v not in known:
-                raise fail(field, f"unknown {field} {v!r}{did_you_mean(str(v), known)}; known: "
+                raise fail(field, f"unknown {field} {show(v)}{did_you_mean(str(v), known)}; known: "
                            f"{', '.join(known)}")
     for field in ("embed_dim", "patch_size", "vocab", "layers.heads"):
         for v in values(field, required=field in ("embed_dim", "layers.heads")):
             if not isinstance(v, int) or isinstance(v, bool) or v < 1:
-                raise fail(field, f"must be positive integers, got {v!r}")
+                raise fail(field, f"must be positive integers, got {show(v)}")
     for v in values("layers.mlp_ratio", required=True):
         if not isinstance(v, int | float) or isinstance(v, bool) or v <= 0:
-            raise fail("layers.mlp_ratio", f"must be positive numbers, got {v!r}")
+            raise fail("layers.mlp_ratio", f"must be positive numbers, got {show(v)}")
     for v in values("dropout"):
         if not isinstance(v, int | float) or isinstance(v, bool) or not 0 <= v < 1:
-            raise fail("dropout", f"must be in [0, 1), got {v!r}")
+            raise fail("dropout", f"must be in [0, 1), got {show(v)}")
     for dim in values("embed_dim"):
         for heads in values("layers.heads"):
             if dim % heads:
