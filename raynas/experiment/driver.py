@@ -388,7 +388,7 @@ def _fit(run: Running, settings: TrialSettings) -> list[Any]:
             num_samples=current.get("num_trials") or run.num_trials, callbacks=[tracker],
             stop=_stoppers(run, tracker),
             max_failures=config.failures.max_retries if resolved.task.retry else 0,
-            keep_checkpoints=None if resolved.scheduler.population else 2,
+            keep_checkpoints=None if resolved.scheduler.population else 1,
             time_budget_s=trials_s)
     grid = tuner.fit()
     if ledger.live and budget.trials_over:

@@ -118,14 +118,10 @@ def _live(searcher: Any) -> set[str]:
 def build_tuner(trainable: Any, plan: Plan, scheduler: Any, *, metric: str, mode: str,
                 storage: str, name: str | None = None, num_samples: int | None = None,
                 callbacks: Sequence[Any] = (), stop: Any = None, max_failures: int = 0,
-                keep_checkpoints: int | None = 2, time_budget_s: float | None = None) -> Any:
+                keep_checkpoints: int | None = 1, time_budget_s: float | None = None) -> Any:
     """A Tuner over ``plan`` with reused actors (~20x less per-trial overhead than Tune's
-    default here). Two checkpoints a trial are kept: Tune deletes the older one as soon as the
-    newer is registered, but copies its own state to the storage only now and then, so after a
-    killed driver that state can name the older one (with one kept, a resume on S3 failed a
-    trial: "Could not recover from checkpoint as it does not exist on storage anymore").
-    ``keep_checkpoints=None`` keeps every checkpoint (PBT restores a trial from another's);
-    ``time_budget_s``: Tune stops starting and running trials after it. A
+    default here). ``keep_checkpoints=None`` keeps every checkpoint (PBT restores a trial from
+    another's); ``time_budget_s``: Tune stops starting and running trials after it. A
     ``Searcher`` chain is capped by ``TrialBudget`` (exact after a resume), Tune's own counter
     then left unbounded (-1)."""
     samples, searcher, callbacks = num_samples or plan.num_trials, plan.searcher, list(callbacks)
