@@ -7,7 +7,7 @@ The objective is ``raynas.bench.strategies.synthetic_objective``, the share of t
 that match a target cell, so the optimum (1.0) is known and scores come in steps of 1/6.
 
 100 trials take every strategy well out of its start-up phase (TPE: 6 random trials, GP: 10,
-evolution: a random population of 20, local search: one random start, REINFORCE: an update every
+evolution: a random population of 20, local search: 10 random, REINFORCE: an update every
 2 trials, BANANAS: 10 random, PNAS: a beam of 8; NSGA-II: a first generation of 37 of its 150
 trials), and each runs on the same fixed seeds as random search. A single-objective run stops at
 the optimum: nothing better can follow, and a converged model-based sampler only re-proposes it,
