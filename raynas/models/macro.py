@@ -11,12 +11,16 @@ Each layer is ``{op, channels, stride, connection}``. Connections:
 Any valid architecture builds: a stride never shrinks a feature map below one element (it
 becomes 1 there), and shortcuts project channels/resolution when they differ.
 
-Padding: an input position that is NaN in every channel is padding (a variable-length series
-padded to the longest; ``raynas.data``). The network turns it into a mask first thing, so the
-model's input alone says which steps are real: the same tensor trains, evaluates, is logged
-with MLflow and exported, with no second input. Padded positions are zero after every layer,
-the ops that declare ``Op.masked`` (attention, recurrence) are given the mask, and the global
-pooling averages the real positions only, so padding changes nothing of the logits.
+Padding: in a sequence (1-D input), a position that is NaN in every channel is padding (a
+variable-length series padded to the longest; ``raynas.data``). The network turns it into a
+mask first thing, so the model's input alone says which steps are real: the same tensor trains,
+evaluates, is logged with MLflow and exported, with no second input. Padded positions are zero
+after every layer, the ops that declare ``Op.masked`` (attention, recurrence) are given the
+mask, and the global pooling averages the real positions only, so padding changes nothing of
+the logits. Images and volumes are never padded: there the masks would be all False and cost a
+pass over every layer's features, so they have none (a training step of 12 random ``macro_cnn``
+networks on digits: a median 6 % faster without them, nothing measurable on the largest;
+2026-12-07).
 """
 
 from __future__ import annotations
@@ -54,7 +58,7 @@ class Layer(nn.Module):
         elif self.connection == "parallel":
             self.side = OPS[spec["op"]](c_in, c_out, stride, dims)
 
-    def forward(self, history: list[torch.Tensor], pad: torch.Tensor) -> torch.Tensor:
+    def forward(self, history: list[torch.Tensor], pad: torch.Tensor | None) -> torch.Tensor:
         x = history[-1]
         if self.connection == "dense":
             size = x.shape[2:]
@@ -66,7 +70,7 @@ class Layer(nn.Module):
                      else self.side(x))
         return y
 
-    def call(self, op: nn.Module, x: torch.Tensor, pad: torch.Tensor) -> torch.Tensor:
+    def call(self, op: nn.Module, x: torch.Tensor, pad: torch.Tensor | None) -> torch.Tensor:
         return op(x, pad) if self.masked else op(x)
 
 
@@ -103,7 +107,9 @@ class MaskedPool(nn.Module):
         super().__init__()
         self.linear = nn.Linear(channels, num_classes)
 
-    def forward(self, x: torch.Tensor, pad: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, pad: torch.Tensor | None) -> torch.Tensor:
+        if pad is None:  # nothing is padding
+            return self.linear(x.flatten(2).mean(2))
         keep = (~pad).flatten(1).to(x.dtype)[:, None]  # N, 1, positions
         total = (x.flatten(2) * keep).sum(2)  # no matmul: the FLOPs are a plain pooling's
         return self.linear(total / keep.sum(2).clamp(min=1.0))
@@ -146,8 +152,15 @@ class MacroNet(nn.Module):
         """The stem's output and every layer's, in order."""
         return self.masked_features(x)[0]
 
-    def masked_features(self, x: torch.Tensor) -> tuple[list[torch.Tensor], torch.Tensor]:
-        """``features``, and the padding mask of the last (see ``padding``)."""
+    def masked_features(self, x: torch.Tensor
+                        ) -> tuple[list[torch.Tensor], torch.Tensor | None]:
+        """``features``, and the padding mask of the last (see ``padding``; None for an image
+        or a volume, never padded)."""
+        if x.dim() != 3:
+            history = [self.stem(x)]
+            for layer in self.layers:
+                history.append(layer(history, None))
+            return history, None
         x, pad = padding(x)
         y, pad = masked(self.stem(x), pad)
         history = [y]
