@@ -252,12 +252,12 @@ def run(trials: int, repeats: int, concurrency: int, output: Path, warm_up: bool
         # The first Tune run of a process pays one-time costs (imports, Ray starting worker
         # processes): a warm-up, not counted. raynas's own one-time costs (MLflow's store
         # creation, imports) happen before its trials start.
+        uri = tracking(folder)
         if warm_up:
             print_fn("warm-up (not counted) ...")
-            plain_tune(space, data, 1, 1, 0, folder / "plain", tracking(folder))
+            plain_tune(space, data, 1, 1, 0, folder / "plain", uri)
         seconds = interleaved({"raynas": with_raynas, "tune": with_tune("tune", None),
-                               "tune+mlflow": with_tune("tune+mlflow", tracking(folder))},
-                              repeats)
+                               "tune+mlflow": with_tune("tune+mlflow", uri)}, repeats)
     rows = [{"repeat": i, "system": name, "trials": trials, "trial_s": sig(s),
              "trials_per_s": sig(trials / s), **extra[name][i]}
             for name, values in seconds.items() for i, s in enumerate(values)]

@@ -82,8 +82,12 @@ def padding(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return torch.nan_to_num(x, nan=0.0), pad
 
 
-def masked(x: torch.Tensor, pad: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Features with zeros at padded positions, and the mask resized to them."""
+def masked(x: torch.Tensor, pad: torch.Tensor | None
+           ) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Features with zeros at padded positions, and the mask resized to them (``x`` as it is
+    where nothing is padding)."""
+    if pad is None:
+        return x, None
     pad = resized(pad, tuple(x.shape[2:]))
     return x.masked_fill(pad[:, None], 0.0), pad
 
@@ -156,12 +160,7 @@ class MacroNet(nn.Module):
                         ) -> tuple[list[torch.Tensor], torch.Tensor | None]:
         """``features``, and the padding mask of the last (see ``padding``; None for an image
         or a volume, never padded)."""
-        if x.dim() != 3:
-            history = [self.stem(x)]
-            for layer in self.layers:
-                history.append(layer(history, None))
-            return history, None
-        x, pad = padding(x)
+        x, pad = padding(x) if x.dim() == 3 else (x, None)
         y, pad = masked(self.stem(x), pad)
         history = [y]
         for layer in self.layers:

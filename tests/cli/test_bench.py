@@ -70,9 +70,9 @@ def test_overhead_compares_raynas_search_with_plain_tune(ray_local, tmp_path, ca
         # the trial phase is inside the whole fit (which also starts the trial actors)
         assert row["trial_s"] < row["fit_s"]
     summary = report["summary"]
-    # Both sides ran whole trials: well under 1,000 trials/s, and more than one per minute.
+    # Every side ran whole trials: well under 100 trials/s, and more than one per minute.
     for side in ("raynas", "tune", "tune+mlflow"):
-        assert 1 / 60 < summary[f"{side}_trials_per_s"] < 1000
+        assert 1 / 60 < summary[f"{side}_trials_per_s"] < 100
     # the median of the paired ratios, between their smallest and largest (4 digits each)
     assert summary["ratio_min"] * 0.999 <= report["ratio"] <= summary["ratio_max"] * 1.001
     # raynas's search also retrained, logged and registered a model: a real fixed cost.
