@@ -14,7 +14,6 @@ from ray.tune.schedulers import (
     FIFOScheduler,
     HyperBandScheduler,
     MedianStoppingRule,
-    PopulationBasedTraining,
 )
 from ray.tune.search.basic_variant import BasicVariantGenerator
 
@@ -100,14 +99,16 @@ def _curve(ctx: StrategyContext) -> Any:
 def _pbt(ctx: StrategyContext) -> Any:
     # A list makes PBT step to a neighbouring value; a continuous domain is scaled by 0.8/1.2
     # and then clipped back into the space's range.
+    from raynas.schedulers.pbt import LatestCheckpointPBT
+
     space = ctx.space
     domains = space.to_tune()
     decisions = {d.key: d.param for d in space.decisions()}
     mutations = {k: decisions[k].options() or domains[k] for k in pbt_keys(space)}
-    return PopulationBasedTraining(time_attr=TIME_ATTR,
-                                   perturbation_interval=max(1, ctx.max_budget // 4),
-                                   hyperparam_mutations=mutations,
-                                   custom_explore_fn=functools.partial(_clip, decisions))
+    return LatestCheckpointPBT(time_attr=TIME_ATTR,
+                               perturbation_interval=max(1, ctx.max_budget // 4),
+                               hyperparam_mutations=mutations,
+                               custom_explore_fn=functools.partial(_clip, decisions))
 
 
 def _clip(decisions: dict[str, Any], config: dict[str, Any]) -> dict[str, Any]:

@@ -7,7 +7,6 @@ import json
 import math
 import multiprocessing
 import random
-import statistics
 
 import pytest
 import torch
@@ -58,10 +57,14 @@ def test_latency_is_positive_stable_and_grows_with_the_work():
     small = nn.Sequential(nn.Conv2d(1, 8, 3, padding=1), nn.Flatten(), nn.Linear(8 * 64, 10))
     large = nn.Sequential(nn.Conv2d(1, 128, 3, padding=1), nn.Conv2d(128, 128, 5, padding=2),
                           nn.Flatten(), nn.Linear(128 * 64, 10))
-    repeats = [measure_latency(small, (1, 8, 8)) for _ in range(3)]
+    repeats = [measure_latency(small, (1, 8, 8)) for _ in range(5)]
     assert min(repeats) > 0
-    assert max(repeats) / min(repeats) < 2.0  # median of short blocks: stable on a busy machine
-    assert measure_latency(large, (1, 8, 8)) > 5 * statistics.median(repeats)
+    # Median of short blocks: preemptions do not move it, but a core shared with another
+    # process for a whole measurement (0.1 s) runs it ~1.9x slower (20 vs 35-40 us, beside a
+    # running test suite, 2026-12-07), so repeats differ by that much and no more.
+    assert max(repeats) / min(repeats) < 2.5
+    # ... which is far less than what ~2,500x the work costs, on a quiet or a busy core
+    assert measure_latency(large, (1, 8, 8)) > 5 * max(repeats)
 
 
 @pytest.mark.parametrize("text, expected", [
