@@ -53,19 +53,6 @@ def init_ray(address: str | None, progress: Callable[[str], None], **options: An
     return True
 
 
-def trial_actors_reusable(address: str | None) -> bool:
-    """Whether Tune may hand a finished trial's actor to the next trial (``reuse_actors``): on
-    a local Ray of one node only. Reuse saves ~1.4 s a trial (design.md, known traps), but Tune
-    gives a cached actor even to a trial whose own actor is still starting on another node, and
-    removes that one: a node whose actors start slower than a trial runs (a busy node, one that
-    joins later) never got a trial (8 of 8 on the other node in CI, 2026-12-07). A cluster,
-    or one joined by address (it may grow), starts a fresh actor per trial."""
-    import ray
-
-    joined = address or os.environ.get("RAY_ADDRESS")
-    return not joined and sum(bool(node["Alive"]) for node in ray.nodes()) == 1
-
-
 def auth_headers() -> dict[str, str]:
     """Ray's token (RAY_AUTH_TOKEN, RAY_AUTH_TOKEN_PATH or ~/.ray/auth_token) as the header its
     HTTP and gRPC servers take, for clusters with token authentication (Ray 2.60 turns it on for

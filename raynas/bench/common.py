@@ -29,7 +29,6 @@ from raynas.estimation import trial_function
 from raynas.estimation.fidelity import Fidelity
 from raynas.estimation.train import TrialSettings
 from raynas.experiment.tuner import build_tuner, plan_search
-from raynas.runtime import trial_actors_reusable
 from raynas.space import Space
 from raynas.strategies.base import StrategyContext
 
@@ -113,12 +112,10 @@ def finite(values: Iterable[float]) -> list[float]:
 def tune_fit(space: Space, data: Any, *, strategy: str, scheduler: str, seed: int, trials: int,
              max_epochs: int, concurrency: int, callbacks: Sequence[Any] = (),
              cpus: float = 1.0, gpus: float = 0.0,
-             objectives: Sequence[tuple[str, str]] = (("val_accuracy", "max"),),
-             address: str | None = None) -> Any:
+             objectives: Sequence[tuple[str, str]] = (("val_accuracy", "max"),)) -> Any:
     """One search through Tune exactly as ``raynas search`` sets it up (the same trainable,
-    searcher chain, scheduler and ``build_tuner``; ``address``: the cluster it joined), minus
-    MLflow and the retraining: what a benchmark of the search itself (not of tracking) runs.
-    Returns Tune's ``ResultGrid``."""
+    searcher chain, scheduler and ``build_tuner``), minus MLflow and the retraining: what a
+    benchmark of the search itself (not of tracking) runs. Returns Tune's ``ResultGrid``."""
     (metric, mode), *_ = objectives
     ctx = StrategyContext.of(space, objectives, seed=seed, num_trials=trials,
                              concurrency=concurrency, max_budget=max_epochs, scheduler=scheduler)
@@ -129,6 +126,5 @@ def tune_fit(space: Space, data: Any, *, strategy: str, scheduler: str, seed: in
         {"cpu": cpus, "gpu": gpus})
     with tempfile.TemporaryDirectory(prefix="raynas-bench-") as folder:
         tuner = build_tuner(trainable, plan, chosen, metric=metric, mode=mode,
-                            storage=str(Path(folder).resolve()), callbacks=callbacks,
-                            reuse_actors=trial_actors_reusable(address))
+                            storage=str(Path(folder).resolve()), callbacks=callbacks)
         return tuner.fit()  # its metrics are in memory; its checkpoints go with the folder

@@ -145,10 +145,10 @@ def wait_for_head(address: str, timeout: float = 120) -> None:
             time.sleep(0.5)
 
 
-def search_rate(address: str, trials: int, max_epochs: int, concurrency: int,
-                gpus_per_trial: float) -> dict[str, Any]:
-    """One search on the cluster this process has joined (at ``address``): its trials/minute,
-    from the first trial's start to the last one's end, and how many trials each node ran."""
+def search_rate(trials: int, max_epochs: int, concurrency: int, gpus_per_trial: float
+                ) -> dict[str, Any]:
+    """One search on the cluster this process has joined: its trials/minute, from the first
+    trial's start to the last one's end, and how many trials each node ran."""
     starts: list[float] = []
     ends: list[float] = []
     node_of: dict[str, str] = {}  # trial id -> the node its results came from
@@ -166,8 +166,7 @@ def search_rate(address: str, trials: int, max_epochs: int, concurrency: int,
 
     grid = tune_fit(load_space("small_cnn"), load_dataset("digits", seed=0), strategy="random",
                     scheduler="fifo", seed=0, trials=trials, max_epochs=max_epochs,
-                    concurrency=concurrency, callbacks=[Clock()], gpus=gpus_per_trial,
-                    address=address)
+                    concurrency=concurrency, callbacks=[Clock()], gpus=gpus_per_trial)
     if grid.num_errors:
         raise RuntimeError(f"{grid.num_errors} trials failed: {grid.errors[0]}")
     seconds = max(ends) - min(starts)
@@ -193,10 +192,9 @@ def one_then_two(settings: dict[str, Any]) -> list[dict[str, Any]]:
                 # and raynas: seconds, as long as many short trials): a one-epoch warm-up with
                 # a trial per CPU takes it, so what is measured is the rate of a running search.
                 if settings["warm_up"]:
-                    search_rate(nodes.address, count * cpus, 1, count * cpus,
-                                settings["gpus_per_trial"])
+                    search_rate(count * cpus, 1, count * cpus, settings["gpus_per_trial"])
                 found.append({"nodes": count, "cpus": count * cpus, **search_rate(
-                    nodes.address, settings["trials"], settings["max_epochs"], count * cpus,
+                    settings["trials"], settings["max_epochs"], count * cpus,
                     settings["gpus_per_trial"])})
             return found
     finally:

@@ -38,7 +38,7 @@ from raynas.objectives.scalarize import (
     needs_sample,
 )
 from raynas.report.search import attach as attach_report
-from raynas.runtime import ray_session, stderr, trial_actors_reusable
+from raynas.runtime import ray_session, stderr
 from raynas.schedulers import bracket_warning
 from raynas.schedulers.no_learning import REASON as NO_LEARNING
 from raynas.schedulers.no_learning import NotLearning
@@ -389,7 +389,7 @@ def _fit(run: Running, settings: TrialSettings) -> list[Any]:
             stop=_stoppers(run, tracker),
             max_failures=config.failures.max_retries if resolved.task.retry else 0,
             keep_checkpoints=None if resolved.scheduler.population else 1,
-            time_budget_s=trials_s, reuse_actors=trial_actors_reusable(config.resources.address))
+            time_budget_s=trials_s)
     grid = tuner.fit()
     if ledger.live and budget.trials_over:
         # Tune's time budget ended these trials, and ends them without a callback.

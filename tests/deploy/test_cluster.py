@@ -276,10 +276,11 @@ def test_the_kubernetes_entrypoint_resumes_itself_on_two_nodes_into_the_mlflow_s
             run.data.tags.get("raynas.error"), proc.stdout[-3000:])
         steps = [m.step for m in client.get_metric_history(run.info.run_id, "val_accuracy")]
         assert steps == sorted(set(steps)) and steps[0] == 1, steps
-    # Trials ran on both nodes (two trials at a time, one CPU per node).
+    # Trials ran on the cluster's nodes. Not necessarily on both: with actor reuse, a node
+    # whose trial actor starts slower than a trial runs gets none (docs/cluster.md); the
+    # node-loss test below puts a trial on node_b for certain.
     on = [r.data.tags.get("raynas.node_id") for r in trials]
-    assert set(on) == set(cluster.nodes.values()), (
-        {n: on.count(i) for n, i in cluster.nodes.items()}, proc.stdout[-3000:])
+    assert set(on) <= set(cluster.nodes.values()), proc.stdout[-3000:]
 
     # The final model: registered once, stored by the server, loadable through it.
     name = summary["experiment"]
@@ -475,6 +476,15 @@ def test_zz_a_removed_worker_node_costs_retries_not_trials(cluster, mlflow_serve
 
     work = tmp_path / "work"
     work.mkdir()
+    client, jobs = MlflowClient(mlflow_server.url), cluster.client()
+    # The first trial must go to node_b: Tune hands a finished trial's actor to the next trial
+    # even while that trial's own actor is still starting on another node, so where a node_b
+    # actor starts slower than a trial runs (beside a CPU hog: 16 s against 8), every trial
+    # ran on node_a (2 of 4 runs, 2026-12-07). Until one trains there, node_a's CPU is held.
+    hold = jobs.submit_job(entrypoint="sleep 600", entrypoint_num_cpus=1,
+                           entrypoint_resources={"node_a": 1})
+    wait_for("node_a's CPU held", lambda: launcher.state_name(jobs.get_job_status(hold))
+             == "RUNNING", 60)
     proc = raynas("launch", "cluster", "--address", cluster.address, "--no-wait",
                   "--tracking-uri", mlflow_server.url, "--storage", str(tmp_path / "results"),
                   "--", "--space", "small_cnn", "--dataset", "mnist5k", "--strategy", "grid",
@@ -483,7 +493,6 @@ def test_zz_a_removed_worker_node_costs_retries_not_trials(cluster, mlflow_serve
                   cwd=work, env=cluster.submitter_env)
     assert proc.returncode == 0, proc.stderr
     job_id = proc.stdout.strip()
-    client, jobs = MlflowClient(mlflow_server.url), cluster.client()
 
     def training_on_b() -> bool:
         experiment = client.get_experiment_by_name("node-loss")
@@ -500,6 +509,8 @@ def test_zz_a_removed_worker_node_costs_retries_not_trials(cluster, mlflow_serve
         print(jobs.get_job_logs(job_id)[-6000:], _trial_actors(cluster.address, cluster.token),
               _alive_nodes(cluster.address, cluster.token))
         raise
+    finally:
+        jobs.stop_job(hold)
     cluster.worker.kill()  # the node crashes: its `ray start`, raylet, workers, all SIGKILLed
     _kill_leftovers(cluster.temp / "b")
     wait_for("the job to end", lambda: launcher.state_name(jobs.get_job_status(job_id))
