@@ -14,9 +14,9 @@ class LatestCheckpointPBT(PopulationBasedTraining):
     for at the trial's own last perturbation, and only if the trial was on top then. In a
     small or uneven population the top trial often was not, and the exploit is skipped ("no
     checkpoint for trial ..."): on 2 cores, 4 trials of 8 epochs cloned none in a CI run
-    (2026-12-07). raynas's trials report a checkpoint at every step
-    (all kept under PBT), so the top trial's latest one is always there: it is what is cloned,
-    with the weights the trial has now rather than at its last perturbation."""
+    (2026-12-07). raynas's trials report a checkpoint at every step (all kept under PBT), so
+    the top trial's latest one is always there: it is what is cloned, with the weights the
+    trial has now rather than at its last perturbation."""
 
     def on_trial_result(self, tune_controller: Any, trial: Trial, result: dict) -> str:
         # Only the upper quantile is ever cloned, so offering every trial's latest checkpoint
