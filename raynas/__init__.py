@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import os
 from importlib import import_module
 from typing import Any
 
 __version__ = "0.1.0"
+
+# raynas reads many small artifacts (space.yaml, architecture.json, budget.json): one MLflow
+# progress bar each is noise on stderr, and in a table printed to stdout.
+os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 
 #: The public API, imported lazily: ``import raynas`` stays fast (the CLI's error paths never
 #: import Ray or torch).

@@ -18,7 +18,6 @@ on the same batch sizes. The tolerance, the logging and the one-line errors are 
 from __future__ import annotations
 
 import importlib.util
-import os
 import tempfile
 import warnings
 from collections.abc import Callable
@@ -42,8 +41,6 @@ import yaml
 from mlflow.exceptions import MlflowException
 from mlflow.models import Model
 
-# One progress bar per downloaded artifact (space.yaml, architecture.json, …) is stderr noise.
-os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 FORMATS = {"torchscript": "model.pt", "onnx": "model.onnx"}
 ONNX_MODULES = ("onnx", "onnxscript", "onnxruntime")  # the `export` extra
 # Relative to the largest |output|: exporters fuse and reorder float32 kernels, which moves

@@ -17,7 +17,6 @@ trainings.
 from __future__ import annotations
 
 import json
-import os
 import statistics
 import tempfile
 import time
@@ -46,8 +45,6 @@ from raynas.tracking.session import tracking_session
 from raynas.tracking.store import connect, last_line, tracking_uri
 from raynas.tracking.tracker import SearchRecord, experiment_of
 
-# One progress bar per downloaded artifact (space.yaml, architecture.json, …) is stderr noise.
-os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 CHAMPION = "champion"  # the registered model alias of the best retrained architecture
 FILE_DATASET = "digits"  # an architecture file's dataset unless --dataset names one
 

@@ -19,7 +19,6 @@ import contextlib
 import html
 import io
 import json
-import os
 import tempfile
 import time
 from collections.abc import Callable
@@ -40,8 +39,6 @@ from raynas.report.diagram import draw
 from raynas.report.graph import facts, graph_of
 from raynas.space import read_space
 
-# A progress bar per small JSON file read is noise on the search's stderr.
-os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 ANYTIME_SIZE = (1200, 450)  # pixels
 DPI = 100
 TOP = 5  # architectures in the comparison

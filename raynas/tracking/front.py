@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
 from typing import Any
 
@@ -34,6 +33,5 @@ def load_front(run_id: str, tracking: str | None = None) -> dict[str, Any]:
         client.get_run(run_id)
     except MlflowException:
         raise ConfigError(f"RUN_ID: no MLflow run {run_id!r} in {uri}") from None
-    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # keep stdout a table
     return artifact_json(client, run_id, "pareto.json",
                          "not the parent run of a finished multi-objective search")
