@@ -34,7 +34,8 @@ def _search(args: argparse.Namespace, seed: int, flags: list[str], folder: Path)
                "--tracking-uri", f"sqlite:///{folder / 'mlflow.db'}", *flags]
     folder.mkdir(parents=True)
     started = time.time()
-    done = subprocess.run(command, capture_output=True, text=True)
+    # In its folder: MLflow puts a SQLite store's artifacts under ./mlruns of the current one.
+    done = subprocess.run(command, capture_output=True, text=True, cwd=folder)
     wall = time.time() - started
     if done.returncode != 0:
         return {"wall_s": round(wall, 1), "error": done.stderr.strip().splitlines()[-1:]}
