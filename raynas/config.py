@@ -131,6 +131,8 @@ class SearchConfig:
     seed: int = 0
     time_budget: str | None = None  # e.g. 20m: the whole search, trials and final retraining
     budget_plan: bool = True  # with time_budget: plan the trials from it (experiment.budget)
+    #: Space fields fixed by its builder's flags (``--backbone-weights PATH``; ``SpaceFlag``)
+    fixed: dict[str, Any] | None = None
     resources: Resources = field(default_factory=Resources)
     tracking: Tracking = field(default_factory=Tracking)
     failures: Failures = field(default_factory=Failures)

@@ -25,7 +25,7 @@ from ray import cloudpickle
 from ray.tune.search import Searcher, SearchGenerator
 
 from raynas import strategies
-from raynas.config import TIME_ATTR
+from raynas.config import TIME_ATTR, SearchConfig
 from raynas.data import load_dataset
 from raynas.errors import RaynasError
 from raynas.estimation import load_space
@@ -34,6 +34,7 @@ from raynas.estimation.task import TASKS
 from raynas.models import (
     BUILDERS,
     ModelBuilder,
+    SpaceFlag,
     build_model,
     describe,
     from_genotype,
@@ -191,6 +192,17 @@ CLASSES = 3  # the networks check_builder builds (a detector's count includes th
 BATCH = 2  # inputs per forward pass (BatchNorm needs two in training mode)
 
 
+def _check_space_flag(flag: SpaceFlag) -> None:
+    """A builder's flag is a long option of its own: no other builder's, and not one of
+    ``raynas search``'s settings (each of which is a flag of its name, ``SearchConfig.flat``)."""
+    _expect(flag.flag.startswith("--") and flag.field.isidentifier(),
+            f"{flag.flag} must be --NAME and {flag.field!r} a field name")
+    owners = [b.name for b in BUILDERS.values() for f in b.flags if f.flag == flag.flag]
+    _expect(len(owners) == 1, f"{flag.flag} is the flag of builders {', '.join(owners)}")
+    _expect(flag.flag[2:].replace("-", "_") not in SearchConfig().flat(),
+            f"{flag.flag} is a setting of raynas search itself")
+
+
 def check_builder(name: str, samples: int = 3, seed: int = 0) -> None:
     """The contract of model builder ``name``, as timm's tests run over ``list_models()``: from
     its ``example`` (a built-in space and an input shape) it builds ``samples`` sampled
@@ -236,6 +248,9 @@ def check_builder(name: str, samples: int = 3, seed: int = 0) -> None:
         for i, one in enumerate(archs):
             with _failing(where, f"graph of sampled architecture {i}"):
                 _check_graph(graph_of(name)(one))
+    for flag in builder.flags:
+        with _failing(where, f"flags: {flag.flag}"):
+            _check_space_flag(flag)
 
 
 @contextlib.contextmanager

@@ -5,11 +5,13 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from pathlib import Path
 from typing import Any
 
 from raynas.cli.common import fraction, json_flag, print_result, tracking_flag
 from raynas.config import RETRAIN_SHARE, SearchConfig
 from raynas.data import usages
+from raynas.models import BUILDERS, SpaceFlag
 
 
 class StrategyOptions(argparse.Action):
@@ -22,6 +24,20 @@ class StrategyOptions(argparse.Action):
         if not equals or not key.strip():
             parser.error(f"argument {option_string}: expected KEY=VALUE, got {value!r}")
         setattr(namespace, self.dest, {**(getattr(namespace, self.dest) or {}), key.strip(): text})
+
+
+class FixField(argparse.Action):
+    """A builder's ``SpaceFlag``: its value goes into ``fixed``, under the field it sets."""
+
+    def __init__(self, *args: Any, space_flag: SpaceFlag, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.space_flag = space_flag
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace,
+                 value: Any, option_string: str | None = None) -> None:
+        value = str(Path(value).expanduser().resolve()) if self.space_flag.path else value
+        setattr(namespace, self.dest, {**(getattr(namespace, self.dest) or {}),
+                                       self.space_flag.field: value})
 
 
 def add_search_flags(s: argparse.ArgumentParser) -> None:
@@ -105,6 +121,11 @@ def add_search_flags(s: argparse.ArgumentParser) -> None:
                         "its settings come from there. auto: the search lives in "
                         "STORAGE/EXPERIMENT; resume it if it is there, else start it there "
                         "(a job that restarts runs the same command)")
+    for builder in BUILDERS.values():
+        for flag in builder.flags:
+            s.add_argument(flag.flag, dest="fixed", action=FixField, space_flag=flag,
+                           metavar=flag.metavar, help=f"{flag.help} (spaces of model "
+                                                      f"{builder.name})")
     json_flag(s)
     s.set_defaults(**SearchConfig().flat())  # one place for the defaults: the config's
 

@@ -199,8 +199,9 @@ def _start(resolved: Resolved, plan: Plan, experiment: str, client: Any, uri: st
         **{f"raynas.{k}": v for k, v in plan.notes.items()},
         **({"raynas.mirror": remote} if remote else {}),
     }, params={**{k: v for k, v in config.flat().items()
-                  if v is not None and k != "strategy_options"},
-               **{f"strategy_option.{k}": v for k, v in asdict(resolved.options).items()}},
+                  if v is not None and k not in ("strategy_options", "fixed")},
+               **{f"strategy_option.{k}": v for k, v in asdict(resolved.options).items()},
+               **{f"space.{k}": v for k, v in (config.fixed or {}).items()}},
         space_yaml=to_yaml(resolved.space), warn=progress)
     state = SearchState(str(folder), uri, record.ledger.experiment_id,
                         config=asdict(config), tune_path=tune_path, mirror=remote)

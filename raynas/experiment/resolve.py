@@ -21,7 +21,7 @@ from raynas.estimation import load_space
 from raynas.estimation.costs import check_cost_settings
 from raynas.estimation.fidelity import Fidelity, parse_fidelity
 from raynas.estimation.task import TASKS, Task
-from raynas.models import builder_of, check_width
+from raynas.models import builder_of, check_width, fix_fields
 from raynas.objectives.constraints import Constraint, parse_constraints
 from raynas.objectives.pareto import Objective, parse_objectives
 from raynas.objectives.scalarize import SCALAR, parse_weights, scalarization_of
@@ -89,7 +89,7 @@ def resolve(config: SearchConfig) -> Resolved:
                               "network on, epoch by epoch)")
     if config.resources.address and config.resources.address != "auto":
         probe(config.resources.address)
-    space = load_space(config.space)
+    space = load_space(fix_fields(config.space, config.fixed))
     if fidelity.task.width < 1 or (fidelity.rungs and fidelity.resource == "width"):
         check_width(space)
     data = load_dataset(config.dataset, seed=config.seed)

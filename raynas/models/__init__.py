@@ -10,13 +10,27 @@ folders. ``raynas.testing.check_builder`` is the contract every registered build
 
 from __future__ import annotations
 
+import copy
 import random
 from dataclasses import dataclass
 from typing import Any
 
-from raynas.errors import SpaceError, did_you_mean, show
+from raynas.errors import ConfigError, SpaceError, did_you_mean, show
 from raynas.registry import Ref, Registry, load_ref
 from raynas.space.space import Space
+
+
+@dataclass(frozen=True)
+class SpaceFlag:
+    """A ``raynas search`` flag that a builder adds: it fixes one field of the space to the
+    flag's value (``--backbone-weights PATH`` sets ``backbone_weights``), as if the space's YAML
+    said so; a ``path`` is made absolute, for trials that run in other folders."""
+
+    flag: str
+    field: str
+    metavar: str
+    help: str
+    path: bool = False
 
 
 @dataclass(frozen=True)
@@ -43,6 +57,7 @@ class ModelBuilder:
     # (network, input_shape, num_classes) -> None: runs it as its task does, AssertionError
     # unless it returns what the task needs (a detector's losses and boxes)
     check_output: Ref | None = None
+    flags: tuple[SpaceFlag, ...] = ()  # ``raynas search`` flags that fix a field of its spaces
 
     @property
     def module(self) -> Any:
@@ -60,6 +75,27 @@ def builder_of(space: Space) -> ModelBuilder:
         raise SpaceError(f"{space.name}: model: unknown model {show(space.model)}"
                          f"{did_you_mean(space.model, BUILDERS)}; known: {', '.join(BUILDERS)}")
     return builder
+
+
+def fix_fields(source: Any, fixed: dict[str, Any] | None) -> Any:
+    """The space ``source`` (a name, a YAML path or a dict) with the fields its builder's flags
+    fixed (``SearchConfig.fixed``) as constants, as a dict; ``source`` itself without any.
+    A ConfigError for a flag that is not its builder's."""
+    from raynas.space import read_space
+
+    if not fixed:
+        return source
+    space, _ = read_space(source)
+    own = {f.field for f in builder_of(space).flags}
+    for field in fixed:
+        if field not in own:
+            flag, model = next(((f.flag, b.name) for b in BUILDERS.values() for f in b.flags
+                                if f.field == field), (field, "?"))
+            raise ConfigError(f"{flag}: only for spaces of model {model}; --space "
+                              f"{space.name} is model {space.model}")
+    document = copy.deepcopy(space.document)
+    document["space"] = {**(document.get("space") or {}), **fixed}
+    return document
 
 
 def check_space(space: Space, origin: str) -> None:

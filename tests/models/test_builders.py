@@ -11,7 +11,7 @@ import pytest
 import torch
 from torch import nn
 
-from raynas.models import BUILDERS, macro
+from raynas.models import BUILDERS, SpaceFlag, macro
 from raynas.models.cell import NB201Builder, NB201Edges
 from raynas.registry import load_ref
 from raynas.testing import check_builder
@@ -72,6 +72,10 @@ def _no_head(arch, input_shape, num_classes):
     ({"task": "translation"}, r"task 'translation' is not registered"),
     ({"task": "tabular"}, r"task 'tabular' has no Problem, so the builder must declare "
                           r"check_output"),
+    ({"flags": (SpaceFlag("--max-epochs", "epochs", "N", "clashes"),)},
+     r"flags: --max-epochs: --max-epochs is a setting of raynas search itself"),
+    ({"flags": (SpaceFlag("--backbone-weights", "backbone_weights", "PATH", "twice"),)},
+     r"flags: --backbone-weights: --backbone-weights is the flag of builders macro, detection"),
 ])
 def test_a_broken_capability_is_named(monkeypatch, change, message):
     monkeypatch.setitem(BUILDERS, "macro", replace(BUILDERS["macro"], **change))

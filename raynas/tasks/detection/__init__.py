@@ -15,7 +15,7 @@ from raynas.bench.registry import Benchmark, register
 from raynas.data import Source, register_source
 from raynas.data.commands import DataCommand, register_data_command
 from raynas.estimation.task import Task, register_task
-from raynas.models import ModelBuilder, register_builder
+from raynas.models import ModelBuilder, SpaceFlag, register_builder
 from raynas.objectives.metrics import Metric, register_metric
 
 register_task(Task(
@@ -27,7 +27,11 @@ register_task(Task(
 register_builder(ModelBuilder(
     "detection", "raynas.tasks.detection.model", task="detection",
     example=("detection", (3, 64, 64)), graph="raynas.tasks.detection.model:graph",
-    check_output="raynas.tasks.detection.model:check_output"))
+    check_output="raynas.tasks.detection.model:check_output",
+    flags=(SpaceFlag("--backbone-weights", "backbone_weights", "PATH",
+                     "a torchvision network's weights on disk (a state dict; e.g. "
+                     "torch.save(resnet18().state_dict(), PATH)) to start the space's fixed "
+                     "backbone from, its BatchNorm frozen", path=True),)))
 register_source(Source("coco", "raynas.tasks.detection.data:load", "coco:DIR",
                        help="images with boxes in COCO's JSON (annotations.json + images/); "
                             "?tile=N: on tiles"))

@@ -2,7 +2,9 @@
 into one of torchvision's detection models.
 
 An architecture is the macro chain's (``stem_channels``, ``layers``: see ``raynas.models.macro``),
-which is the backbone, plus:
+which is the backbone, or ``backbone``: one of torchvision's classification networks in
+``backbones.BACKBONES`` (from scratch, or from ``backbone_weights``, a file of its weights, with
+``trainable_stages`` of it trained: see ``raynas.tasks.detection.backbones``), plus:
 
 - ``levels``: how many of the backbone's scales feed the head, the deepest ones (a scale's
   feature map is the last layer output at that resolution) of stride 4 or more; fewer if the
@@ -46,6 +48,7 @@ import math
 from collections import OrderedDict
 from collections.abc import Callable
 from functools import partial
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -63,11 +66,13 @@ from raynas.errors import SpaceError, show
 from raynas.models import macro
 from raynas.report.graph import Graph, macro_graph
 from raynas.space.space import Space
+from raynas.tasks.detection.backbones import BACKBONES, STAGES, TorchvisionTrunk
 
 NECKS = ("none", "fpn", "bifpn")
 HEADS = ("fcos", "retinanet", "ssdlite", "faster_rcnn")
 #: What an architecture may leave out (a space that does not search it).
-DEFAULTS = {"levels": 3, "neck": "fpn", "neck_channels": 32, "bifpn_repeats": 1,
+DEFAULTS = {"backbone": "macro", "backbone_weights": None, "trainable_stages": STAGES,
+            "levels": 3, "neck": "fpn", "neck_channels": 32, "bifpn_repeats": 1,
             "head": "fcos", "anchor_scale": 4, "anchor_octaves": 1, "anchor_ratios": "1",
             "input_scale": 1.0}
 #: The largest ``input_scale``: upsampling further only adds cost.
@@ -165,13 +170,21 @@ def neck(kind: str, widths: list[int], channels: int, repeats: int) -> nn.Module
 
 
 class Backbone(nn.Module):
-    """The macro chain's deepest ``levels`` scales through the neck, as torchvision's detectors
-    take a backbone: an ``OrderedDict`` of feature maps and one ``out_channels``."""
+    """The trunk's (the macro chain's or torchvision's network's) deepest ``levels`` scales
+    through the neck, as torchvision's detectors take a backbone: an ``OrderedDict`` of feature
+    maps and one ``out_channels``."""
 
     def __init__(self, arch: dict[str, Any], input_shape: tuple[int, ...]) -> None:
         super().__init__()
         a = {**DEFAULTS, **arch}
-        self.trunk = macro.MacroNet(arch, input_shape, 0)
+        if a["backbone"] == "macro":
+            self.trunk = macro.MacroNet(arch, input_shape, 0)
+        elif input_shape[0] != 3:
+            raise SpaceError(f"backbone {a['backbone']}: takes RGB images, got {input_shape[0]} "
+                             "channels")
+        else:
+            self.trunk = TorchvisionTrunk(a["backbone"], a["backbone_weights"],
+                                          a["trainable_stages"])
         r = self.trunk.reductions
         stages = [i for i in range(len(r)) if i + 1 == len(r) or r[i + 1] != r[i]]
         self.picks = ([i for i in stages if r[i] >= MIN_STRIDE] or stages[-1:])[-a["levels"]:]
@@ -280,10 +293,8 @@ def build(arch: dict[str, Any], input_shape: tuple[int, ...], num_classes: int) 
 
 
 def check(space: Space, origin: str) -> None:
-    """Every value the space can produce must build: the backbone as the macro chain, and the
-    neck, head and anchors here."""
-    macro.check(space, origin)
-
+    """Every value the space can produce must build: the backbone as the macro chain's or a
+    torchvision network's (with its weights file), and the neck, head and anchors here."""
     def fail(field: str, message: str) -> SpaceError:
         return SpaceError(f"{origin}: space.{field}: {message}")
 
@@ -302,10 +313,21 @@ def check(space: Space, origin: str) -> None:
                 raise fail(field, f"must be integers from {low}"
                            f"{f' to {high}' if high < float('inf') else ''}{also}, got {show(v)}")
 
-    for field, allowed in (("neck", NECKS), ("head", HEADS)):
+    for field, allowed in (("backbone", ("macro", *BACKBONES)), ("neck", NECKS),
+                           ("head", HEADS)):
         for v in finite(field):
             if v not in allowed:
                 raise fail(field, f"unknown value {show(v)}; known: {', '.join(allowed)}")
+    backbones = finite("backbone")
+    if "macro" in backbones:
+        macro.check(space, origin)
+    else:
+        for field in ("stem_channels", "layers"):
+            if space.domain(field) is not None:
+                raise fail(field, f"unused: the backbone is {', '.join(backbones)}, not the "
+                           "macro chain")
+    check_weights(space, origin, backbones, finite("backbone_weights"))
+    integers("trainable_stages", 0, STAGES)
     integers("levels", 1, MAX_LEVELS)
     integers("neck_channels", CHANNEL_MULTIPLE, float("inf"),
              f" and multiples of {CHANNEL_MULTIPLE} (the heads' GroupNorm)")
@@ -323,6 +345,19 @@ def check(space: Space, origin: str) -> None:
         except ValueError:
             raise fail("anchor_ratios", f"must be positive numbers separated by commas "
                        f"(e.g. '0.5,1,2'), got {show(v)}") from None
+
+
+def check_weights(space: Space, origin: str, backbones: list[Any], files: list[Any]) -> None:
+    """Weights are one network's: a fixed torchvision backbone, and a file that holds its
+    weights (read here, so a wrong one stops the search before it starts)."""
+    for path in files:
+        if path is None:
+            continue
+        if not isinstance(path, str) or len(backbones) != 1 or backbones[0] == "macro":
+            raise SpaceError(f"{origin}: space.backbone_weights: a file of one torchvision "
+                             f"network's weights, with a fixed backbone ({', '.join(BACKBONES)})"
+                             f"; got {show(path)} for backbone {', '.join(map(str, backbones))}")
+        TorchvisionTrunk(backbones[0], path)
 
 
 def check_output(model: nn.Module, input_shape: tuple[int, ...], num_classes: int) -> None:
@@ -375,5 +410,13 @@ def graph(arch: dict[str, Any]) -> list[Graph]:
     necks = {"none": "1x1 convs", "fpn": "FPN", "bifpn": f"BiFPN x{a['bifpn_repeats']}"}
     heads = {"fcos": "FCOS", "retinanet": "RetinaNet", "ssdlite": "SSDlite",
              "faster_rcnn": "Faster R-CNN"}
-    return macro_graph(arch, f"{necks[a['neck']]} ({a['neck_channels']} ch) on {a['levels']} "
-                             f"scales, {heads[a['head']]} head")
+    head = (f"{necks[a['neck']]} ({a['neck_channels']} ch) on {a['levels']} scales, "
+            f"{heads[a['head']]} head")
+    if a["backbone"] == "macro":
+        return macro_graph(arch, head)
+    g = Graph(f"detection: torchvision {a['backbone']}")
+    weights = a["backbone_weights"]
+    body = a["backbone"] + ("" if weights is None else f"\nfrom {Path(weights).name}")
+    g.edge(g.node("input", "input", "input"), g.node("x", "feature maps"), body)
+    g.edge("x", g.node("output", "output", "output"), head)
+    return [g]
