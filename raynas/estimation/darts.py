@@ -29,6 +29,7 @@ from matplotlib.figure import Figure
 from ray import tune
 from torch import nn
 from torch.func import functional_call
+from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from raynas.data import Dataset
 from raynas.estimation.fidelity import TIME_ATTR
@@ -140,8 +141,12 @@ class DartsSearch:
         supernet, 1.05-1.2x on a 3-cell DARTS one; the price is memory, the training graph is
         kept for the double backward."""
         alphas = list(self.supernet.alpha.values())
-        unrolled = self._virtual_step(x, y)
-        grads = torch.autograd.grad(self._loss(self.supernet, x_val, y_val, unrolled), alphas)
+        # Attention ops: of scaled_dot_product_attention's kernels only the math one can be
+        # differentiated twice (the CPU flash kernel's backward has no derivative).
+        with sdpa_kernel(SDPBackend.MATH):
+            unrolled = self._virtual_step(x, y)
+            grads = torch.autograd.grad(self._loss(self.supernet, x_val, y_val, unrolled),
+                                        alphas)
         for a, g in zip(alphas, grads, strict=True):
             a.grad = g
 

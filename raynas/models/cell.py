@@ -12,7 +12,10 @@ one-shot supernet (a mixed op on every edge: ``NB201Edges``/``DartsEdges``, the 
 ``mixed_edges``).
 
 NAS-Bench-201's ops and skeleton also run on sequences shaped (C, L) (MNIST-1D): every conv,
-pool and BatchNorm is then its 1-D counterpart (``dims=1``), a 3x3 conv a length-3 one.
+pool and BatchNorm is then its 1-D counterpart (``dims=1``), a 3x3 conv a length-3 one. Its
+edges also take any op of the registry (``raynas.ops.OPS``: the core's convolutions, and the
+attention and recurrent ops an application registers), so a supernet (DARTS, one-shot) mixes
+attention with convolutions, identity and zero on the same edges.
 
 Two deviations from the reference code, both only for odd feature-map sizes (CIFAR's 32x32
 never has them, 8x8 digits and 28x28 MNIST can): ``FactorizedReduce`` pads as NAS-Bench-201's
@@ -33,6 +36,7 @@ from torch import nn
 
 from raynas.errors import ConfigError, SpaceError, did_you_mean, show
 from raynas.models.supernet import Mix, MixedEdges, Path
+from raynas.ops import OPS
 from raynas.ops.blocks import Zero
 from raynas.space.space import Arch, Space
 
@@ -141,6 +145,12 @@ NB201_OPS: dict[str, OpFactory] = {
     "nor_conv_3x3": nor_conv(3),
     "avg_pool_3x3": pool("avg"),
 }
+
+def nb201_ops() -> dict[str, OpFactory]:
+    """What a NAS-Bench-201 edge can carry: the benchmark's five ops first (their table order
+    is the supernet's), then every op of the registry that is not one of them by name."""
+    return {**NB201_OPS, **{name: op for name, op in OPS.items() if name not in NB201_OPS}}
+
 
 DARTS_OPS: dict[str, OpFactory] = {
     "none": zero,
@@ -260,8 +270,8 @@ def parse_nb201(text: str) -> dict[str, str]:
             op, _, source = edge.partition("~")
             if source != str(i):
                 raise fail(f"node {j}: edge {edge!r} must come from node {i}")
-            if op not in NB201_OPS:
-                raise fail(f"unknown op {show(op)}{did_you_mean(op, NB201_OPS)}")
+            if op not in nb201_ops():
+                raise fail(f"unknown op {show(op)}{did_you_mean(op, nb201_ops())}")
             cell[nb201_field(j, i)] = op
     return cell
 
@@ -493,8 +503,16 @@ class NB201Builder:
         _check_fields(space, origin, "cell", [nb201_field(j, i) for j, i in NB201_EDGES])
         for field in ("channels", "cells_per_stage"):
             _check_positive(space, origin, field)
+        ops = nb201_ops()
         for j, i in NB201_EDGES:
-            _check_ops(space, origin, f"cell.{nb201_field(j, i)}", NB201_OPS)
+            field = f"cell.{nb201_field(j, i)}"
+            _check_ops(space, origin, field, ops)
+            for name in _finite(space, origin, field):
+                multiple = getattr(ops[name], "multiple", 1)  # an attention op's heads
+                for c in _finite(space, origin, "channels"):
+                    if c % multiple:
+                        raise SpaceError(f"{origin}: space.channels: {c} is not a multiple of "
+                                         f"{multiple}, which op {name!r} ({field}) needs")
 
     @staticmethod
     def build(arch: dict[str, Any], input_shape: tuple[int, ...], num_classes: int,
@@ -502,8 +520,10 @@ class NB201Builder:
         """``width``: a multiplier of C (a proxy task's narrower network)."""
         cell, dims = arch["cell"], nb201_dims(input_shape)
 
+        ops = nb201_ops()
+
         def edge(j: int, i: int, channels: int, stride: int) -> nn.Module:
-            return NB201_OPS[cell[nb201_field(j, i)]](channels, channels, stride, dims)
+            return ops[cell[nb201_field(j, i)]](channels, channels, stride, dims)
 
         return NB201Net(edge, input_shape, num_classes, _scaled(arch["channels"], width),
                         arch["cells_per_stage"])
@@ -573,13 +593,13 @@ class NB201Edges(MixedEdges):
         super().__init__(space)
         self.edges = {"cell": list(NB201_EDGES)}
         self.ops = {"cell": self.candidates([f"cell.{nb201_field(j, i)}" for j, i in NB201_EDGES],
-                                            NB201_OPS)}
+                                            nb201_ops())}
 
     def network(self, input_shape: tuple[int, ...], num_classes: int, mix: Mix) -> nn.Module:
-        dims = nb201_dims(input_shape)
+        dims, ops = nb201_dims(input_shape), nb201_ops()
 
         def edge(j: int, i: int, channels: int, stride: int) -> nn.Module:
-            return mix("cell", (j, i), lambda op: NB201_OPS[op](channels, channels, stride, dims))
+            return mix("cell", (j, i), lambda op: ops[op](channels, channels, stride, dims))
 
         return NB201Net(edge, input_shape, num_classes, self.template["channels"],
                         self.template["cells_per_stage"])
