@@ -146,6 +146,7 @@ NB201_OPS: dict[str, OpFactory] = {
     "avg_pool_3x3": pool("avg"),
 }
 
+
 def nb201_ops() -> dict[str, OpFactory]:
     """What a NAS-Bench-201 edge can carry: the benchmark's five ops first (their table order
     is the supernet's), then every op of the registry that is not one of them by name."""
@@ -518,9 +519,7 @@ class NB201Builder:
     def build(arch: dict[str, Any], input_shape: tuple[int, ...], num_classes: int,
               width: float = 1.0) -> nn.Module:
         """``width``: a multiplier of C (a proxy task's narrower network)."""
-        cell, dims = arch["cell"], nb201_dims(input_shape)
-
-        ops = nb201_ops()
+        cell, dims, ops = arch["cell"], nb201_dims(input_shape), nb201_ops()
 
         def edge(j: int, i: int, channels: int, stride: int) -> nn.Module:
             return ops[cell[nb201_field(j, i)]](channels, channels, stride, dims)
