@@ -36,7 +36,7 @@ from torch import nn
 
 from raynas.errors import ConfigError, SpaceError, did_you_mean, show
 from raynas.models.supernet import Mix, MixedEdges, Path
-from raynas.ops import OPS
+from raynas.ops import OPS, Op
 from raynas.ops.blocks import Zero
 from raynas.space.space import Arch, Space
 
@@ -257,7 +257,7 @@ def parse_nb201(text: str) -> dict[str, str]:
     def fail(why: str) -> SpaceError:
         return SpaceError(f"NAS-Bench-201 string {text!r}: {why}")
 
-    nodes = text.split("+")
+    nodes, ops = text.split("+"), nb201_ops()
     if len(nodes) != NB201_NODES - 1:
         raise fail(f"expected {NB201_NODES - 1} nodes separated by '+', got {len(nodes)}")
     cell = {}
@@ -271,8 +271,8 @@ def parse_nb201(text: str) -> dict[str, str]:
             op, _, source = edge.partition("~")
             if source != str(i):
                 raise fail(f"node {j}: edge {edge!r} must come from node {i}")
-            if op not in nb201_ops():
-                raise fail(f"unknown op {show(op)}{did_you_mean(op, nb201_ops())}")
+            if op not in ops:
+                raise fail(f"unknown op {show(op)}{did_you_mean(op, ops)}")
             cell[nb201_field(j, i)] = op
     return cell
 
@@ -490,6 +490,20 @@ def _scaled(channels: int, width: float) -> int:
     return max(1, round(channels * width))
 
 
+def _check_registry_op(space: Space, origin: str, field: str, op: Op) -> None:
+    """What the macro grammar checks of a registry op on a layer, for a cell's edge: the
+    package it needs, inputs a cell takes (sequences or images), and channels its heads divide
+    (every stage's are C times a power of two, so C's decide)."""
+    op.check()
+    if not op.dims & {1, 2}:
+        raise SpaceError(f"{origin}: space.{field}: op {op.name!r} takes no sequences or images, "
+                         "the inputs of a NAS-Bench-201 cell")
+    for c in _finite(space, origin, "channels"):
+        if c % op.multiple:
+            raise SpaceError(f"{origin}: space.channels: {c} is not a multiple of "
+                             f"{op.multiple}, which op {op.name!r} ({field}) needs")
+
+
 class NB201Builder:
     """``model: nb201``: fields ``channels`` (C), ``cells_per_stage`` (N), ``cell`` (one op per
     edge ``edge_J_I``, into node J from node I) and optionally ``train``."""
@@ -509,11 +523,8 @@ class NB201Builder:
             field = f"cell.{nb201_field(j, i)}"
             _check_ops(space, origin, field, ops)
             for name in _finite(space, origin, field):
-                multiple = getattr(ops[name], "multiple", 1)  # an attention op's heads
-                for c in _finite(space, origin, "channels"):
-                    if c % multiple:
-                        raise SpaceError(f"{origin}: space.channels: {c} is not a multiple of "
-                                         f"{multiple}, which op {name!r} ({field}) needs")
+                if name not in NB201_OPS:
+                    _check_registry_op(space, origin, field, OPS[name])
 
     @staticmethod
     def build(arch: dict[str, Any], input_shape: tuple[int, ...], num_classes: int,

@@ -149,6 +149,9 @@ def test_cells_take_any_module_per_edge(one_thread):
 @pytest.mark.parametrize("model, edit, message", [
     ("nb201_cell", lambda s: s["cell"].update(edge_1_0={"choice": ["none", "conv_9x9"]}),
      "space.cell.edge_1_0: unknown op 'conv_9x9'"),
+    ("nb201_cell", lambda s: s["cell"].update(edge_2_1={"choice": ["none", "3d_conv_3x3x3"]}),
+     "space.cell.edge_2_1: op '3d_conv_3x3x3' takes no sequences or images, the inputs of a "
+     "NAS-Bench-201 cell"),
     ("nb201_cell", lambda s: s["cell"].pop("edge_3_2"), "space.cell.edge_3_2: missing"),
     ("nb201_cell", lambda s: s.update(channels={"float": [1.0, 2.0]}),
      "space.channels: must be a constant or a choice"),
